@@ -1,0 +1,28 @@
+"""Who, where, when and why of a command: stamped on every event it causes.
+
+Every command method of an aggregate takes an ``EventContext``; its fields are copied onto
+each event that the command triggers, which is what makes the audit log complete and what
+the geo merge rules order by (``hlc``, then ``site_id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from cargohold.domain.values import Actor, HLCTimestamp
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """The provenance of one command.
+
+    ``actor`` caused it, ``site_id`` is the origin site (the one whose log the events go
+    into), ``hlc`` is the hybrid logical clock reading taken once for the command, and
+    ``request_id`` ties the events to the HTTP request (or CLI run) that asked for them.
+    """
+
+    actor: Actor
+    site_id: UUID
+    hlc: HLCTimestamp
+    request_id: str

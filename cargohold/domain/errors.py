@@ -1,0 +1,119 @@
+"""Domain errors: one tree, mapped once per API surface.
+
+::
+
+    DomainError
+    ├── InvalidInput                 bad input, rejected before any event exists
+    │   ├── NameInvalid          name breaks the OCI grammar          (NAME_INVALID)
+    │   ├── TagInvalid           tag breaks the OCI grammar           (MANIFEST_INVALID)
+    │   ├── ReferenceInvalid     neither a tag nor a digest           (MANIFEST_INVALID)
+    │   ├── DigestInvalid        malformed, or content mismatch       (DIGEST_INVALID)
+    │   ├── DigestUnsupported    well-formed, algorithm we lack       (UNSUPPORTED)
+    │   ├── MediaTypeInvalid     not an RFC 6838 media type           (MANIFEST_INVALID)
+    │   ├── ManifestInvalid      manifest body fails validation       (MANIFEST_INVALID)
+    │   ├── ManifestBlobUnknown  manifest refers to an unlinked blob  (MANIFEST_BLOB_UNKNOWN)
+    │   ├── SizeInvalid          length differs from the claim        (SIZE_INVALID)
+    │   └── RangeInvalid         an offset or range we cannot serve   (416)
+    ├── NotFound
+    │   ├── RepositoryUnknown                                         (NAME_UNKNOWN)
+    │   ├── ManifestUnknown                                           (MANIFEST_UNKNOWN)
+    │   ├── TagUnknown                                                (MANIFEST_UNKNOWN)
+    │   ├── BlobUnknown                                               (BLOB_UNKNOWN)
+    │   └── UploadUnknown                                             (BLOB_UPLOAD_UNKNOWN)
+    ├── Conflict
+    │   └── ConcurrentModification  another writer won; retry the command
+    └── StorageError                a backing store failed (not the caller's fault)
+
+Adapters translate foreign exceptions (psycopg, minio, OSError) into these at one choke
+point each, re-raising ``from`` the original.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error cargohold raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(DomainError):
+    """The caller sent something that breaks a grammar or a rule."""
+
+
+class NameInvalid(InvalidInput):
+    pass
+
+
+class TagInvalid(InvalidInput):
+    pass
+
+
+class ReferenceInvalid(InvalidInput):
+    pass
+
+
+class DigestInvalid(InvalidInput):
+    pass
+
+
+class DigestUnsupported(InvalidInput):
+    pass
+
+
+class MediaTypeInvalid(InvalidInput):
+    pass
+
+
+class ManifestInvalid(InvalidInput):
+    pass
+
+
+class ManifestBlobUnknown(InvalidInput):
+    pass
+
+
+class SizeInvalid(InvalidInput):
+    pass
+
+
+class RangeInvalid(InvalidInput):
+    pass
+
+
+class NotFound(DomainError):
+    pass
+
+
+class RepositoryUnknown(NotFound):
+    pass
+
+
+class ManifestUnknown(NotFound):
+    pass
+
+
+class TagUnknown(NotFound):
+    pass
+
+
+class BlobUnknown(NotFound):
+    pass
+
+
+class UploadUnknown(NotFound):
+    pass
+
+
+class Conflict(DomainError):
+    pass
+
+
+class ConcurrentModification(Conflict):
+    pass
+
+
+class StorageError(DomainError):
+    """A backing store (database, object store, disk) failed."""

@@ -1,0 +1,222 @@
+"""The ``Repository`` aggregate: blobs linked, manifests pushed, tags moved.
+
+Its events are a persisted schema (see DESIGN.md, "The log"): rename one only with
+``register_topic``, change its shape only with ``class_version`` and an upcaster. Every
+event carries the command's ``EventContext`` fields (``actor``, ``site_id``, ``hlc``,
+``request_id``) through the shared base ``Repository.Event``.
+
+Guards run in the public command methods, before any event exists; the events' ``apply``
+methods only mutate state, because they also run on replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from cargohold.domain.context import EventContext
+from cargohold.domain.errors import (
+    BlobUnknown,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    TagUnknown,
+)
+from cargohold.domain.manifest import ParsedManifest
+from cargohold.domain.values import (
+    Actor,
+    Descriptor,
+    Digest,
+    HLCTimestamp,
+    MediaType,
+    RepositoryName,
+    Tag,
+)
+
+
+def _context_fields(ctx: EventContext) -> dict[str, Any]:
+    return {
+        "actor": ctx.actor,
+        "site_id": ctx.site_id,
+        "hlc": ctx.hlc,
+        "request_id": ctx.request_id,
+    }
+
+
+class Repository(Aggregate):
+    """One OCI repository (``<namespace>/<name>``) at one origin site.
+
+    State: ``name``; ``blobs`` (digest -> size) linked into the repository; ``manifests``
+    (digest -> media type) pushed to it; ``tags`` (tag -> manifest digest).
+    """
+
+    class Event(Aggregate.Event):
+        """Base of every ``Repository`` event: the provenance of the command."""
+
+        actor: Actor
+        site_id: UUID
+        hlc: HLCTimestamp
+        request_id: str
+
+    class Created(Event, Aggregate.Created):
+        name: RepositoryName
+
+    class BlobLinked(Event):
+        digest: Digest
+        size: int
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.blobs[self.digest] = self.size
+
+    class BlobUnlinked(Event):
+        digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            del aggregate.blobs[self.digest]
+
+    class ManifestPushed(Event):
+        digest: Digest
+        media_type: MediaType
+        size: int
+        config: Descriptor | None
+        layers: tuple[Descriptor, ...]
+        manifests: tuple[Descriptor, ...]
+        subject: Descriptor | None
+        artifact_type: MediaType | None
+        annotations: dict[str, str] | None
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.manifests[self.digest] = self.media_type
+
+    class TagMoved(Event):
+        tag: Tag
+        from_digest: Digest | None
+        to_digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.tags[self.tag] = self.to_digest
+
+    class TagDeleted(Event):
+        tag: Tag
+        digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            del aggregate.tags[self.tag]
+
+    class ManifestDeleted(Event):
+        digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            del aggregate.manifests[self.digest]
+
+    def __init__(self, name: RepositoryName) -> None:
+        self.name = name
+        self.blobs: dict[Digest, int] = {}
+        self.manifests: dict[Digest, MediaType] = {}
+        self.tags: dict[Tag, Digest] = {}
+
+    @staticmethod
+    def create_id(site_id: UUID, name: RepositoryName) -> UUID:
+        """The stream id: ``uuid5(site_id, "repository:<name>")``.
+
+        NOTE: persisted in every stream; changing this formula orphans stored repositories.
+        """
+        return uuid5(site_id, f"repository:{name}")
+
+    @classmethod
+    def create(cls, name: RepositoryName, ctx: EventContext) -> Repository:
+        """A new repository; its id is ``create_id(ctx.site_id, name)``."""
+        return cls._create(
+            cls.Created,
+            id=cls.create_id(ctx.site_id, name),
+            name=name,
+            **_context_fields(ctx),
+        )
+
+    # Blobs
+
+    def link_blob(self, digest: Digest, size: int, ctx: EventContext) -> None:
+        """Make a stored blob part of this repository. Idempotent for the same size."""
+        if self.blobs.get(digest) == size:
+            return
+        self._trigger(self.BlobLinked, ctx, digest=digest, size=size)
+
+    def unlink_blob(self, digest: Digest, ctx: EventContext) -> None:
+        """Remove a blob from this repository. Raises ``BlobUnknown`` if not linked."""
+        if digest not in self.blobs:
+            raise BlobUnknown(f"blob {digest} is not linked to repository {self.name}")
+        self._trigger(self.BlobUnlinked, ctx, digest=digest)
+
+    # Manifests
+
+    def push_manifest(self, manifest: ParsedManifest, ctx: EventContext) -> None:
+        """Record a validated manifest. Idempotent for a digest already pushed.
+
+        Raises ``ManifestBlobUnknown`` naming the first config or layer that is not a
+        linked blob (descriptors with ``urls``, i.e. foreign layers, are exempt) or the
+        first child of an index that is not a manifest of this repository. The
+        ``subject`` need not exist (the spec lets referrers arrive first).
+        """
+        if manifest.digest in self.manifests:
+            return
+        for blob in manifest.blobs:
+            if not blob.urls and blob.digest not in self.blobs:
+                raise ManifestBlobUnknown(
+                    f"blob {blob.digest} referenced by manifest {manifest.digest} "
+                    f"is not in repository {self.name}"
+                )
+        for child in manifest.manifests:
+            if child.digest not in self.manifests:
+                raise ManifestBlobUnknown(
+                    f"manifest {child.digest} referenced by index {manifest.digest} "
+                    f"is not in repository {self.name}"
+                )
+        self._trigger(
+            self.ManifestPushed,
+            ctx,
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            size=manifest.size,
+            config=manifest.config,
+            layers=manifest.layers,
+            manifests=manifest.manifests,
+            subject=manifest.subject,
+            artifact_type=manifest.artifact_type,
+            annotations=manifest.annotations,
+        )
+
+    def delete_manifest(self, digest: Digest, ctx: EventContext) -> None:
+        """Delete a manifest and, first, every tag pointing at it (in tag order).
+
+        Raises ``ManifestUnknown`` if it is not a manifest of this repository.
+        """
+        if digest not in self.manifests:
+            raise ManifestUnknown(f"manifest {digest} is not in repository {self.name}")
+        for tag in sorted(t for t, d in self.tags.items() if d == digest):
+            self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
+        self._trigger(self.ManifestDeleted, ctx, digest=digest)
+
+    # Tags
+
+    def tag(self, tag: Tag, digest: Digest, ctx: EventContext) -> None:
+        """Point ``tag`` at a manifest of this repository. Idempotent.
+
+        Raises ``ManifestUnknown`` if ``digest`` is not a manifest of this repository.
+        """
+        if digest not in self.manifests:
+            raise ManifestUnknown(f"manifest {digest} is not in repository {self.name}")
+        current = self.tags.get(tag)
+        if current == digest:
+            return
+        self._trigger(self.TagMoved, ctx, tag=tag, from_digest=current, to_digest=digest)
+
+    def untag(self, tag: Tag, ctx: EventContext) -> None:
+        """Delete a tag (not the manifest). Raises ``TagUnknown`` if absent."""
+        digest = self.tags.get(tag)
+        if digest is None:
+            raise TagUnknown(f"tag {tag} is not in repository {self.name}")
+        self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
+
+    def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
+        self.trigger_event(event_class, **fields, **_context_fields(ctx))

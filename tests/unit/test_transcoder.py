@@ -1,0 +1,285 @@
+"""The msgpack transcoder: every event class and snapshots round-trip to EQUAL objects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import msgpack
+import pytest
+from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper, StoredEvent, TranscodingNotRegisteredError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cargohold.adapters.transcoder import MsgpackTranscoder
+from cargohold.domain.context import EventContext
+from cargohold.domain.repository import Repository
+from cargohold.domain.values import (
+    Actor,
+    ActorKind,
+    Descriptor,
+    Digest,
+    DigestAlgorithm,
+    HLCTimestamp,
+    MediaType,
+    RepositoryName,
+    Tag,
+)
+from tests import strategies as s
+
+EVENT_CLASSES = s.repository_event_classes()
+mapper: Mapper[UUID] = Mapper(transcoder=MsgpackTranscoder())
+transcoder = MsgpackTranscoder()
+
+
+def roundtrip(obj: Any) -> Any:
+    return transcoder.decode(transcoder.encode(obj))
+
+
+def test_discovers_every_event_class() -> None:
+    names = {c.__name__ for c in EVENT_CLASSES}
+    assert {
+        "Created",
+        "BlobLinked",
+        "BlobUnlinked",
+        "ManifestPushed",
+        "TagMoved",
+        "TagDeleted",
+        "ManifestDeleted",
+    } <= names
+
+
+@pytest.mark.parametrize("event_class", EVENT_CLASSES, ids=lambda c: c.__name__)
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_every_event_class_round_trips_through_the_mapper(
+    event_class: type[Repository.Event], data: st.DataObject
+) -> None:
+    event = data.draw(s.events_of(event_class))
+    stored = mapper.to_stored_event(event)
+    assert isinstance(stored.state, bytes)
+    restored = mapper.to_domain_event(stored)
+    assert type(restored) is event_class
+    assert restored == event
+    # And through bytes as a store would hand them back.
+    copied = StoredEvent(
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=bytes(bytearray(stored.state)),
+    )
+    assert mapper.to_domain_event(copied) == event
+
+
+@settings(max_examples=30, deadline=None)
+@given(repo=s.repositories())
+def test_snapshot_round_trips(repo: Repository) -> None:
+    repo.collect_events()  # as Application.save() does before snapshotting
+    snapshot = Repository.Snapshot.take(repo)
+    restored = mapper.to_domain_event(mapper.to_stored_event(snapshot))
+    assert restored == snapshot
+    again = restored.mutate(None)
+    assert isinstance(again, Repository)
+    assert again == repo
+    assert again.blobs == repo.blobs and again.tags == repo.tags
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    value=st.recursive(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(),
+            st.binary(),
+            st.uuids(),
+            s.aware_datetimes(),
+            st.datetimes(),
+            st.decimals(allow_nan=False),
+            s.digests(),
+            s.repository_names(),
+            s.tags(),
+            s.media_types(),
+            s.descriptors(),
+            s.actors(),
+            s.hlc_timestamps(),
+            st.sampled_from(ActorKind),
+            st.sampled_from(DigestAlgorithm),
+        ),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3),
+            st.lists(inner, max_size=3).map(tuple),
+            st.dictionaries(st.text() | s.digests() | s.tags() | st.integers(), inner, max_size=3),
+            st.frozensets(st.integers() | st.text(), max_size=3),
+            st.sets(s.digests(), max_size=3),
+        ),
+        max_leaves=15,
+    )
+)
+def test_values_round_trip_with_exact_types(value: Any) -> None:
+    restored = roundtrip(value)
+    assert restored == value
+    assert _shape(restored) == _shape(value)
+
+
+def _shape(value: Any) -> Any:
+    """The value's types, recursively: equality alone would accept list for tuple."""
+    if isinstance(value, (list, tuple)):
+        return (type(value), [_shape(v) for v in value])
+    if isinstance(value, dict):
+        return (type(value), sorted((repr(k), type(k), _shape(v)) for k, v in value.items()))
+    return type(value)
+
+
+def test_str_subclasses_keep_their_type() -> None:
+    for value in (RepositoryName("library/ubuntu"), Tag("latest"), MediaType("a/b")):
+        restored = roundtrip(value)
+        assert type(restored) is type(value) and restored == value
+
+
+def test_tuple_is_not_a_list() -> None:
+    assert roundtrip((1, (2, 3), [4])) == (1, (2, 3), [4])
+    assert type(roundtrip([1])) is list
+
+
+def test_map_with_digest_keys() -> None:
+    value = {Digest.of(b"a"): 1, Digest.of(b"b", DigestAlgorithm.SHA512): 2}
+    assert roundtrip(value) == value
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(seconds=1))),
+        datetime(2020, 1, 1, 12, 0),
+    ],
+)
+def test_datetimes_round_trip_exactly(dt: datetime) -> None:
+    restored = roundtrip(dt)
+    assert restored == dt
+    assert restored.utcoffset() == dt.utcoffset()
+    assert (restored.tzinfo is None) == (dt.tzinfo is None)
+    assert restored.microsecond == dt.microsecond
+
+
+def test_named_zone_decodes_as_its_fixed_offset() -> None:
+    # NOTE: PEP 495 makes an ambiguous (fold=1) time never equal across zones, so the
+    # instant and the offset are what survive, not equality with the ZoneInfo original.
+    dt = datetime(2021, 11, 7, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York"))
+    restored = roundtrip(dt)
+    assert restored.timestamp() == dt.timestamp()
+    assert restored.utcoffset() == dt.utcoffset() == timedelta(hours=-5)
+
+
+def test_decimal_keeps_its_exponent() -> None:
+    restored = roundtrip(Decimal("1.100"))
+    assert str(restored) == "1.100"
+
+
+def test_big_integers() -> None:
+    for value in (2**64, -(2**63) - 1, 10**40, 2**64 - 1, -(2**63)):
+        assert roundtrip(value) == value
+
+
+def test_descriptor_with_everything() -> None:
+    d = Descriptor(
+        MediaType("application/vnd.oci.image.layer.v1.tar+gzip"),
+        Digest.of(b"layer"),
+        5,
+        artifact_type=MediaType("application/x"),
+        annotations={"a": "b"},
+        platform={"os": "linux", "architecture": "amd64", "os.features": ["x"]},
+        urls=("https://example.com/layer",),
+    )
+    assert roundtrip(d) == d
+
+
+def test_unknown_type_raises_type_error_with_a_clear_message() -> None:
+    class Unknown:
+        pass
+
+    with pytest.raises(TypeError, match=r"cannot encode .*Unknown.*ExtType"):
+        transcoder.encode({"x": [Unknown()]})
+    with pytest.raises(TranscodingNotRegisteredError):
+        transcoder.encode(Unknown())
+
+
+def test_subclass_of_a_supported_type_is_not_silently_degraded() -> None:
+    class MyDict(dict[str, int]):
+        pass
+
+    with pytest.raises(TypeError):
+        transcoder.encode(MyDict(a=1))
+
+
+def test_unknown_ext_code_raises_on_decode() -> None:
+    data = msgpack.packb(msgpack.ExtType(99, b""))
+    with pytest.raises(ValueError, match="unknown ExtType code 99"):
+        transcoder.decode(data)
+
+
+def test_ext_codes_are_frozen() -> None:
+    """Codes are in every stored event: this pins them (see the module docstring)."""
+    cases: list[tuple[Any, int]] = [
+        (UUID(int=0), 1),
+        (datetime(2000, 1, 1, tzinfo=UTC), 2),
+        (Decimal(1), 3),
+        ((), 4),
+        (Digest.of(b""), 5),
+        (RepositoryName("a"), 6),
+        (Tag("a"), 7),
+        (MediaType("a/b"), 8),
+        (Descriptor(MediaType("a/b"), Digest.of(b""), 0), 9),
+        (Actor.system(), 10),
+        (ActorKind.USER, 11),
+        (HLCTimestamp(1, 2), 12),
+        (DigestAlgorithm.SHA256, 13),
+        (set(), 14),
+        (frozenset(), 15),
+        (2**64, 16),
+    ]
+    for value, code in cases:
+        ext = msgpack.unpackb(transcoder.encode(value))
+        assert isinstance(ext, msgpack.ExtType) and ext.code == code, value
+    assert transcoder.encode(Digest.of(b"")) == bytes.fromhex(
+        "c72a05"  # ext8, 42 bytes, code 5
+        "92a6736861323536c420"  # ["sha256", bin8 32 bytes ...
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+
+
+def test_application_with_transcoder_topic_and_snapshots(tmp_path: Path) -> None:
+    class Registry(Application[UUID]):
+        is_snapshotting_enabled = True
+        snapshotting_intervals = {Repository: 2}
+
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(tmp_path / "events.db"),
+        "TRANSCODER_TOPIC": "cargohold.adapters.transcoder:MsgpackTranscoder",
+    }
+    app = Registry(env=env)
+    assert isinstance(app.mapper.transcoder, MsgpackTranscoder)
+    ctx = EventContext(Actor.system(), uuid4(), HLCTimestamp(1, 0), "req-1")
+    repo = Repository.create(RepositoryName("library/ubuntu"), ctx)
+    for i in range(5):
+        repo.link_blob(Digest.of(bytes([i])), i, ctx)
+    app.save(repo)
+    assert app.snapshots is not None
+    assert [snap.originator_version for snap in app.snapshots.get(repo.id)] == [2, 4, 6]
+    app.close()
+
+    reopened = Registry(env=env)
+    loaded: Repository = reopened.repository.get(repo.id)
+    assert loaded == repo
+    assert [e.originator_version for e in reopened.events.get(repo.id)] == list(range(1, 7))
+    reopened.close()
