@@ -1,0 +1,178 @@
+"""Ports: the capabilities the domain needs from the outside world, written as contracts.
+
+Each port is one abstract class; its adapters live under ``cargohold/adapters`` and every
+adapter passes the same contract suite under ``tests/contract``. Ports speak domain values
+(``Digest``) and domain errors only: no driver type crosses them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Protocol
+
+from cargohold.domain.values import Digest
+
+
+class ByteSource(Protocol):
+    """Anything with ``read(n) -> bytes`` that returns ``b""`` at end of stream.
+
+    ``read(n)`` may return fewer than ``n`` bytes before the end; a file, a
+    ``BytesIO`` and a WSGI ``bounded_stream`` all qualify.
+    """
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class BlobStore(ABC):
+    """Content-addressed blob storage: streamed in, verified, committed, streamed out.
+
+    A *blob* is committed under its digest (``sha256`` or ``sha512``) and is immutable:
+    readers never see a partial blob. Content arrives either in one ``put`` or as a
+    staged *upload* (``start_upload``, ``append``..., ``commit``) that survives a process
+    restart and can be resumed by another instance over the same storage.
+
+    No method holds a blob whole in memory: content moves in chunks whose size the
+    adapter receives in its constructor.
+
+    Errors (from ``cargohold.domain.errors``): ``BlobUnknown``, ``UploadUnknown``,
+    ``DigestInvalid``, ``SizeInvalid``, ``RangeInvalid`` for the caller's mistakes, and
+    ``StorageError`` when the backing store fails. Errors raised by the caller's own
+    stream propagate unchanged. Upload ids that the adapter could not have issued (for
+    instance ones containing ``/``) are simply unknown.
+    """
+
+    # -- committed blobs -------------------------------------------------------------
+
+    @abstractmethod
+    def stat(self, digest: Digest) -> int:
+        """The size in bytes of the committed blob ``digest``.
+
+        Raises ``BlobUnknown`` if no such blob is committed.
+        """
+
+    @abstractmethod
+    def exists(self, digest: Digest) -> bool:
+        """Whether the blob ``digest`` is committed. Never raises ``BlobUnknown``."""
+
+    @abstractmethod
+    def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The bytes ``[offset, offset + length)`` of blob ``digest``, as chunks.
+
+        ``length=None`` means "to the end". The range must lie within the blob:
+        ``0 <= offset <= size`` and ``0 <= length <= size - offset``; an empty range
+        (``offset == size``, or ``length == 0``) yields nothing. Chunks are at most the
+        configured chunk size and never empty.
+
+        Validation is eager: ``BlobUnknown`` (no such blob) and ``RangeInvalid`` (range
+        outside the blob) are raised by this call itself, before any chunk is yielded, so
+        an HTTP layer can answer 404/416 before it starts a response. If the blob is
+        deleted between this call and the first chunk, iteration raises ``BlobUnknown``.
+        Close the iterator (or exhaust it) to release the underlying file or connection.
+        """
+
+    @abstractmethod
+    def delete(self, digest: Digest) -> bool:
+        """Remove the committed blob ``digest``; True if it existed.
+
+        Idempotent: deleting an absent blob returns False and raises nothing. Iterators
+        already returned by ``read`` may or may not see the content afterwards.
+        """
+
+    @abstractmethod
+    def put(
+        self,
+        stream: ByteSource,
+        expected: Digest | None = None,
+        expected_size: int | None = None,
+    ) -> tuple[Digest, int]:
+        """Stream ``stream`` to its end into a new blob; return ``(digest, size)``.
+
+        The content is staged, hashed as it streams, verified and only then committed.
+        Without ``expected`` the blob is committed under its ``sha256`` digest; with it,
+        under ``expected`` (either algorithm). Committing content that already exists
+        is not an error (the result is the same blob).
+
+        Raises ``DigestInvalid`` if the content does not hash to ``expected`` and
+        ``SizeInvalid`` if its length differs from ``expected_size``; in both cases
+        nothing is committed and the staging is removed.
+        """
+
+    # -- staged uploads --------------------------------------------------------------
+
+    @abstractmethod
+    def start_upload(self) -> str:
+        """Create an empty staged upload and return its id.
+
+        The id comes from the adapter's injected id factory and the start time (see
+        ``uploads``) from its injected clock.
+        """
+
+    @abstractmethod
+    def append(
+        self, upload_id: str, stream: ByteSource, offset: int, length: int | None = None
+    ) -> int:
+        """Append ``stream`` to upload ``upload_id`` at ``offset``; return the new size.
+
+        ``offset`` must equal the upload's current size (appends are strictly
+        sequential), else ``RangeInvalid``, which the HTTP layer answers with 416 and
+        the current size. With ``length``, exactly ``length`` bytes are read from the
+        stream (anything after them is left unread); without it, the stream is read to
+        its end. An empty append is allowed and changes nothing.
+
+        Raises ``UploadUnknown`` if there is no such upload, and ``SizeInvalid`` if the
+        stream ends before ``length`` bytes. If the append fails for any reason the
+        upload keeps its previous size: nothing partial is appended.
+
+        Appends to one upload are meant to be serialised by the caller (one client
+        drives one upload); adapters guard against interleaving where they can cheaply.
+        """
+
+    @abstractmethod
+    def upload_size(self, upload_id: str) -> int:
+        """The number of bytes staged so far in ``upload_id``.
+
+        Raises ``UploadUnknown`` if there is no such upload.
+        """
+
+    @abstractmethod
+    def commit(self, upload_id: str, expected: Digest, expected_size: int | None = None) -> int:
+        """Verify the staged content of ``upload_id`` and commit it as blob ``expected``.
+
+        Returns the blob's size. The content must hash to ``expected`` (``sha256`` or
+        ``sha512``), else ``DigestInvalid``; if ``expected_size`` is given it must equal
+        the staged size, else ``SizeInvalid``. On either error the staging is left
+        intact, so the client may append more, retry, or cancel.
+
+        Idempotent on content: if the blob already exists (say, two concurrent uploads of
+        the same layer), the staged content is still verified, then discarded, and the
+        commit succeeds. On success the upload is gone: its id is unknown from then on.
+        Raises ``UploadUnknown`` if there is no such upload.
+        """
+
+    @abstractmethod
+    def cancel(self, upload_id: str) -> None:
+        """Discard upload ``upload_id`` and its staged content.
+
+        Raises ``UploadUnknown`` if there is no such upload (so a second cancel raises).
+        """
+
+    @abstractmethod
+    def uploads(self) -> Iterator[tuple[str, float]]:
+        """``(upload id, start time)`` for every staged upload, in no particular order.
+
+        Start times are readings of the adapter's injected clock (seconds since the
+        epoch by default). A janitor purges expired uploads by calling ``cancel`` on
+        them; an upload that vanishes meanwhile makes that ``cancel`` raise
+        ``UploadUnknown``, which a janitor ignores.
+        """
+
+    # -- operations ------------------------------------------------------------------
+
+    @abstractmethod
+    def check(self) -> None:
+        """Verify that the store is reachable and writable, leaving nothing behind.
+
+        Called once at startup. Raises ``StorageError`` with a one-line message naming
+        what is wrong (missing bucket, unwritable directory, unreachable endpoint).
+        """
