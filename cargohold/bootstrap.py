@@ -1,0 +1,175 @@
+"""The one composition root: ``Settings`` in, a wired ``Container`` out.
+
+Nothing is built at import time. ``bootstrap`` checks every store it opens and turns a
+failure into a one-line ``StartupError`` for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import PersistenceError
+
+from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
+from cargohold.adapters.eventstore import LogReader, log_environment
+from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
+from cargohold.commands.registry import RegistryLog, RegistryService
+from cargohold.config import ConfigError, Settings
+from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.errors import StorageError
+from cargohold.domain.ports import BlobStore
+from cargohold.projections.queries import RegistryQueries
+from cargohold.projections.runner import ProjectionRunner
+
+
+class StartupError(Exception):
+    """cargohold cannot start with these settings; the message is one line."""
+
+
+@dataclass
+class Container:
+    settings: Settings
+    site_id: uuid.UUID
+    log: RegistryLog
+    blobs: BlobStore
+    views_db: Database
+    runner: ProjectionRunner
+    queries: RegistryQueries
+    registry: RegistryService
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.views_db.close()
+        self.log.close()
+
+
+def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
+    """Open (and, with ``create_tables``, migrate) every store; catch the views up."""
+    data_dir = Path(settings.data_dir)
+    _prepare_data_dir(data_dir)
+    views_db = open_views_database(settings)
+    try:
+        site_id = _site_id(settings, views_db)
+        log = _open_log(settings, create_tables=create_tables)
+        blobs = open_blob_store(settings)
+        runner = ProjectionRunner(views_db, LogReader(log))
+        if create_tables:
+            runner.create_tables()
+        runner.catch_up()
+    except BaseException:
+        views_db.close()
+        raise
+    clock = HybridLogicalClock()
+    registry = RegistryService(log, blobs, runner, clock, site_id)
+    return Container(
+        settings=settings,
+        site_id=site_id,
+        log=log,
+        blobs=blobs,
+        views_db=views_db,
+        runner=runner,
+        queries=RegistryQueries(views_db),
+        registry=registry,
+    )
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"data dir {data_dir} is not writable: {e.strerror or e}") from e
+
+
+def open_views_database(settings: Settings, **kwargs: Any) -> Database:
+    try:
+        db: Database
+        if settings.uses_postgres:
+            db = PostgresDatabase(settings.postgres)
+        else:
+            db = SQLiteDatabase(Path(settings.data_dir) / "views.sqlite", **kwargs)
+        db.check()
+    except StorageError as e:
+        raise StartupError(f"cannot open the database: {e.message}") from e
+    return db
+
+
+def _open_log(settings: Settings, *, create_tables: bool) -> RegistryLog:
+    try:
+        env = log_environment(settings, create_tables=create_tables)
+        return RegistryLog(env, snapshot_interval=settings.snapshot_interval)
+    except ConfigError as e:
+        raise StartupError(str(e)) from e
+    except (PersistenceError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StartupError(f"cannot open the event log: {first}") from e
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    store: BlobStore
+    if settings.blob_store == "s3":
+        store = _s3_store(settings)
+    else:
+        store = FilesystemBlobStore(Path(settings.data_dir))
+    try:
+        store.check()
+    except StorageError as e:
+        raise StartupError(f"blob store unusable: {e.message}") from e
+    return store
+
+
+def _s3_store(settings: Settings) -> BlobStore:
+    from cargohold.adapters.blobs.s3 import S3BlobStore
+
+    try:
+        return S3BlobStore.connect(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            secure=settings.s3_secure,
+            region=settings.s3_region or None,
+            prefix=settings.s3_prefix,
+        )
+    except StorageError as e:
+        raise StartupError(e.message) from e
+
+
+def _site_id(settings: Settings, db: Database) -> uuid.UUID:
+    """This installation's site id: made once, then kept.
+
+    On the embedded default it is a file in the data dir; on PostgreSQL a row in the
+    database, so that every HTTP node sharing the database is the same site.
+    """
+    if settings.uses_postgres:
+        with db.transaction() as c:
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS cargohold_site "
+                "(singleton INTEGER PRIMARY KEY CHECK (singleton = 1), id TEXT NOT NULL)"
+            )
+            c.execute(
+                "INSERT INTO cargohold_site (singleton, id) VALUES (1, ?) "
+                "ON CONFLICT (singleton) DO NOTHING",
+                (str(uuid.uuid4()),),
+            )
+            row = c.execute("SELECT id FROM cargohold_site").fetchone()
+        assert row is not None
+        return uuid.UUID(row[0])
+    path = Path(settings.data_dir) / "site-id"
+    try:
+        return uuid.UUID(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except ValueError as e:
+        raise StartupError(f"{path} does not hold a site id (a UUID)") from e
+    new = uuid.uuid4()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{new}\n")
+    os.replace(tmp, path)
+    return uuid.UUID(path.read_text().strip())

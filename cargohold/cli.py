@@ -1,0 +1,156 @@
+"""``cargohold`` command line: ``serve``, ``replay rebuild``, ``replay verify``.
+
+Every command takes the same options (``--data-dir``, ``--listen``, ``--config``), on top
+of ``CARGOHOLD_*`` environment variables. Configuration and startup problems print one
+line to stderr and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cargohold.bootstrap import Container, StartupError, bootstrap
+from cargohold.config import ConfigError, Settings, load_settings
+from cargohold.domain.errors import StorageError
+
+EXIT_OK = 0
+EXIT_DIFFERENCES = 1
+EXIT_CONFIG = 2
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML config file")
+    common.add_argument(
+        "--data-dir", metavar="DIR", help="where the embedded database and blobs live"
+    )
+    common.add_argument("--listen", metavar="HOST:PORT", help="address to serve on")
+    common.add_argument(
+        "--database", metavar="URL", help="'sqlite' (default) or postgres://user:pass@host/db"
+    )
+    common.add_argument("--blob-store", choices=["filesystem", "s3"], help="where blobs live")
+    common.add_argument("--quiet", action="store_true", help="no progress output")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="cargohold", description="An event-sourced OCI container registry."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", parents=[common], help="run the registry")
+    serve.add_argument("--threads", type=int, help="request threads (default 8)")
+    replay = commands.add_parser("replay", help="rebuild or verify the read models")
+    actions = replay.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "rebuild", parents=[common], help="rebuild every view from the log and swap it in"
+    )
+    actions.add_parser(
+        "verify", parents=[common], help="compare the live views with a fresh replay"
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        config_file=args.config,
+        overrides={
+            "data_dir": args.data_dir,
+            "listen": args.listen,
+            "database": args.database,
+            "blob_store": args.blob_store,
+            "threads": getattr(args, "threads", None),
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # NOTE: while starting, library retries (psycopg pool, urllib3) stay quiet: a failed
+    # start is reported in one line. Logging proper begins once everything is open.
+    quiet_start = logging.NullHandler()
+    logging.getLogger().addHandler(quiet_start)
+    try:
+        settings = _settings(args)
+        container = bootstrap(settings)
+    except (ConfigError, StartupError) as e:
+        print(f"cargohold: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        logging.getLogger().removeHandler(quiet_start)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "serve":
+            return _serve(container)
+        return _replay(container, args.action, quiet=args.quiet)
+    except StorageError as e:
+        print(f"cargohold: {e.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        container.close()
+
+
+def _serve(container: Container) -> int:
+    import waitress
+
+    from cargohold.http.app import create_app
+
+    settings = container.settings
+    server: Any = waitress.create_server(
+        create_app(container),
+        host=settings.host,
+        port=settings.port,
+        threads=settings.threads,
+        max_request_body_size=settings.max_request_body_size,
+        ident="cargohold",
+        clear_untrusted_proxy_headers=True,
+    )
+    container.runner.start()
+    # NOTE: waitress may have been given port 0; report the port actually bound.
+    host, port = server.effective_host, server.effective_port
+    print(f"cargohold listening on http://{host}:{port} (data in {settings.data_dir})", flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        server.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # NOTE: closing the socket from the signal handler ends run() with an OSError.
+    with contextlib.suppress(OSError):
+        server.run()
+    return EXIT_OK
+
+
+def _replay(container: Container, action: str, *, quiet: bool) -> int:
+    from cargohold.replay.views import rebuild, verify
+
+    if action == "rebuild":
+        result = rebuild(container, quiet=quiet)
+        print(
+            f"rebuilt every view from {result.events} events; views at position {result.position}"
+        )
+        return EXIT_OK
+    result = verify(container, quiet=quiet)
+    for difference in result.differences:
+        print(difference)
+    if result.differences:
+        print(
+            f"views differ from a replay of {result.events} events: "
+            f"{len(result.differences)} rows differ",
+        )
+        return EXIT_DIFFERENCES
+    print(f"views match a replay of {result.events} events")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The registry's write side: one application service over the ``Repository`` aggregate.
+
+Every command is load, decide, save. ``save`` writes all events of one command at once;
+a version conflict (another writer saved the same repository first) is retried with a
+fresh load, so concurrent pushes to one tag all succeed and are all in its history. A
+command returns only once the read models show its effect (``ViewsWaiter``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, RecordConflictError
+from eventsourcing.utils import Environment
+
+from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.context import EventContext
+from cargohold.domain.errors import (
+    ConcurrentModification,
+    DigestInvalid,
+    RepositoryUnknown,
+)
+from cargohold.domain.manifest import ParsedManifest, parse_manifest
+from cargohold.domain.ports import BlobStore
+from cargohold.domain.repository import Repository
+from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
+
+MAX_ATTEMPTS = 20
+
+
+class RegistryLog(Application[UUID]):
+    """The event log of repositories (an eventsourcing ``Application``).
+
+    Configured only from the ``env`` mapping that bootstrap builds from ``Settings``:
+    unlike the library's default, it never reads ``os.environ``.
+    """
+
+    name = "registry"
+
+    def __init__(self, env: Mapping[str, str], snapshot_interval: int = 200) -> None:
+        # NOTE: the library reads this class variable through the instance; setting it per
+        # instance makes the interval configurable without a class per setting.
+        self.snapshotting_intervals = {Repository: snapshot_interval}  # type: ignore[misc]
+        super().__init__(env=dict(env))
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        merged = dict(type(self).env)
+        merged["IS_SNAPSHOTTING_ENABLED"] = "y"
+        merged.update(env or {})
+        return Environment(name, merged)
+
+
+class ViewsWaiter(Protocol):
+    def wait_for(self, position: int) -> None:
+        """Return once the registry-critical views include notification ``position``."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who issues a command, and under which request id (for the audit trail)."""
+
+    actor: Actor
+    request_id: str
+
+
+class RegistryService:
+    def __init__(
+        self,
+        log: RegistryLog,
+        blobs: BlobStore,
+        views: ViewsWaiter,
+        clock: HybridLogicalClock,
+        site_id: UUID,
+    ) -> None:
+        self.log = log
+        self.blobs = blobs
+        self.views = views
+        self.clock = clock
+        self.site_id = site_id
+
+    # -- commands ----------------------------------------------------------------------
+
+    def create_repository(self, name: RepositoryName, caller: Caller) -> None:
+        self._execute(name, caller, lambda repo, ctx: None, create=True)
+
+    def link_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> int:
+        """Link a blob that is in the blob store into the repository; returns its size."""
+        size = self.blobs.stat(digest)
+        self._execute(name, caller, lambda repo, ctx: repo.link_blob(digest, size, ctx))
+        return size
+
+    def unlink_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
+        self._execute(name, caller, lambda repo, ctx: repo.unlink_blob(digest, ctx), create=False)
+
+    def push_manifest(
+        self,
+        name: RepositoryName,
+        reference: Tag | Digest,
+        body: bytes,
+        content_type: str | None,
+        caller: Caller,
+    ) -> ParsedManifest:
+        """Validate and store a manifest, record it, and point ``reference`` at it if it is
+        a tag. With a digest reference the body must hash to it (either algorithm)."""
+        if isinstance(reference, Digest):
+            digest = Digest.of(body, reference.algorithm)
+            if digest != reference:
+                raise DigestInvalid(f"manifest body does not match digest {reference}")
+        else:
+            digest = Digest.of(body, DigestAlgorithm.SHA256)
+        manifest = parse_manifest(body, content_type, digest)
+        self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
+
+        def decide(repo: Repository, ctx: EventContext) -> None:
+            repo.push_manifest(manifest, ctx)
+            if isinstance(reference, Tag):
+                repo.tag(reference, digest, ctx)
+
+        self._execute(name, caller, decide)
+        return manifest
+
+    def tag(self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller) -> None:
+        self._execute(name, caller, lambda repo, ctx: repo.tag(tag, digest, ctx), create=False)
+
+    def untag(self, name: RepositoryName, tag: Tag, caller: Caller) -> None:
+        self._execute(name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False)
+
+    def delete_manifest(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
+        self._execute(
+            name, caller, lambda repo, ctx: repo.delete_manifest(digest, ctx), create=False
+        )
+
+    # -- the one load-decide-save loop -------------------------------------------------
+
+    def _execute(
+        self,
+        name: RepositoryName,
+        caller: Caller,
+        decide: Callable[[Repository, EventContext], None],
+        *,
+        create: bool = True,
+    ) -> None:
+        repo_id = Repository.create_id(self.site_id, name)
+        for _ in range(MAX_ATTEMPTS):
+            ctx = EventContext(
+                actor=caller.actor,
+                site_id=self.site_id,
+                hlc=self.clock.now(),
+                request_id=caller.request_id,
+            )
+            try:
+                repo: Repository = self.log.repository.get(repo_id)
+            except AggregateNotFoundError:
+                if not create:
+                    raise RepositoryUnknown(f"repository {name} is not known") from None
+                repo = Repository.create(name, ctx)
+            decide(repo, ctx)
+            try:
+                recordings = self.log.save(repo)
+            except (IntegrityError, RecordConflictError):
+                continue  # another writer saved this repository first: reload and retry
+            if recordings:
+                self.views.wait_for(max(r.notification.id for r in recordings))
+            return
+        raise ConcurrentModification(f"repository {name} is too busy; try again")

@@ -1,0 +1,212 @@
+"""Settings: the only reader of the environment and of the config file.
+
+Precedence, lowest first: built-in defaults, the TOML config file (``--config FILE`` or
+``CARGOHOLD_CONFIG``), ``CARGOHOLD_<KEY>`` environment variables, command-line options.
+Every key is listed in ``Settings``; an unknown key in the file or the environment is an
+error, so a typo never silently falls back to a default.
+
+Example ``cargohold.toml``::
+
+    data_dir = "/var/lib/cargohold"
+    listen = "0.0.0.0:5000"
+    database = "postgres://cargohold:secret@db.internal:5432/cargohold"
+    blob_store = "s3"
+    s3_endpoint = "minio.internal:9000"
+    s3_bucket = "cargohold"
+    s3_access_key = "..."
+    s3_secret_key = "..."
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+ENV_PREFIX = "CARGOHOLD_"
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+    def __repr__(self) -> str:  # NOTE: never print the password
+        return (
+            f"PostgresSettings(host={self.host!r}, port={self.port}, user={self.user!r}, "
+            f"dbname={self.dbname!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything cargohold can be told. Field names are the config keys."""
+
+    data_dir: Path = Path("./cargohold-data")
+    listen: str = "127.0.0.1:5000"
+    # "sqlite" (embedded, files under data_dir) or a postgres:// URL.
+    database: str = field(default="sqlite", repr=False)  # the URL may hold a password
+    # "filesystem" (under data_dir/blobs) or "s3".
+    blob_store: str = "filesystem"
+    s3_endpoint: str = ""
+    s3_bucket: str = "cargohold"
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    s3_secure: bool = False
+    s3_region: str = ""
+    s3_prefix: str = ""
+    # base64 of a 16/24/32-byte AES key; enables AES-GCM over stored event state.
+    cipher_key: str = field(default="", repr=False)
+    # Bytes; waitress rejects larger request bodies. Default 64 GiB (multi-GiB layers).
+    max_request_body_size: int = 64 * 1024**3
+    threads: int = 8
+    # Snapshot a repository every N events, so a repository with 50k tags loads fast.
+    snapshot_interval: int = 200
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database != "sqlite"
+
+    @property
+    def postgres(self) -> PostgresSettings:
+        return _parse_postgres_url(self.database)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from the file, the environment and explicit overrides.
+
+    Raises ``ConfigError`` (one line) for an unreadable file, an unknown key or a value
+    of the wrong type or shape.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        values.update(_read_file(Path(path)))
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting in environment: {key}")
+        values[name] = raw
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    return _build(values)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    for key in data:
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r} in config file {path}")
+    return data
+
+
+def _build(values: Mapping[str, Any]) -> Settings:
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        kwargs[name] = _coerce(name, value)
+    settings = Settings(**kwargs)
+    _validate(settings)
+    return settings
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if kind == "Path":
+            return Path(str(value))
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name!r} must be a {kind}, not {value!r}") from None
+
+
+def _validate(s: Settings) -> None:
+    _split_listen(s.listen)
+    if s.uses_postgres:
+        s.postgres  # noqa: B018 - parses, raising ConfigError on a bad URL
+    if s.blob_store not in {"filesystem", "s3"}:
+        raise ConfigError(f"blob_store must be 'filesystem' or 's3', not {s.blob_store!r}")
+    if s.blob_store == "s3" and not s.s3_endpoint:
+        raise ConfigError("blob_store is 's3' but s3_endpoint is not set")
+    for name in ("threads", "snapshot_interval"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"setting {name!r} must be at least 1")
+    if s.max_request_body_size < 1:
+        raise ConfigError("setting 'max_request_body_size' must be positive")
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _parse_postgres_url(url: str) -> PostgresSettings:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ConfigError("database must be 'sqlite' or a postgres://user:pass@host:port/db URL")
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("database URL has an invalid port") from None
+    dbname = parts.path.lstrip("/")
+    if not parts.hostname or not parts.username or not dbname:
+        raise ConfigError("database URL needs a user, a host and a database name")
+    return PostgresSettings(
+        host=parts.hostname,
+        port=port,
+        user=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        dbname=unquote(dbname),
+    )

@@ -1,0 +1,63 @@
+"""The falcon application: routes only. Collaborators come from the container."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from cargohold.bootstrap import Container
+from cargohold.domain.errors import StorageError
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+class HealthResource:
+    """``GET /health``: 200 when the log, the views and the blob store answer, else 503."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        checks: dict[str, str] = {}
+        for name, probe in (
+            ("views", self.container.views_db.check),
+            ("blobs", self.container.blobs.check),
+            ("log", self._log_head),
+        ):
+            try:
+                probe()
+                checks[name] = "ok"
+            except StorageError as e:
+                checks[name] = e.message
+        failure = self.container.runner.failure
+        checks["projection"] = "ok" if failure is None else f"stopped: {failure}"
+        healthy = all(v == "ok" for v in checks.values())
+        resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps({"status": "ok" if healthy else "unhealthy", "checks": checks})
+
+    def _log_head(self) -> None:
+        try:
+            self.container.log.recorder.max_notification_id()
+        except Exception as e:  # NOTE: any failure of the log is reported, not raised
+            raise StorageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+class V2BaseResource:
+    """``GET /v2/``: the OCI API version check."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.set_header(*API_VERSION_HEADER)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = "{}"
+
+    on_head = on_get
+
+
+def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Response]:
+    app = falcon.App()
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_route("/health", HealthResource(container))
+    app.add_route("/v2/", V2BaseResource())
+    return app

@@ -1,0 +1,146 @@
+"""Query facade over the registry views: what GET handlers call. Never loads aggregates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cargohold.adapters.sql import Database
+from cargohold.domain.values import Digest, RepositoryName, Tag
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    repository: str
+    digest: Digest
+    media_type: str
+    size: int
+    config_digest: str | None
+    artifact_type: str | None
+    subject_digest: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class TagEvent:
+    position: int
+    tag: str
+    action: str
+    from_digest: str | None
+    to_digest: str | None
+    actor: str
+    at: str
+
+
+@dataclass(frozen=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+def _annotations(text: Any) -> dict[str, str] | None:
+    return None if text is None else dict(json.loads(text))
+
+
+class RegistryQueries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def repository_exists(self, name: RepositoryName) -> bool:
+        with self.db.transaction(write=False) as c:
+            row = c.execute("SELECT 1 FROM repositories WHERE name = ?", (str(name),)).fetchone()
+        return row is not None
+
+    def catalog(self, n: int | None = None, last: str | None = None) -> list[str]:
+        """Repository names in lexical order, after ``last``, at most ``n``."""
+        sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
+        params: list[Any] = [last or ""]
+        if n is not None:
+            sql += " LIMIT ?"
+            params.append(n)
+        with self.db.transaction(write=False) as c:
+            return [str(r[0]) for r in c.execute(sql, params).fetchall()]
+
+    def tags(
+        self, name: RepositoryName, n: int | None = None, last: str | None = None
+    ) -> list[str]:
+        """Tags of a repository in lexical order, after ``last``, at most ``n``."""
+        sql = "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag"
+        params: list[Any] = [str(name), last or ""]
+        if n is not None:
+            sql += " LIMIT ?"
+            params.append(n)
+        with self.db.transaction(write=False) as c:
+            return [str(r[0]) for r in c.execute(sql, params).fetchall()]
+
+    def resolve_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT digest FROM tags WHERE repository = ? AND tag = ?", (str(name), str(tag))
+            ).fetchone()
+        return None if row is None else Digest.parse(row[0])
+
+    def manifest(self, name: RepositoryName, digest: Digest) -> ManifestRow | None:
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT repository, digest, media_type, size, config_digest, artifact_type, "
+                "subject_digest, annotations FROM manifests WHERE repository = ? AND digest = ?",
+                (str(name), str(digest)),
+            ).fetchone()
+        if row is None:
+            return None
+        return ManifestRow(
+            repository=row[0],
+            digest=Digest.parse(row[1]),
+            media_type=row[2],
+            size=int(row[3]),
+            config_digest=row[4],
+            artifact_type=row[5],
+            subject_digest=row[6],
+            annotations=_annotations(row[7]),
+        )
+
+    def blob_size(self, name: RepositoryName, digest: Digest) -> int | None:
+        """Size of a blob linked into the repository, or None if it is not linked."""
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT size FROM blob_links WHERE repository = ? AND digest = ?",
+                (str(name), str(digest)),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def referrers(
+        self, name: RepositoryName, subject: Digest, artifact_type: str | None = None
+    ) -> list[Referrer]:
+        sql = (
+            "SELECT digest, media_type, size, artifact_type, annotations FROM referrers "
+            "WHERE repository = ? AND subject_digest = ?"
+        )
+        params: list[Any] = [str(name), str(subject)]
+        if artifact_type is not None:
+            sql += " AND artifact_type = ?"
+            params.append(artifact_type)
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(sql + " ORDER BY digest", params).fetchall()
+        return [Referrer(r[0], r[1], int(r[2]), r[3], _annotations(r[4])) for r in rows]
+
+    def tag_history(self, name: RepositoryName, tag: Tag | None = None) -> list[TagEvent]:
+        """Every move and deletion of the repository's tags (or one tag), oldest first."""
+        sql = (
+            "SELECT position, tag, action, from_digest, to_digest, actor_kind, actor_name, at "
+            "FROM tag_history WHERE repository = ?"
+        )
+        params: list[Any] = [str(name)]
+        if tag is not None:
+            sql += " AND tag = ?"
+            params.append(str(tag))
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(sql + " ORDER BY position", params).fetchall()
+        return [
+            TagEvent(int(r[0]), r[1], r[2], r[3], r[4], f"{r[5]}:{r[6]}" if r[6] else r[5], r[7])
+            for r in rows
+        ]

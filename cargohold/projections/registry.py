@@ -1,0 +1,174 @@
+"""The registry projection: folds ``Repository`` events into the views of ``schema``.
+
+``apply`` is pure SQL against one cursor, so the runner can write the rows and the
+tracking position in one transaction. An event it does not know stops the projection
+(``UnknownEvent``): a skipped event is a silently wrong read model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from cargohold.adapters.sql import Cursor
+from cargohold.domain.repository import Repository
+from cargohold.domain.values import Descriptor
+
+
+class UnknownEvent(Exception):
+    """The projection met an event class it cannot apply."""
+
+
+class ProjectionCorrupt(Exception):
+    """An event refers to state the views do not have (e.g. an unknown repository)."""
+
+
+def _ts(event: Any) -> str:
+    return str(event.timestamp.isoformat())
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class RegistryProjector:
+    """Applies one domain event at notification ``position`` into namespace ``ns``."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type, Callable[[Cursor, str, Any, int], None]] = {
+            Repository.Created: self._created,
+            Repository.BlobLinked: self._blob_linked,
+            Repository.BlobUnlinked: self._blob_unlinked,
+            Repository.ManifestPushed: self._manifest_pushed,
+            Repository.TagMoved: self._tag_moved,
+            Repository.TagDeleted: self._tag_deleted,
+            Repository.ManifestDeleted: self._manifest_deleted,
+        }
+
+    def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            raise UnknownEvent(
+                f"no projection for {type(event).__qualname__} at position {position}"
+            )
+        handler(c, ns, event, position)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _repository_name(c: Cursor, ns: str, event: Any) -> str:
+        row = c.execute(
+            f"SELECT name FROM {ns}repositories WHERE id = ?", (str(event.originator_id),)
+        ).fetchone()
+        if row is None:
+            raise ProjectionCorrupt(f"event for unknown repository {event.originator_id}")
+        return str(row[0])
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        c.execute(
+            f"INSERT INTO {ns}repositories (id, name, created_at, position) VALUES (?, ?, ?, ?)",
+            (str(e.originator_id), str(e.name), _ts(e), pos),
+        )
+
+    def _blob_linked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(
+            f"INSERT INTO {ns}blob_links (repository, digest, size, linked_at, position) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO UPDATE SET "
+            "size = excluded.size, linked_at = excluded.linked_at, position = excluded.position",
+            (repo, str(e.digest), e.size, _ts(e), pos),
+        )
+
+    def _blob_unlinked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(
+            f"DELETE FROM {ns}blob_links WHERE repository = ? AND digest = ?",
+            (repo, str(e.digest)),
+        )
+
+    def _manifest_pushed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        config: Descriptor | None = e.config
+        subject: Descriptor | None = e.subject
+        artifact_type = e.artifact_type or (config.media_type if config is not None else None)
+        c.execute(
+            f"INSERT INTO {ns}manifests (repository, digest, media_type, size, config_digest, "
+            "artifact_type, subject_digest, annotations, pushed_at, position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                repo,
+                str(e.digest),
+                str(e.media_type),
+                e.size,
+                None if config is None else str(config.digest),
+                None if artifact_type is None else str(artifact_type),
+                None if subject is None else str(subject.digest),
+                _json(e.annotations),
+                _ts(e),
+                pos,
+            ),
+        )
+        if subject is not None:
+            c.execute(
+                f"INSERT INTO {ns}referrers (repository, subject_digest, digest, media_type, "
+                "size, artifact_type, annotations, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    repo,
+                    str(subject.digest),
+                    str(e.digest),
+                    str(e.media_type),
+                    e.size,
+                    None if artifact_type is None else str(artifact_type),
+                    _json(e.annotations),
+                    pos,
+                ),
+            )
+
+    def _manifest_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        digest = str(e.digest)
+        c.execute(f"DELETE FROM {ns}manifests WHERE repository = ? AND digest = ?", (repo, digest))
+        c.execute(f"DELETE FROM {ns}referrers WHERE repository = ? AND digest = ?", (repo, digest))
+
+    def _history(self, c: Cursor, ns: str, e: Any, pos: int, repo: str, action: str) -> None:
+        from_digest = e.from_digest if action == "move" else e.digest
+        to_digest = e.to_digest if action == "move" else None
+        c.execute(
+            f"INSERT INTO {ns}tag_history (position, repository, tag, action, from_digest, "
+            "to_digest, actor_kind, actor_name, site_id, hlc_wall, hlc_logical, request_id, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                pos,
+                repo,
+                str(e.tag),
+                action,
+                None if from_digest is None else str(from_digest),
+                None if to_digest is None else str(to_digest),
+                e.actor.kind.value,
+                e.actor.name,
+                str(e.site_id),
+                e.hlc.wall_ms,
+                e.hlc.logical,
+                e.request_id,
+                _ts(e),
+            ),
+        )
+
+    def _tag_moved(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(
+            f"INSERT INTO {ns}tags (repository, tag, digest, updated_at, position) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, tag) DO UPDATE SET "
+            "digest = excluded.digest, updated_at = excluded.updated_at, "
+            "position = excluded.position",
+            (repo, str(e.tag), str(e.to_digest), _ts(e), pos),
+        )
+        self._history(c, ns, e, pos, repo, "move")
+
+    def _tag_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag)))
+        self._history(c, ns, e, pos, repo, "delete")

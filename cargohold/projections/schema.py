@@ -1,0 +1,124 @@
+"""The registry's read models: table definitions, created the same on SQLite and PostgreSQL.
+
+Every table lives in a *namespace*: ``""`` for the live views, or a scratch schema name
+(``"scratch."``) into which ``replay`` rebuilds them. On SQLite a scratch namespace is an
+attached database file; on PostgreSQL it is a schema.
+
+``position`` columns hold the notification id of the event that last wrote the row, so a
+rebuild from the same log produces identical rows, and a diff names the event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cargohold.adapters.sql import Cursor
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, portable type)
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+
+T = "TEXT"
+I = "BIGINT"  # noqa: E741 - a column type, read as "integer"
+
+TRACKING = Table("tracking", (("name", T), ("position", I)), key=("name",))
+
+REPOSITORIES = Table(
+    "repositories",
+    (("id", T), ("name", T), ("created_at", T), ("position", I)),
+    key=("id",),
+    indexes=(("name",),),
+)
+BLOB_LINKS = Table(
+    "blob_links",
+    (("repository", T), ("digest", T), ("size", I), ("linked_at", T), ("position", I)),
+    key=("repository", "digest"),
+)
+MANIFESTS = Table(
+    "manifests",
+    (
+        ("repository", T),
+        ("digest", T),
+        ("media_type", T),
+        ("size", I),
+        ("config_digest", T),
+        ("artifact_type", T),
+        ("subject_digest", T),
+        ("annotations", T),  # JSON object or NULL
+        ("pushed_at", T),
+        ("position", I),
+    ),
+    key=("repository", "digest"),
+)
+TAGS = Table(
+    "tags",
+    (("repository", T), ("tag", T), ("digest", T), ("updated_at", T), ("position", I)),
+    key=("repository", "tag"),
+    indexes=(("repository", "digest"),),
+)
+TAG_HISTORY = Table(
+    "tag_history",
+    (
+        ("position", I),
+        ("repository", T),
+        ("tag", T),
+        ("action", T),  # "move" | "delete"
+        ("from_digest", T),
+        ("to_digest", T),
+        ("actor_kind", T),
+        ("actor_name", T),
+        ("site_id", T),
+        ("hlc_wall", I),
+        ("hlc_logical", I),
+        ("request_id", T),
+        ("at", T),
+    ),
+    key=("position",),
+    indexes=(("repository", "tag", "position"),),
+)
+REFERRERS = Table(
+    "referrers",
+    (
+        ("repository", T),
+        ("subject_digest", T),
+        ("digest", T),
+        ("media_type", T),
+        ("size", I),
+        ("artifact_type", T),
+        ("annotations", T),
+        ("position", I),
+    ),
+    key=("repository", "subject_digest", "digest"),
+)
+
+#: The views ``replay`` rebuilds and verifies (everything but the tracking table).
+VIEW_TABLES: tuple[Table, ...] = (REPOSITORIES, BLOB_LINKS, MANIFESTS, TAGS, TAG_HISTORY, REFERRERS)
+ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
+
+
+def create_tables(c: Cursor, dialect: str, ns: str = "") -> None:
+    """Create every table (and its indexes) in namespace ``ns`` if absent. Idempotent."""
+    for table in ALL_TABLES:
+        cols = ", ".join(f"{name} {kind}" for name, kind in table.columns)
+        c.execute(
+            f"CREATE TABLE IF NOT EXISTS {ns}{table.name} "
+            f"({cols}, PRIMARY KEY ({', '.join(table.key)}))"
+        )
+        for columns in table.indexes:
+            index = f"{table.name}_{'_'.join(columns)}_idx"
+            # NOTE: SQLite puts the schema on the index name, PostgreSQL on the table
+            # (an index lives in its table's schema).
+            if dialect == "sqlite":
+                target = f"{ns}{index} ON {table.name}"
+            else:
+                target = f"{index} ON {ns}{table.name}"
+            c.execute(f"CREATE INDEX IF NOT EXISTS {target} ({', '.join(columns)})")

@@ -1,0 +1,176 @@
+"""Rebuild and verify the read models from the log.
+
+Both build fresh views from position 0 in a *scratch* namespace (an attached SQLite file,
+or a PostgreSQL schema), using the same projector as the live runner:
+
+- ``rebuild`` then swaps them in: one transaction that holds the live tracking row (so
+  the live projection cannot advance meanwhile), applies to the scratch views whatever
+  the live ones saw since, replaces every live table's rows with the scratch rows, and
+  sets the live position. Readers see the old views or the new ones, never a mix.
+- ``verify`` builds scratch views up to the live position, then, holding the live
+  tracking row, catches them up to the live position and compares table by table,
+  returning every row found on one side only.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from cargohold.adapters.eventstore import LogReader
+from cargohold.adapters.sql import Cursor, Database, PostgresDatabase, SQLiteDatabase
+from cargohold.bootstrap import Container
+from cargohold.projections.runner import PROJECTION_NAME, EventSource, ProjectionRunner
+from cargohold.projections.schema import VIEW_TABLES, Table
+
+DIFF_LIMIT = 50  # rows shown per table and side
+
+
+@dataclass(frozen=True)
+class Difference:
+    table: str
+    side: str  # "live only" | "replay only"
+    row: tuple[Any, ...]
+
+    def __str__(self) -> str:
+        return f"{self.table}: {self.side}: {self.row}"
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    position: int
+    events: int
+    differences: tuple[Difference, ...] = ()
+
+
+@contextmanager
+def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
+    """A database handle that sees the live views and an empty scratch namespace."""
+    settings = container.settings
+    db: Database
+    if isinstance(container.views_db, PostgresDatabase):
+        schema = f"cargohold_scratch_{uuid.uuid4().hex[:12]}"
+        db = container.views_db
+        with db.transaction() as c:
+            c.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield db, f"{schema}."
+        finally:
+            with db.transaction() as c:
+                c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    else:
+        path = Path(settings.data_dir) / f"views-scratch-{uuid.uuid4().hex[:12]}.sqlite"
+        db = SQLiteDatabase(Path(settings.data_dir) / "views.sqlite", attach={"scratch": path})
+        try:
+            yield db, "scratch."
+        finally:
+            db.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def _progress_bar(total: int, description: str, quiet: bool) -> tuple[Callable[[int], None], Any]:
+    bar = tqdm(
+        total=total,
+        desc=description,
+        unit="ev",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=quiet,
+        mininterval=0.5,
+    )
+    state = {"last": 0}
+
+    def advance(position: int) -> None:
+        bar.update(max(0, position - state["last"]))
+        state["last"] = position
+
+    return advance, bar
+
+
+def _build(
+    container: Container, db: Database, ns: str, stop: int | None, quiet: bool, what: str
+) -> ProjectionRunner:
+    source: EventSource = LogReader(container.log)
+    runner = ProjectionRunner(db, source, batch_size=1000)
+    runner.create_tables(ns)
+    total = stop if stop is not None else source.head()
+    advance, bar = _progress_bar(total, what, quiet)
+    try:
+        runner.catch_up(ns, stop=stop, progress=advance)
+    finally:
+        bar.close()
+    return runner
+
+
+def _lock_live(c: Cursor, dialect: str) -> int:
+    """Inside a write transaction: hold the live tracking row and return its position."""
+    lock = " FOR UPDATE" if dialect == "postgres" else ""
+    row = c.execute(
+        f"SELECT position FROM tracking WHERE name = ?{lock}", (PROJECTION_NAME,)
+    ).fetchone()
+    if row is None:
+        raise RuntimeError("the live views are not initialised")
+    return int(row[0])
+
+
+def _catch_up_inside(c: Cursor, runner: ProjectionRunner, ns: str, target: int) -> int:
+    """Inside an open transaction, bring scratch views from their position to ``target``."""
+    position = runner.read_position(c, ns)
+    while position < target:
+        batch = runner.source.read(position, runner.batch_size, target)
+        if not batch:
+            break
+        position = runner.apply_batch(c, ns, position, batch)
+    return position
+
+
+def rebuild(container: Container, *, quiet: bool = False) -> ReplayResult:
+    with _scratch(container) as (db, ns):
+        runner = _build(container, db, ns, None, quiet, "rebuild")
+        with db.transaction() as c:
+            live = _lock_live(c, db.dialect)
+            position = max(live, _catch_up_inside(c, runner, ns, live))
+            for table in VIEW_TABLES:
+                cols = ", ".join(table.column_names)
+                c.execute(f"DELETE FROM {table.name}")
+                c.execute(f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {ns}{table.name}")
+            c.execute(
+                "UPDATE tracking SET position = ? WHERE name = ?", (position, PROJECTION_NAME)
+            )
+        # The live runner's memory of its position may be ahead or behind; re-read it.
+        container.runner.catch_up()
+        return ReplayResult(position=position, events=position)
+
+
+def verify(container: Container, *, quiet: bool = False) -> ReplayResult:
+    live_start = container.runner.position()
+    with _scratch(container) as (db, ns):
+        runner = _build(container, db, ns, live_start, quiet, "verify")
+        differences: list[Difference] = []
+        with db.transaction() as c:
+            live = _lock_live(c, db.dialect)
+            _catch_up_inside(c, runner, ns, live)
+            for table in VIEW_TABLES:
+                differences.extend(_compare(c, table, ns))
+        return ReplayResult(position=live, events=live, differences=tuple(differences))
+
+
+def _compare(c: Cursor, table: Table, ns: str) -> list[Difference]:
+    cols = ", ".join(table.column_names)
+    order = ", ".join(table.key)
+    found: list[Difference] = []
+    for side, left, right in (("live only", "", ns), ("replay only", ns, "")):
+        rows = c.execute(
+            f"SELECT {cols} FROM {left}{table.name} EXCEPT "
+            f"SELECT {cols} FROM {right}{table.name} ORDER BY {order} LIMIT {DIFF_LIMIT}"
+        ).fetchall()
+        found.extend(Difference(table.name, side, tuple(r)) for r in rows)
+    return found

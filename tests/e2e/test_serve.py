@@ -1,0 +1,191 @@
+"""The real ``cargohold serve`` process: start, answer, stop; bad configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.services import free_port
+
+BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+        self.url = ""
+        self.banner = ""
+
+    def output(self) -> str:
+        """Everything the server printed (complete once it has stopped)."""
+        return self.banner + self.log.read_text()
+
+
+@contextmanager
+def serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
+    log = cwd / f"serve-{time.monotonic_ns()}.log"
+    with (
+        log.open("w") as sink,
+        subprocess.Popen(
+            [sys.executable, "-m", "cargohold.cli", "serve", *args],
+            cwd=cwd,
+            env={**BASE_ENV, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        ) as proc,
+    ):
+        server = Server(proc, log)
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "listening on" not in line:
+                proc.kill()
+                raise AssertionError(f"serve did not start: {line!r} {server.output()}")
+            server.banner = line
+            server.url = line.split("listening on ", 1)[1].split()[0]
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            assert proc.stdout is not None
+            with log.open("a") as tail:
+                tail.write(proc.stdout.read())
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_serve_answers_health_and_the_v2_base(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    with serving("--data-dir", str(data), "--listen", f"127.0.0.1:{port}", cwd=tmp_path) as server:
+        url, proc = server.url, server.proc
+        assert url == f"http://127.0.0.1:{port}"
+        status, _, body = get(url + "/health")
+        assert status == 200
+        assert json.loads(body)["checks"] == {
+            "views": "ok",
+            "blobs": "ok",
+            "log": "ok",
+            "projection": "ok",
+        }
+        status, headers, body = get(url + "/v2/")
+        assert status == 200
+        assert headers["docker-distribution-api-version"] == "registry/2.0"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert (data / "events.sqlite").exists() and (data / "views.sqlite").exists()
+    assert (data / "site-id").read_text().strip()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_serve_with_no_arguments_uses_the_embedded_default(tmp_path: Path) -> None:
+    if not _port_free(5000):
+        pytest.skip("port 5000 is taken on this machine")
+    with serving(cwd=tmp_path) as server:
+        assert server.url == "http://127.0.0.1:5000"
+        assert get(server.url + "/health")[0] == 200
+    assert (tmp_path / "cargohold-data" / "events.sqlite").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.minio
+def test_serve_on_postgres_and_s3(
+    tmp_path: Path, postgres_url: str, minio_server, minio_bucket: str
+) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        "CARGOHOLD_DATABASE": postgres_url,
+        "CARGOHOLD_BLOB_STORE": "s3",
+        "CARGOHOLD_S3_ENDPOINT": minio_server.endpoint,
+        "CARGOHOLD_S3_BUCKET": minio_bucket,
+        "CARGOHOLD_S3_ACCESS_KEY": minio_server.access_key,
+        "CARGOHOLD_S3_SECRET_KEY": minio_server.secret_key,
+    }
+    port = free_port()
+    with serving(
+        "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"), cwd=tmp_path, env=env
+    ) as server:
+        status, _, body = get(server.url + "/health")
+        assert status == 200, body
+        assert json.loads(body)["status"] == "ok"
+    assert "listening on" in server.output()
+    assert minio_server.secret_key not in server.output()
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cargohold.cli", *args],
+        cwd=cwd,
+        env={**BASE_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _bad_cases(tmp_path: Path) -> list[tuple[list[str], dict[str, str], str]]:
+    config = tmp_path / "bad.toml"
+    config.write_text("listen = '127.0.0.1:1'\ncolour = 'red'\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    return [
+        (["--config", str(config)], {}, "unknown setting 'colour'"),
+        ([], {"CARGOHOLD_COLOUR": "red"}, "unknown setting in environment: CARGOHOLD_COLOUR"),
+        (["--data-dir", str(a_file / "sub")], {}, "is not writable"),
+        (
+            ["--database", f"postgres://nobody@127.0.0.1:{free_port()}/none"],
+            {},
+            "cannot open the database",
+        ),
+        (["--listen", "nowhere"], {}, "listen must be HOST:PORT"),
+        ([], {"CARGOHOLD_CIPHER_KEY": "not base64!"}, "cipher_key must be base64"),
+        (
+            [],
+            {"CARGOHOLD_BLOB_STORE": "s3", "CARGOHOLD_S3_ENDPOINT": f"127.0.0.1:{free_port()}"},
+            "blob store unusable",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["replay", "verify"], ["replay", "rebuild"]])
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, command: list[str]) -> None:
+    for args, env, message in _bad_cases(tmp_path):
+        extra = [] if "--data-dir" in args else ["--data-dir", str(tmp_path / "d")]
+        result = run_cli(*command, *extra, *args, cwd=tmp_path, env=env)
+        assert result.returncode == 2, (args, env, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,0 +1,83 @@
+"""Builders the test tiers share: settings per backend, and content to push."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cargohold.bootstrap import Container
+from cargohold.commands.registry import Caller
+from cargohold.config import Settings, load_settings
+from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+ALICE = Caller(Actor(ActorKind.USER, "alice"), "req-alice")
+
+
+def settings_for(
+    request: pytest.FixtureRequest, backend: str, data_dir: Path, **extra: Any
+) -> Settings:
+    """Settings on the embedded default or on the real PostgreSQL of the test session."""
+    overrides: dict[str, Any] = {"data_dir": data_dir, **extra}
+    if backend == "postgres":
+        overrides["database"] = request.getfixturevalue("postgres_url")
+    return load_settings(environ={}, overrides=overrides)
+
+
+@dataclass(frozen=True)
+class Image:
+    manifest: bytes
+    digest: Digest
+    config: Digest
+    layers: tuple[Digest, ...]
+
+
+def push_image(
+    c: Container,
+    name: str,
+    tag: str | None = "latest",
+    *,
+    seed: str = "0",
+    subject: Digest | None = None,
+    subject_size: int = 0,
+    artifact_type: str | None = None,
+    annotations: dict[str, str] | None = None,
+    caller: Caller = ALICE,
+) -> Image:
+    """Put a config and a layer into the blob store, link them, push a manifest."""
+    repo = RepositoryName(name)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
+    layer = f"layer {seed} ".encode() * 64
+    config_digest, _ = c.blobs.put(io.BytesIO(config))
+    layer_digest, _ = c.blobs.put(io.BytesIO(layer))
+    c.registry.link_blob(repo, config_digest, caller)
+    c.registry.link_blob(repo, layer_digest, caller)
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": str(config_digest), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": str(layer_digest), "size": len(layer)}],
+    }
+    if subject is not None:
+        manifest["subject"] = {
+            "mediaType": OCI_MANIFEST,
+            "digest": str(subject),
+            "size": subject_size,
+        }
+    if artifact_type is not None:
+        manifest["artifactType"] = artifact_type
+    if annotations is not None:
+        manifest["annotations"] = annotations
+    body = json.dumps(manifest, sort_keys=True).encode()
+    digest = Digest.of(body)
+    reference: Tag | Digest = Tag(tag) if tag is not None else digest
+    c.registry.push_manifest(repo, reference, body, OCI_MANIFEST, caller)
+    return Image(body, digest, config_digest, (layer_digest,))

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cargohold.bootstrap import Container, bootstrap
+from tests.factories import settings_for
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Container]:
+    c = bootstrap(settings_for(request, backend, tmp_path / "data", snapshot_interval=5))
+    try:
+        yield c
+    finally:
+        c.close()

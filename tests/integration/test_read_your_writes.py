@@ -1,0 +1,31 @@
+"""Read-your-writes: every command's effect is in the views the moment it returns.
+
+Prints the p50/p99 of the wait (the time from the events being saved to the views
+showing them) for the report; asserts visibility, not speed.
+"""
+
+from __future__ import annotations
+
+from cargohold.bootstrap import Container
+from cargohold.domain.values import RepositoryName, Tag
+from tests.factories import ALICE, push_image
+
+NAME = RepositoryName("acme/app")
+
+
+def test_each_command_is_visible_when_it_returns(container: Container, backend: str) -> None:
+    image = push_image(container, "acme/app", "v0")
+    q = container.queries
+    for i in range(1, 301):
+        tag = Tag(f"v{i}")
+        container.registry.tag(NAME, tag, image.digest, ALICE)
+        assert q.resolve_tag(NAME, tag) == image.digest
+        if i % 3 == 0:
+            container.registry.untag(NAME, tag, ALICE)
+            assert q.resolve_tag(NAME, tag) is None
+    p50, p99 = container.runner.latency.percentiles(50, 99)
+    print(
+        f"\nread-your-writes wait on {backend}: p50 {p50 * 1000:.2f} ms, "
+        f"p99 {p99 * 1000:.2f} ms over {len(container.runner.latency)} commands"
+    )
+    assert len(container.runner.latency) >= 400
