@@ -17,7 +17,9 @@ from eventsourcing.persistence import PersistenceError
 from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.eventstore import LogReader, log_environment
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
+from cargohold.adapters.upload_sessions import SQLUploadSessions
 from cargohold.commands.registry import RegistryLog, RegistryService
+from cargohold.commands.uploads import UploadService
 from cargohold.config import ConfigError, Settings
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.errors import StorageError
@@ -40,6 +42,7 @@ class Container:
     runner: ProjectionRunner
     queries: RegistryQueries
     registry: RegistryService
+    uploads: UploadService
 
     def close(self) -> None:
         self.runner.stop()
@@ -57,14 +60,20 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
         log = _open_log(settings, create_tables=create_tables)
         blobs = open_blob_store(settings)
         runner = ProjectionRunner(views_db, LogReader(log))
+        sessions = SQLUploadSessions(views_db)
         if create_tables:
             runner.create_tables()
+            sessions.create_table()
         runner.catch_up()
     except BaseException:
         views_db.close()
         raise
     clock = HybridLogicalClock()
     registry = RegistryService(log, blobs, runner, clock, site_id)
+    queries = RegistryQueries(views_db)
+    uploads = UploadService(
+        blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
+    )
     return Container(
         settings=settings,
         site_id=site_id,
@@ -72,8 +81,9 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
         blobs=blobs,
         views_db=views_db,
         runner=runner,
-        queries=RegistryQueries(views_db),
+        queries=queries,
         registry=registry,
+        uploads=uploads,
     )
 
 

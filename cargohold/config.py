@@ -74,6 +74,8 @@ class Settings:
     threads: int = 8
     # Snapshot a repository every N events, so a repository with 50k tags loads fast.
     snapshot_interval: int = 200
+    # Abandoned chunked uploads are removed after this many seconds.
+    upload_expiry_seconds: int = 24 * 3600
 
     @property
     def host(self) -> str:
@@ -178,7 +180,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"blob_store must be 'filesystem' or 's3', not {s.blob_store!r}")
     if s.blob_store == "s3" and not s.s3_endpoint:
         raise ConfigError("blob_store is 's3' but s3_endpoint is not set")
-    for name in ("threads", "snapshot_interval"):
+    for name in ("threads", "snapshot_interval", "upload_expiry_seconds"):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if s.max_request_body_size < 1:

@@ -8,8 +8,7 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import StorageError
-
-API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+from cargohold.http import registry_v2
 
 
 class HealthResource:
@@ -44,20 +43,11 @@ class HealthResource:
             raise StorageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 
-class V2BaseResource:
-    """``GET /v2/``: the OCI API version check."""
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.set_header(*API_VERSION_HEADER)
-        resp.content_type = falcon.MEDIA_JSON
-        resp.text = "{}"
-
-    on_head = on_get
-
-
 def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Response]:
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = False
+    # NOTE: query values such as "a,b" stay one value; the spec has no list parameters.
+    app.req_options.auto_parse_qs_csv = False
     app.add_route("/health", HealthResource(container))
-    app.add_route("/v2/", V2BaseResource())
+    registry_v2.register(app, container)
     return app

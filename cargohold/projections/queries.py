@@ -144,3 +144,12 @@ class RegistryQueries:
             TagEvent(int(r[0]), r[1], r[2], r[3], r[4], f"{r[5]}:{r[6]}" if r[6] else r[5], r[7])
             for r in rows
         ]
+
+    def repositories_with_blob(self, digest: Digest) -> list[str]:
+        """Repositories the blob is linked into, in name order."""
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(
+                "SELECT repository FROM blob_links WHERE digest = ? ORDER BY repository",
+                (str(digest),),
+            ).fetchall()
+        return [str(r[0]) for r in rows]

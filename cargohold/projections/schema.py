@@ -42,6 +42,7 @@ BLOB_LINKS = Table(
     "blob_links",
     (("repository", T), ("digest", T), ("size", I), ("linked_at", T), ("position", I)),
     key=("repository", "digest"),
+    indexes=(("digest",),),
 )
 MANIFESTS = Table(
     "manifests",

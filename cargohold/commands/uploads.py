@@ -1,0 +1,151 @@
+"""Blob uploads: the OCI push flows, from a started session to a linked blob.
+
+Upload sessions are not domain facts: they live in the blob store's staging area plus a
+small session table that says which repository each belongs to. Only a completed blob
+becomes an event (``BlobLinked``, through ``RegistryService``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cargohold.commands.registry import Caller, RegistryService
+from cargohold.domain.errors import BlobUnknown, UploadUnknown
+from cargohold.domain.ports import BlobStore, ByteSource
+from cargohold.domain.values import Digest, RepositoryName
+
+
+class UploadSessions(Protocol):
+    """Which repository each staged upload belongs to."""
+
+    def add(self, upload_id: str, repository: RepositoryName, started_at: float) -> None: ...
+
+    def repository_of(self, upload_id: str) -> str | None: ...
+
+    def remove(self, upload_id: str) -> None: ...
+
+    def started_before(self, moment: float) -> list[str]: ...
+
+
+class BlobLocator(Protocol):
+    def repositories_with_blob(self, digest: Digest) -> list[str]:
+        """Repositories the blob is linked into (for mounts without ``from``)."""
+
+
+class UploadService:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        sessions: UploadSessions,
+        registry: RegistryService,
+        locator: BlobLocator,
+        *,
+        expiry_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.blobs = blobs
+        self.sessions = sessions
+        self.registry = registry
+        self.locator = locator
+        self.expiry_seconds = expiry_seconds
+        self.clock = clock
+
+    def start(self, name: RepositoryName) -> str:
+        upload_id = self.blobs.start_upload()
+        self.sessions.add(upload_id, name, self.clock())
+        return upload_id
+
+    def _check(self, name: RepositoryName, upload_id: str) -> None:
+        if self.sessions.repository_of(upload_id) != str(name):
+            raise UploadUnknown(f"no upload {upload_id[:64]!r} in repository {name}")
+
+    def size(self, name: RepositoryName, upload_id: str) -> int:
+        self._check(name, upload_id)
+        return self.blobs.upload_size(upload_id)
+
+    def append(
+        self,
+        name: RepositoryName,
+        upload_id: str,
+        stream: ByteSource,
+        offset: int | None,
+        length: int | None,
+    ) -> int:
+        """Append a chunk. ``offset`` None means "at the end" (a streamed PATCH)."""
+        self._check(name, upload_id)
+        if offset is None:
+            offset = self.blobs.upload_size(upload_id)
+        return self.blobs.append(upload_id, stream, offset, length)
+
+    def finish(
+        self,
+        name: RepositoryName,
+        upload_id: str,
+        digest: Digest,
+        caller: Caller,
+        stream: ByteSource | None = None,
+        offset: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Append the optional last chunk, verify, commit and link the blob."""
+        self._check(name, upload_id)
+        if stream is not None and length != 0:
+            if offset is None:
+                offset = self.blobs.upload_size(upload_id)
+            self.blobs.append(upload_id, stream, offset, length)
+        size = self.blobs.commit(upload_id, digest)
+        self.sessions.remove(upload_id)
+        self.registry.link_blob(name, digest, caller)
+        return size
+
+    def cancel(self, name: RepositoryName, upload_id: str) -> None:
+        self._check(name, upload_id)
+        self.blobs.cancel(upload_id)
+        self.sessions.remove(upload_id)
+
+    def put(
+        self,
+        name: RepositoryName,
+        stream: ByteSource,
+        digest: Digest,
+        length: int | None,
+        caller: Caller,
+    ) -> int:
+        """A single-request (monolithic) upload."""
+        _, size = self.blobs.put(stream, expected=digest, expected_size=length)
+        self.registry.link_blob(name, digest, caller)
+        return size
+
+    def mount(
+        self, name: RepositoryName, digest: Digest, source: RepositoryName | None, caller: Caller
+    ) -> bool:
+        """Link a blob already in another repository; False if it cannot be mounted.
+
+        With ``source`` the blob must be linked there; without it, anywhere.
+        """
+        linked_in = self.locator.repositories_with_blob(digest)
+        if source is not None and str(source) not in linked_in:
+            return False
+        if not linked_in or not self.blobs.exists(digest):
+            return False
+        try:
+            self.registry.link_blob(name, digest, caller)
+        except BlobUnknown:
+            return False
+        return True
+
+    def purge_expired(self) -> int:
+        """Cancel uploads older than the expiry; return how many were removed."""
+        cutoff = self.clock() - self.expiry_seconds
+        removed = 0
+        for upload_id, started in list(self.blobs.uploads()):
+            if started < cutoff:
+                with contextlib.suppress(UploadUnknown):
+                    self.blobs.cancel(upload_id)
+                    removed += 1
+        for upload_id in self.sessions.started_before(cutoff):
+            self.sessions.remove(upload_id)
+        return removed

@@ -1,0 +1,187 @@
+"""Blobs and blob uploads: ``/v2/<name>/blobs/<digest>`` and ``/v2/<name>/blobs/uploads/``."""
+
+from __future__ import annotations
+
+import falcon
+
+from cargohold.bootstrap import Container
+from cargohold.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, RepositoryUnknown
+from cargohold.domain.values import Digest, RepositoryName
+from cargohold.http.registry_v2 import headers as h
+from cargohold.http.registry_v2.context import caller_of
+from cargohold.http.registry_v2.errors import V2Error
+
+
+def _linked_size(container: Container, name: RepositoryName, digest: Digest) -> int:
+    size = container.queries.blob_size(name, digest)
+    if size is None:
+        if not container.queries.repository_exists(name):
+            raise RepositoryUnknown(f"repository {name} is not known")
+        raise BlobUnknown(f"blob {digest} is not in repository {name}")
+    return size
+
+
+class BlobResource:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        repo, d = RepositoryName(name), Digest.parse(digest)
+        size = _linked_size(self.container, repo, d)
+        resp.content_type = "application/octet-stream"
+        resp.content_length = size
+        resp.set_header("Docker-Content-Digest", str(d))
+        resp.set_header("Accept-Ranges", "bytes")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        repo, d = RepositoryName(name), Digest.parse(digest)
+        size = _linked_size(self.container, repo, d)
+        try:
+            wanted = h.parse_range(req.get_header("Range"), size)
+        except RangeInvalid:
+            resp.set_header("Content-Range", f"bytes */{size}")
+            raise
+        offset, length = wanted if wanted is not None else (0, size)
+        chunks = self.container.blobs.read(d, offset, length)
+        resp.content_type = "application/octet-stream"
+        resp.set_header("Docker-Content-Digest", str(d))
+        resp.set_header("Accept-Ranges", "bytes")
+        if wanted is not None:
+            resp.status = falcon.HTTP_206
+            resp.set_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
+        resp.content_length = length
+        resp.stream = chunks
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        repo, d = RepositoryName(name), Digest.parse(digest)
+        _linked_size(self.container, repo, d)
+        self.container.registry.unlink_blob(repo, d, caller_of(req))
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+
+
+def _digest_param(req: falcon.Request) -> Digest:
+    value = req.get_param("digest")
+    if value is None:
+        raise DigestInvalid("the digest query parameter is required")
+    return Digest.parse(value)
+
+
+class UploadsResource:
+    """``POST /v2/<name>/blobs/uploads/``: start, monolithic, or mount."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        repo = RepositoryName(name)
+        caller = caller_of(req)
+        uploads = self.container.uploads
+        mount = req.get_param("mount")
+        if mount is not None:
+            digest = Digest.parse(mount)
+            source = req.get_param("from")
+            if uploads.mount(repo, digest, RepositoryName(source) if source else None, caller):
+                self._created(resp, repo, digest)
+                return
+        elif req.get_param("digest") is not None:
+            digest = _digest_param(req)
+            uploads.put(repo, req.bounded_stream, digest, req.content_length, caller)
+            self._created(resp, repo, digest)
+            return
+        upload_id = uploads.start(repo)
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+        h.set_upload_headers(resp, repo, upload_id, 0)
+
+    @staticmethod
+    def _created(resp: falcon.Response, repo: RepositoryName, digest: Digest) -> None:
+        resp.status = falcon.HTTP_201
+        resp.content_length = 0
+        resp.set_header("Location", h.blob_location(repo, digest))
+        resp.set_header("Docker-Content-Digest", str(digest))
+
+
+class UploadResource:
+    """``/v2/<name>/blobs/uploads/<id>``: PATCH chunks, PUT to finish, GET status, DELETE."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def _range(self, req: falcon.Request) -> tuple[int | None, int | None]:
+        """(offset, length) of the body from Content-Range / Content-Length."""
+        length = req.content_length
+        content_range = req.get_header("Content-Range")
+        if content_range is None:
+            return None, length
+        start, end = h.parse_content_range(content_range)
+        if length is not None and length != end - start + 1:
+            raise V2Error(
+                falcon.HTTP_416,
+                "BLOB_UPLOAD_INVALID",
+                "Content-Range does not match Content-Length",
+            )
+        return start, end - start + 1
+
+    def _refuse_range(
+        self, resp: falcon.Response, repo: RepositoryName, upload_id: str, error: RangeInvalid
+    ) -> None:
+        size = self.container.uploads.size(repo, upload_id)
+        raise V2Error(
+            falcon.HTTP_416,
+            "BLOB_UPLOAD_INVALID",
+            error.message,
+            headers={
+                "Location": h.upload_location(repo, upload_id),
+                "Range": h.upload_range(size),
+                "Docker-Upload-UUID": upload_id,
+            },
+        ) from error
+
+    def on_patch(
+        self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str
+    ) -> None:
+        repo = RepositoryName(name)
+        offset, length = self._range(req)
+        try:
+            size = self.container.uploads.append(
+                repo, upload_id, req.bounded_stream, offset, length
+            )
+        except RangeInvalid as e:
+            self._refuse_range(resp, repo, upload_id, e)
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
+        h.set_upload_headers(resp, repo, upload_id, size)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str) -> None:
+        repo = RepositoryName(name)
+        digest = _digest_param(req)
+        offset, length = self._range(req)
+        try:
+            self.container.uploads.finish(
+                repo,
+                upload_id,
+                digest,
+                caller_of(req),
+                req.bounded_stream if (length or 0) > 0 else None,
+                offset,
+                length,
+            )
+        except RangeInvalid as e:
+            self._refuse_range(resp, repo, upload_id, e)
+        resp.status = falcon.HTTP_201
+        resp.content_length = 0
+        resp.set_header("Location", h.blob_location(repo, digest))
+        resp.set_header("Docker-Content-Digest", str(digest))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str) -> None:
+        repo = RepositoryName(name)
+        size = self.container.uploads.size(repo, upload_id)
+        resp.status = falcon.HTTP_204
+        h.set_upload_headers(resp, repo, upload_id, size)
+
+    def on_delete(
+        self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str
+    ) -> None:
+        self.container.uploads.cancel(RepositoryName(name), upload_id)
+        resp.status = falcon.HTTP_204

@@ -1,0 +1,29 @@
+"""Who is calling, and under which request id."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import falcon
+
+from cargohold.commands.registry import Caller
+from cargohold.domain.values import Actor
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(req: falcon.Request) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a fresh one (kept per request)."""
+    existing = getattr(req.context, "request_id", None)
+    if existing:
+        return str(existing)
+    given = req.get_header("X-Request-ID")
+    rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    req.context.request_id = rid
+    return rid
+
+
+def caller_of(req: falcon.Request) -> Caller:
+    # NOTE: every caller is anonymous until accounts and token auth exist (issue 4).
+    return Caller(Actor.anonymous(), request_id_of(req))

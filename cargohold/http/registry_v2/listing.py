@@ -1,0 +1,82 @@
+"""Listings: tags, the catalog, and referrers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from cargohold.bootstrap import Container
+from cargohold.domain.errors import RepositoryUnknown
+from cargohold.domain.values import Digest, MediaType, RepositoryName
+from cargohold.http.registry_v2 import headers as h
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+# A page never exceeds this, whatever ``n`` asks for; the Link header leads on.
+MAX_PAGE = 10_000
+
+
+def _page(req: falcon.Request, resp: falcon.Response, fetch: Any, path: str) -> list[str]:
+    """Run ``fetch(n, last)`` for one page and set the Link header when more follow."""
+    n = h.parse_page_size(req.get_param("n"), MAX_PAGE)
+    last = req.get_param("last")
+    if n == 0:
+        return []
+    limit = MAX_PAGE if n is None else n
+    items: list[str] = fetch(limit + 1, last)
+    if len(items) > limit:
+        items = items[:limit]
+        resp.set_header("Link", h.next_link(path, limit, items[-1]))
+    return items
+
+
+class TagsResource:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        repo = RepositoryName(name)
+        q = self.container.queries
+        if not q.repository_exists(repo):
+            raise RepositoryUnknown(f"repository {repo} is not known")
+        tags = _page(req, resp, lambda n, last: q.tags(repo, n, last), f"/v2/{repo}/tags/list")
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps({"name": str(repo), "tags": tags})
+
+
+class CatalogResource:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        q = self.container.queries
+        names = _page(req, resp, q.catalog, "/v2/_catalog")
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps({"repositories": names})
+
+
+class ReferrersResource:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
+        repo, subject = RepositoryName(name), Digest.parse(digest)
+        artifact_type = req.get_param("artifactType")
+        if artifact_type is not None:
+            artifact_type = str(MediaType(artifact_type))
+            resp.set_header("OCI-Filters-Applied", "artifactType")
+        manifests = []
+        for r in self.container.queries.referrers(repo, subject, artifact_type):
+            descriptor: dict[str, Any] = {
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+            }
+            if r.artifact_type is not None:
+                descriptor["artifactType"] = r.artifact_type
+            if r.annotations:
+                descriptor["annotations"] = r.annotations
+            manifests.append(descriptor)
+        resp.content_type = OCI_INDEX
+        resp.text = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})

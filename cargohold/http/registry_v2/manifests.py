@@ -1,0 +1,83 @@
+"""Manifests: ``/v2/<name>/manifests/<reference>``."""
+
+from __future__ import annotations
+
+import falcon
+
+from cargohold.bootstrap import Container
+from cargohold.domain.errors import ManifestUnknown, RepositoryUnknown
+from cargohold.domain.values import Digest, RepositoryName, Tag, parse_reference
+from cargohold.http.registry_v2 import headers as h
+from cargohold.http.registry_v2.context import caller_of
+from cargohold.http.registry_v2.errors import V2Error
+from cargohold.projections.queries import ManifestRow
+
+# The distribution spec asks registries to accept manifests of at least 4 MiB.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+class ManifestResource:
+    def __init__(self, container: Container) -> None:
+        self.container = container
+
+    def _find(self, repo: RepositoryName, reference: str) -> ManifestRow:
+        ref = parse_reference(reference)
+        q = self.container.queries
+        digest = ref if isinstance(ref, Digest) else q.resolve_tag(repo, ref)
+        row = None if digest is None else q.manifest(repo, digest)
+        if row is None:
+            if not q.repository_exists(repo):
+                raise RepositoryUnknown(f"repository {repo} is not known")
+            raise ManifestUnknown(f"manifest {reference} is not in repository {repo}")
+        return row
+
+    def _describe(self, resp: falcon.Response, row: ManifestRow) -> None:
+        resp.content_type = row.media_type
+        resp.content_length = row.size
+        resp.set_header("Docker-Content-Digest", str(row.digest))
+        resp.set_header("ETag", f'"{row.digest}"')
+
+    def on_head(
+        self, req: falcon.Request, resp: falcon.Response, name: str, reference: str
+    ) -> None:
+        self._describe(resp, self._find(RepositoryName(name), reference))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
+        row = self._find(RepositoryName(name), reference)
+        body = b"".join(self.container.blobs.read(row.digest))
+        self._describe(resp, row)
+        resp.data = body
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
+        repo = RepositoryName(name)
+        ref = parse_reference(reference)
+        if req.content_length is not None and req.content_length > MAX_MANIFEST_BYTES:
+            raise V2Error(
+                falcon.HTTP_413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes"
+            )
+        body = req.bounded_stream.read(MAX_MANIFEST_BYTES + 1)
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise V2Error(
+                falcon.HTTP_413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes"
+            )
+        manifest = self.container.registry.push_manifest(
+            repo, ref, body, req.content_type, caller_of(req)
+        )
+        resp.status = falcon.HTTP_201
+        resp.content_length = 0
+        resp.set_header("Location", h.manifest_location(repo, manifest.digest))
+        resp.set_header("Docker-Content-Digest", str(manifest.digest))
+        if manifest.subject is not None:
+            resp.set_header("OCI-Subject", str(manifest.subject.digest))
+
+    def on_delete(
+        self, req: falcon.Request, resp: falcon.Response, name: str, reference: str
+    ) -> None:
+        repo = RepositoryName(name)
+        ref = parse_reference(reference)
+        if isinstance(ref, Tag):
+            self.container.registry.untag(repo, ref, caller_of(req))
+        else:
+            self.container.registry.delete_manifest(repo, ref, caller_of(req))
+        resp.status = falcon.HTTP_202
+        resp.content_length = 0
