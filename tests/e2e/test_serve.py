@@ -3,71 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.server import BASE_ENV, serving
 from tests.fixtures.services import free_port
-
-BASE_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
-        self.proc = proc
-        self.log = log
-        self.url = ""
-        self.banner = ""
-
-    def output(self) -> str:
-        """Everything the server printed (complete once it has stopped)."""
-        return self.banner + self.log.read_text()
-
-
-@contextmanager
-def serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Iterator[Server]:
-    log = cwd / f"serve-{time.monotonic_ns()}.log"
-    with (
-        log.open("w") as sink,
-        subprocess.Popen(
-            [sys.executable, "-m", "cargohold.cli", "serve", *args],
-            cwd=cwd,
-            env={**BASE_ENV, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=sink,
-            text=True,
-        ) as proc,
-    ):
-        server = Server(proc, log)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if "listening on" not in line:
-                proc.kill()
-                raise AssertionError(f"serve did not start: {line!r} {server.output()}")
-            server.banner = line
-            server.url = line.split("listening on ", 1)[1].split()[0]
-            yield server
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            assert proc.stdout is not None
-            with log.open("a") as tail:
-                tail.write(proc.stdout.read())
 
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
