@@ -24,6 +24,7 @@ from cargohold.config import ConfigError, Settings
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.errors import StorageError
 from cargohold.domain.ports import BlobStore
+from cargohold.domain.repository import SparsePolicy
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 
@@ -69,7 +70,9 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
         views_db.close()
         raise
     clock = HybridLogicalClock()
-    registry = RegistryService(log, blobs, runner, clock, site_id)
+    registry = RegistryService(
+        log, blobs, runner, clock, site_id, SparsePolicy(settings.sparse_manifests)
+    )
     queries = RegistryQueries(views_db)
     uploads = UploadService(
         blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds

@@ -72,8 +72,14 @@ class Settings:
     # Bytes; waitress rejects larger request bodies. Default 64 GiB (multi-GiB layers).
     max_request_body_size: int = 64 * 1024**3
     threads: int = 8
+    # Processes sharing the listening socket (one waitress process is bound by the GIL).
+    workers: int = 1
     # Snapshot a repository every N events, so a repository with 50k tags loads fast.
     snapshot_interval: int = 200
+    # Which missing references a pushed manifest may have: "strict" (none), "index" (an
+    # index may name children never pushed, as in partial mirrors) or "all" (image
+    # layers too). The config blob is always required.
+    sparse_manifests: str = "index"
     # Abandoned chunked uploads are removed after this many seconds.
     upload_expiry_seconds: int = 24 * 3600
 
@@ -176,11 +182,15 @@ def _validate(s: Settings) -> None:
     _split_listen(s.listen)
     if s.uses_postgres:
         s.postgres  # noqa: B018 - parses, raising ConfigError on a bad URL
+    if s.sparse_manifests not in {"strict", "index", "all"}:
+        raise ConfigError(
+            f"sparse_manifests must be 'strict', 'index' or 'all', not {s.sparse_manifests!r}"
+        )
     if s.blob_store not in {"filesystem", "s3"}:
         raise ConfigError(f"blob_store must be 'filesystem' or 's3', not {s.blob_store!r}")
     if s.blob_store == "s3" and not s.s3_endpoint:
         raise ConfigError("blob_store is 's3' but s3_endpoint is not set")
-    for name in ("threads", "snapshot_interval", "upload_expiry_seconds"):
+    for name in ("threads", "workers", "snapshot_interval", "upload_expiry_seconds"):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if s.max_request_body_size < 1:

@@ -27,7 +27,7 @@ from cargohold.domain.errors import (
 )
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
-from cargohold.domain.repository import Repository
+from cargohold.domain.repository import Repository, SparsePolicy
 from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
 
 MAX_ATTEMPTS = 20
@@ -76,7 +76,9 @@ class RegistryService:
         views: ViewsWaiter,
         clock: HybridLogicalClock,
         site_id: UUID,
+        sparse: SparsePolicy = SparsePolicy.STRICT,
     ) -> None:
+        self.sparse = sparse
         self.log = log
         self.blobs = blobs
         self.views = views
@@ -117,7 +119,7 @@ class RegistryService:
         self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
 
         def decide(repo: Repository, ctx: EventContext) -> None:
-            repo.push_manifest(manifest, ctx)
+            repo.push_manifest(manifest, ctx, self.sparse)
             if isinstance(reference, Tag):
                 repo.tag(reference, digest, ctx)
 

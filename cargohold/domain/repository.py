@@ -11,6 +11,7 @@ methods only mutate state, because they also run on replay.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -42,6 +43,19 @@ def _context_fields(ctx: EventContext) -> dict[str, Any]:
         "hlc": ctx.hlc,
         "request_id": ctx.request_id,
     }
+
+
+class SparsePolicy(enum.Enum):
+    """Which references of a pushed manifest may be missing from the repository.
+
+    The distribution spec lets a registry accept or reject (with MANIFEST_BLOB_UNKNOWN)
+    a manifest whose descriptors point at content it lacks; this is that choice. The
+    config blob is required under every policy.
+    """
+
+    STRICT = "strict"  # every layer and every child of an index must be there
+    INDEX = "index"  # an index may name children that were never pushed (partial mirrors)
+    ALL = "all"  # image layers may be missing too
 
 
 class Repository(Aggregate):
@@ -150,28 +164,42 @@ class Repository(Aggregate):
 
     # Manifests
 
-    def push_manifest(self, manifest: ParsedManifest, ctx: EventContext) -> None:
+    def push_manifest(
+        self,
+        manifest: ParsedManifest,
+        ctx: EventContext,
+        sparse: SparsePolicy = SparsePolicy.STRICT,
+    ) -> None:
         """Record a validated manifest. Idempotent for a digest already pushed.
 
-        Raises ``ManifestBlobUnknown`` naming the first config or layer that is not a
-        linked blob (descriptors with ``urls``, i.e. foreign layers, are exempt) or the
-        first child of an index that is not a manifest of this repository. The
-        ``subject`` need not exist (the spec lets referrers arrive first).
+        Raises ``ManifestBlobUnknown`` naming the config, or (unless ``sparse`` allows
+        it) the first layer that is not a linked blob, or the first child of an index that
+        is not a manifest of this repository. Descriptors with ``urls`` (foreign layers)
+        are exempt, and the ``subject`` need not exist (the spec lets referrers arrive
+        first).
         """
         if manifest.digest in self.manifests:
             return
-        for blob in manifest.blobs:
-            if not blob.urls and blob.digest not in self.blobs:
-                raise ManifestBlobUnknown(
-                    f"blob {blob.digest} referenced by manifest {manifest.digest} "
-                    f"is not in repository {self.name}"
-                )
-        for child in manifest.manifests:
-            if child.digest not in self.manifests:
-                raise ManifestBlobUnknown(
-                    f"manifest {child.digest} referenced by index {manifest.digest} "
-                    f"is not in repository {self.name}"
-                )
+        config = manifest.config
+        if config is not None and not config.urls and config.digest not in self.blobs:
+            raise ManifestBlobUnknown(
+                f"config {config.digest} of manifest {manifest.digest} "
+                f"is not in repository {self.name}"
+            )
+        if sparse is not SparsePolicy.ALL:
+            for blob in manifest.layers:
+                if not blob.urls and blob.digest not in self.blobs:
+                    raise ManifestBlobUnknown(
+                        f"blob {blob.digest} referenced by manifest {manifest.digest} "
+                        f"is not in repository {self.name}"
+                    )
+        if sparse is SparsePolicy.STRICT:
+            for child in manifest.manifests:
+                if child.digest not in self.manifests:
+                    raise ManifestBlobUnknown(
+                        f"manifest {child.digest} referenced by index {manifest.digest} "
+                        f"is not in repository {self.name}"
+                    )
         self._trigger(
             self.ManifestPushed,
             ctx,

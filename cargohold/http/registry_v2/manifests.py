@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.errors import ManifestUnknown, RepositoryUnknown
+from cargohold.domain.errors import ManifestUnknown, ReferenceInvalid, RepositoryUnknown
 from cargohold.domain.values import Digest, RepositoryName, Tag, parse_reference
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.context import caller_of
@@ -21,8 +21,18 @@ class ManifestResource:
         self.container = container
 
     def _find(self, repo: RepositoryName, reference: str) -> ManifestRow:
-        ref = parse_reference(reference)
+        try:
+            ref = parse_reference(reference)
+        except ReferenceInvalid:
+            # NOTE: a reference off the grammar names nothing that could exist: for reads
+            # that is 404 MANIFEST_UNKNOWN (as the v1.1.1 conformance suite expects); a
+            # PUT of one is still rejected as invalid.
+            ref = None
         q = self.container.queries
+        if ref is None:
+            if not q.repository_exists(repo):
+                raise RepositoryUnknown(f"repository {repo} is not known")
+            raise ManifestUnknown(f"manifest {reference[:200]!r} is not in repository {repo}")
         digest = ref if isinstance(ref, Digest) else q.resolve_tag(repo, ref)
         row = None if digest is None else q.manifest(repo, digest)
         if row is None:
