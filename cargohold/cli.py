@@ -8,12 +8,10 @@ line to stderr and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
+import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from cargohold.bootstrap import Container, StartupError, bootstrap
 from cargohold.config import ConfigError, Settings, load_settings
@@ -46,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", parents=[common], help="run the registry")
-    serve.add_argument("--threads", type=int, help="request threads (default 8)")
+    serve.add_argument("--threads", type=int, help="request threads per worker (default 8)")
+    serve.add_argument(
+        "--workers", type=int, help="processes sharing the listening socket (default 1)"
+    )
     replay = commands.add_parser("replay", help="rebuild or verify the read models")
     actions = replay.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser(
@@ -67,6 +68,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "database": args.database,
             "blob_store": args.blob_store,
             "threads": getattr(args, "threads", None),
+            "workers": getattr(args, "workers", None),
         },
     )
 
@@ -79,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(quiet_start)
     try:
         settings = _settings(args)
+        sock = _bind(settings) if args.command == "serve" else None
         container = bootstrap(settings)
     except (ConfigError, StartupError) as e:
         print(f"cargohold: {e}", file=sys.stderr)
@@ -89,8 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        if args.command == "serve":
-            return _serve(container)
+        if sock is not None:
+            return _serve(container, sock)
         return _replay(container, args.action, quiet=args.quiet)
     except StorageError as e:
         print(f"cargohold: {e.message}", file=sys.stderr)
@@ -99,35 +102,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         container.close()
 
 
-def _serve(container: Container) -> int:
-    import waitress
+def _bind(settings: Settings) -> socket.socket:
+    from cargohold.http.serve import bind
 
-    from cargohold.http.app import create_app
+    try:
+        return bind(settings)
+    except OSError as e:
+        raise StartupError(f"cannot listen on {settings.listen}: {e.strerror or e}") from e
+
+
+def _serve(container: Container, sock: socket.socket) -> int:
+    from cargohold.http.serve import announce, serve_with, serve_workers
 
     settings = container.settings
-    server: Any = waitress.create_server(
-        create_app(container),
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        max_request_body_size=settings.max_request_body_size,
-        ident="cargohold",
-        clear_untrusted_proxy_headers=True,
-    )
-    container.runner.start()
-    # NOTE: waitress may have been given port 0; report the port actually bound.
-    host, port = server.effective_host, server.effective_port
-    print(f"cargohold listening on http://{host}:{port} (data in {settings.data_dir})", flush=True)
-
-    def stop(signum: int, frame: object) -> None:
-        server.close()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    # NOTE: closing the socket from the signal handler ends run() with an OSError.
-    with contextlib.suppress(OSError):
-        server.run()
-    return EXIT_OK
+    if settings.workers == 1:
+        announce(settings, sock)
+        serve_with(container, sock)
+        return EXIT_OK
+    # The parent only migrated and caught the views up; workers open their own stores.
+    container.close()
+    announce(settings, sock)
+    return serve_workers(settings, sock)
 
 
 def _replay(container: Container, action: str, *, quiet: bool) -> int:
