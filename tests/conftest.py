@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.minio", "tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.minio", "tests.fixtures.postgres", "tests.fixtures.tools"]
