@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cargohold.commands.registry import Caller, RegistryService
-from cargohold.domain.errors import BlobUnknown, UploadUnknown
+from cargohold.domain.errors import BlobUnknown, DigestInvalid, SizeInvalid, UploadUnknown
 from cargohold.domain.ports import BlobStore, ByteSource
 from cargohold.domain.values import Digest, RepositoryName
 
@@ -92,11 +92,20 @@ class UploadService:
     ) -> int:
         """Append the optional last chunk, verify, commit and link the blob."""
         self._check(name, upload_id)
+        appended_at: int | None = None
         if stream is not None and length != 0:
             if offset is None:
                 offset = self.blobs.upload_size(upload_id)
             self.blobs.append(upload_id, stream, offset, length)
-        size = self.blobs.commit(upload_id, digest)
+            appended_at = offset
+        try:
+            size = self.blobs.commit(upload_id, digest)
+        except (DigestInvalid, SizeInvalid):
+            # A rejected request writes nothing: take back the chunk it brought, so the
+            # upload is as the client last saw it and may be finished correctly.
+            if appended_at is not None:
+                self.blobs.truncate_upload(upload_id, appended_at)
+            raise
         self.sessions.remove(upload_id)
         self.registry.link_blob(name, digest, caller)
         return size

@@ -129,6 +129,17 @@ class BlobStore(ABC):
         """
 
     @abstractmethod
+    def truncate_upload(self, upload_id: str, size: int) -> None:
+        """Cut upload ``upload_id`` back to its first ``size`` bytes.
+
+        ``size`` must be the offset at which one of the upload's appends began (or its
+        current size); that is how a rejected finishing request takes back the chunk it
+        appended. Raises ``RangeInvalid`` for a size beyond the upload (adapters that
+        keep appends as separate parts also refuse a size inside one) and
+        ``UploadUnknown`` if there is no such upload.
+        """
+
+    @abstractmethod
     def upload_size(self, upload_id: str) -> int:
         """The number of bytes staged so far in ``upload_id``.
 

@@ -229,6 +229,23 @@ class BlobStoreContract:
         assert store.append(upload_id, Trickle(CONTENT[10:]), 10) == len(CONTENT)
         assert store.commit(upload_id, Digest.of(CONTENT)) == len(CONTENT)
 
+    def test_truncate_takes_back_the_last_append(self, store: BlobStore) -> None:
+        upload_id = store.start_upload()
+        store.append(upload_id, Trickle(CONTENT[:10]), 0)
+        store.append(upload_id, Trickle(CONTENT[10:20]), 10)
+        store.append(upload_id, Trickle(b"wrong tail"), 20)
+
+        store.truncate_upload(upload_id, 20)
+        assert store.upload_size(upload_id) == 20
+        with pytest.raises(RangeInvalid):
+            store.truncate_upload(upload_id, 21)
+        with pytest.raises(UploadUnknown):
+            store.truncate_upload("no-such-upload", 0)
+        # the hash is still right after the cut, with or without the cached state
+        assert store.append(upload_id, Trickle(CONTENT[20:]), 20) == len(CONTENT)
+        assert store.commit(upload_id, Digest.of(CONTENT)) == len(CONTENT)
+        assert content_of(store, Digest.of(CONTENT)) == CONTENT
+
     def test_append_with_length_reads_exactly_that_much(self, store: BlobStore) -> None:
         upload_id = store.start_upload()
         stream = Trickle(CONTENT, step=64)

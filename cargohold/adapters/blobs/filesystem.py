@@ -169,6 +169,14 @@ class FilesystemBlobStore(BlobStore):
                 self._hashers.drop(upload_id)
             return new_size
 
+    def truncate_upload(self, upload_id: str, size: int) -> None:
+        with self._locked_data(upload_id, "r+b") as f, self._errors("truncate an upload"):
+            current = os.fstat(f.fileno()).st_size
+            if not 0 <= size <= current:
+                raise RangeInvalid(f"cannot cut an upload of {current} bytes to {size}")
+            f.truncate(size)
+            self._hashers.drop(upload_id)
+
     def upload_size(self, upload_id: str) -> int:
         missing = partial(UploadUnknown, f"unknown upload {upload_id!r}")
         with self._errors("stat an upload", missing=missing):

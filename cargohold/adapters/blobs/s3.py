@@ -254,6 +254,16 @@ class S3BlobStore(BlobStore):
             self._hashers.drop(upload_id)
         return new_size
 
+    def truncate_upload(self, upload_id: str, size: int) -> None:
+        parts = self._staged(upload_id)
+        if size != _total(parts) and size not in {p.offset for p in parts}:
+            raise RangeInvalid(f"{size} is not where an append of upload {upload_id} began")
+        with self._errors("truncate an upload"):
+            for part in parts:
+                if part.offset >= size:
+                    self._client.remove_object(self._bucket, part.key)
+        self._hashers.drop(upload_id)
+
     def upload_size(self, upload_id: str) -> int:
         return _total(self._staged(upload_id))
 
