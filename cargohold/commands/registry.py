@@ -116,12 +116,14 @@ class RegistryService:
         else:
             digest = Digest.of(body, DigestAlgorithm.SHA256)
         manifest = parse_manifest(body, content_type, digest)
-        self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
 
         def decide(repo: Repository, ctx: EventContext) -> None:
             repo.push_manifest(manifest, ctx, self.sparse)
             if isinstance(reference, Tag):
                 repo.tag(reference, digest, ctx)
+            # The body is stored once the manifest is accepted, before the event that
+            # says it exists. (A retry after a version conflict rewrites the same blob.)
+            self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
 
         self._execute(name, caller, decide)
         return manifest
