@@ -69,7 +69,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
         create_app(container),
         sockets=[sock],
         threads=settings.threads,
-        max_request_body_size=settings.max_request_body_size,
+        # NOTE: waitress refuses a body whose length *equals* its limit; we mean "at most".
+        max_request_body_size=settings.max_request_body_size + 1,
         ident="cargohold",
         clear_untrusted_proxy_headers=True,
     )

@@ -12,8 +12,11 @@ from cargohold.domain.values import Digest, RepositoryName
 from cargohold.http.registry_v2.errors import V2Error
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
-_CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# NOTE: [0-9], not \d (which takes other scripts' digits), and at most 18 of them, so
+# every number fits int() and 64 bits; a longer one cannot be a real offset.
+_CONTENT_RANGE = re.compile(r"(?:bytes )?([0-9]{1,18})-([0-9]{1,18})")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_MAX_DIGITS = 18
 
 
 def blob_location(name: RepositoryName, digest: Digest) -> str:
@@ -68,6 +71,10 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     first, last = m.group(1), m.group(2)
     if not first and not last:
         return None
+    if len(first) > _MAX_DIGITS:
+        raise RangeInvalid(f"range starts beyond any blob ({len(first)} digits)")
+    if len(last) > _MAX_DIGITS:
+        last = str(size)  # an end beyond the blob means "to the end"; so does a huge suffix
     if not first:  # suffix: the last N bytes
         suffix = int(last)
         if suffix == 0:
@@ -84,6 +91,8 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
 def parse_page_size(value: str | None, maximum: int) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise V2Error(falcon.HTTP_400, "PAGINATION_NUMBER_INVALID", f"invalid n: {value[:50]!r}")
+    if len(value) > _MAX_DIGITS:
+        return maximum
     return min(int(value), maximum)

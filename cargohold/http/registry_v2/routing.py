@@ -33,26 +33,29 @@ class V2Router:
     def __init__(self, container: Container) -> None:
         blob = BlobResource(container)
         self.routes: list[tuple[re.Pattern[str], Any]] = [
-            (re.compile(r""), V2Base()),
-            (re.compile(r"_catalog"), CatalogResource(container)),
-            (re.compile(r"(?P<name>.+)/blobs/uploads/?"), UploadsResource(container)),
+            (re.compile(r"", re.DOTALL), V2Base()),
+            (re.compile(r"_catalog", re.DOTALL), CatalogResource(container)),
+            (re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL), UploadsResource(container)),
             (
-                re.compile(r"(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)"),
+                re.compile(r"(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)", re.DOTALL),
                 UploadResource(container),
             ),
-            (re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"), blob),
+            (re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL), blob),
             (
-                re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
+                re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)", re.DOTALL),
                 ManifestResource(container),
             ),
-            (re.compile(r"(?P<name>.+)/tags/list"), TagsResource(container)),
-            (re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"), ReferrersResource(container)),
+            (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(container)),
+            (
+                re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)", re.DOTALL),
+                ReferrersResource(container),
+            ),
         ]
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **groups: Any) -> None:
         resp.set_header(*API_VERSION)
         try:
-            self._dispatch(req, resp, str(groups.get("rest", "")))
+            self._dispatch(req, resp, str(groups.get("rest") or ""))
         except Exception as error:  # NOTE: every failure is answered in OCI form
             resp.stream = None
             resp.data = None
@@ -82,4 +85,6 @@ class V2Router:
 
 
 def register(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> None:
-    app.add_sink(V2Router(container), prefix=re.compile(r"^/v2/(?P<rest>.*)$"))
+    # NOTE: DOTALL and \Z, so a percent-encoded line break in a name still reaches the
+    # router (and gets an OCI answer) instead of falling through to falcon's 404.
+    app.add_sink(V2Router(container), prefix=re.compile(r"^/v2(?:/(?P<rest>.*))?\Z", re.DOTALL))
