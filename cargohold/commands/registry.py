@@ -9,6 +9,9 @@ command returns only once the read models show its effect (``ViewsWaiter``).
 from __future__ import annotations
 
 import io
+import random
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,8 +32,6 @@ from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository, SparsePolicy
 from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
-
-MAX_ATTEMPTS = 20
 
 
 class RegistryLog(Application[UUID]):
@@ -77,8 +78,11 @@ class RegistryService:
         clock: HybridLogicalClock,
         site_id: UUID,
         sparse: SparsePolicy = SparsePolicy.STRICT,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.sparse = sparse
+        self._retry = retry or RetryPolicy()
+        self._stripes = tuple(threading.Lock() for _ in range(64))
         self.log = log
         self.blobs = blobs
         self.views = views
@@ -150,25 +154,46 @@ class RegistryService:
         create: bool = True,
     ) -> None:
         repo_id = Repository.create_id(self.site_id, name)
-        for _ in range(MAX_ATTEMPTS):
-            ctx = EventContext(
-                actor=caller.actor,
-                site_id=self.site_id,
-                hlc=self.clock.now(),
-                request_id=caller.request_id,
-            )
-            try:
-                repo: Repository = self.log.repository.get(repo_id)
-            except AggregateNotFoundError:
-                if not create:
-                    raise RepositoryUnknown(f"repository {name} is not known") from None
-                repo = Repository.create(name, ctx)
-            decide(repo, ctx)
-            try:
-                recordings = self.log.save(repo)
-            except (IntegrityError, RecordConflictError):
-                continue  # another writer saved this repository first: reload and retry
-            if recordings:
-                self.views.wait_for(max(r.notification.id for r in recordings))
-            return
-        raise ConcurrentModification(f"repository {name} is too busy; try again")
+        # NOTE: commands on one repository queue here within a process, so version
+        # conflicts come only from other processes or nodes; those are retried with
+        # jittered backoff until the time budget is spent.
+        deadline = self._retry.monotonic() + self._retry.budget
+        attempt = 0
+        with self._stripes[repo_id.int % len(self._stripes)]:
+            while True:
+                ctx = EventContext(
+                    actor=caller.actor,
+                    site_id=self.site_id,
+                    hlc=self.clock.now(),
+                    request_id=caller.request_id,
+                )
+                try:
+                    repo: Repository = self.log.repository.get(repo_id)
+                except AggregateNotFoundError:
+                    if not create:
+                        raise RepositoryUnknown(f"repository {name} is not known") from None
+                    repo = Repository.create(name, ctx)
+                decide(repo, ctx)
+                try:
+                    recordings = self.log.save(repo)
+                    break
+                except (IntegrityError, RecordConflictError):
+                    # another writer saved this repository first: reload and retry
+                    attempt += 1
+                    if self._retry.monotonic() >= deadline:
+                        raise ConcurrentModification(
+                            f"repository {name} is too busy; try again"
+                        ) from None
+                    self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
+        if recordings:
+            self.views.wait_for(max(r.notification.id for r in recordings))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a command keeps retrying version conflicts; injectable for tests."""
+
+    budget: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    jitter: Callable[[], float] = random.random
+    monotonic: Callable[[], float] = time.monotonic
