@@ -293,3 +293,68 @@ def test_unknown_paths_and_methods(client: falcon.testing.TestClient) -> None:
     r = client.simulate_post("/v2/a/b/tags/list")
     assert r.status_code == 405 and code(r) == "UNSUPPORTED"
     assert r.headers["allow"] == "GET"
+
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def test_docker_schema2_manifest_and_manifest_list(client: falcon.testing.TestClient) -> None:
+    config, layer = b'{"architecture":"amd64","os":"linux"}', b"docker layer"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "digest": push_blob(client, "d/img", config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "digest": push_blob(client, "d/img", layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    r = client.simulate_put(
+        "/v2/d/img/manifests/amd64", body=manifest, headers={"Content-Type": DOCKER_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    listing = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_LIST,
+            "manifests": [
+                {
+                    "mediaType": DOCKER_MANIFEST,
+                    "digest": sha256(manifest),
+                    "size": len(manifest),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
+    r = client.simulate_put(
+        "/v2/d/img/manifests/latest", body=listing, headers={"Content-Type": DOCKER_LIST}
+    )
+    assert r.status_code == 201, r.text
+    r = client.simulate_get("/v2/d/img/manifests/latest")
+    assert r.headers["content-type"] == DOCKER_LIST and r.content == listing
+    r = client.simulate_get("/v2/d/img/manifests/amd64")
+    assert r.headers["content-type"] == DOCKER_MANIFEST and r.content == manifest
+
+
+def test_sha512_blobs_and_manifests(client: falcon.testing.TestClient) -> None:
+    data = b"content addressed by sha512"
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    r = client.simulate_post("/v2/s/512/blobs/uploads/", params={"digest": digest}, body=data)
+    assert r.status_code == 201 and r.headers["docker-content-digest"] == digest
+    assert client.simulate_get(f"/v2/s/512/blobs/{digest}").content == data
+    body = manifest_for(client, "s/512")
+    manifest_digest = "sha512:" + hashlib.sha512(body).hexdigest()
+    r = put_manifest(client, "s/512", manifest_digest, body)
+    assert r.status_code == 201 and r.headers["docker-content-digest"] == manifest_digest
+    assert client.simulate_get(f"/v2/s/512/manifests/{manifest_digest}").content == body
