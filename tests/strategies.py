@@ -1,14 +1,17 @@
 """Hypothesis strategies for cargohold's value types, events and aggregates.
 
 Reused by every tier: unit round-trips through the transcoder, and the store round-trips
-through SQLite and PostgreSQL. ``repository_event_classes()`` discovers the event classes
-by introspection and ``events_of(cls)`` builds any of them from its field annotations, so
-a new event class (or a new field type) is covered, or fails loudly, without edits here.
+through SQLite and PostgreSQL. ``event_classes_of(aggregate)`` (and its shorthands
+``repository_event_classes()``, ``access_event_classes()``, ``all_event_classes()``)
+discovers the event classes by introspection and ``events_of(cls)`` builds any of them
+from its field annotations, so a new event class (or a new field type) is covered, or
+fails loudly, without edits here. A new aggregate needs one line in ``AGGREGATES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +22,18 @@ from eventsourcing.domain import CanInitAggregate
 from eventsourcing.utils import get_topic
 from hypothesis import strategies as st
 
+from cargohold.domain.access import (
+    AccountName,
+    NamespaceKind,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
+    Visibility,
+)
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.context import EventContext
 from cargohold.domain.manifest import OCI_INDEX, OCI_MANIFEST, ParsedManifest
 from cargohold.domain.repository import Repository
@@ -161,6 +176,32 @@ def event_contexts() -> Any:
     return st.builds(EventContext, actors(), st.uuids(), hlc_timestamps(), st.text(max_size=40))
 
 
+_account_grammar = st.from_regex(r"[a-z0-9]{1,12}(?:[._-][a-z0-9]{1,12}){0,3}", fullmatch=True)
+
+
+def account_names() -> Any:
+    """User and organisation names (Quay's grammar, 2 to 255 characters)."""
+    return _account_grammar.filter(lambda n: len(n) >= 2).map(AccountName)
+
+
+def team_names() -> Any:
+    return _account_grammar.filter(lambda n: len(n) >= 2).map(TeamName)
+
+
+def robot_short_names() -> Any:
+    return st.from_regex(r"[a-z][a-z0-9_]{1,30}", fullmatch=True).map(RobotShortName)
+
+
+def principals(kinds: tuple[PrincipalKind, ...] = tuple(PrincipalKind)) -> Any:
+    """Principals of ``kinds`` in their stable name forms."""
+    by_kind = {
+        PrincipalKind.USER: account_names().map(Principal.user),
+        PrincipalKind.TEAM: st.builds(Principal.team, account_names(), team_names()),
+        PrincipalKind.ROBOT: st.builds(Principal.robot, account_names(), robot_short_names()),
+    }
+    return st.one_of(*(by_kind[k] for k in kinds))
+
+
 # Events
 
 _LEAF_STRATEGIES: dict[Any, Any] = {
@@ -175,6 +216,16 @@ _LEAF_STRATEGIES: dict[Any, Any] = {
     Descriptor: descriptors(),
     Actor: actors(),
     HLCTimestamp: hlc_timestamps(),
+    bool: st.booleans(),
+    AccountName: account_names(),
+    TeamName: team_names(),
+    RobotShortName: robot_short_names(),
+    Principal: principals(),
+    PrincipalKind: st.sampled_from(PrincipalKind),
+    RepositoryRole: st.sampled_from(RepositoryRole),
+    TeamRole: st.sampled_from(TeamRole),
+    Visibility: st.sampled_from(Visibility),
+    NamespaceKind: st.sampled_from(NamespaceKind),
 }
 
 
@@ -198,39 +249,68 @@ def strategy_for(hint: Any) -> Any:
     raise TypeError(msg)
 
 
-def repository_event_classes() -> list[type[Repository.Event]]:
-    """Every concrete event class nested on ``Repository``, discovered, in name order."""
+AGGREGATES: tuple[type[Any], ...] = (Repository, Account, Organization, NamespaceClaim)
+
+
+def event_classes_of(aggregate: type[Any]) -> list[type[Any]]:
+    """Every concrete event class nested on ``aggregate``, discovered, in name order."""
+    base = aggregate.Event
     found = {
         value
-        for value in vars(Repository).values()
-        if isinstance(value, type)
-        and issubclass(value, Repository.Event)
-        and value is not Repository.Event
+        for value in vars(aggregate).values()
+        if isinstance(value, type) and issubclass(value, base) and value is not base
     }
     return sorted(found, key=lambda c: c.__qualname__)
 
 
+def repository_event_classes() -> list[type[Repository.Event]]:
+    """Every concrete event class nested on ``Repository``, discovered, in name order."""
+    return event_classes_of(Repository)
+
+
+def access_event_classes() -> list[type[Any]]:
+    """Every event class of ``Account``, ``Organization`` and ``NamespaceClaim``."""
+    return [c for a in (Account, Organization, NamespaceClaim) for c in event_classes_of(a)]
+
+
+def all_event_classes() -> list[type[Any]]:
+    return [c for a in AGGREGATES for c in event_classes_of(a)]
+
+
+def _aggregate_of(event_class: type[Any]) -> type[Any]:
+    """The aggregate class an event class is nested on (``Account.Created`` -> ``Account``)."""
+    module = sys.modules[event_class.__module__]
+    owner: type[Any] = getattr(module, event_class.__qualname__.split(".")[0])
+    return owner
+
+
 def events_of(event_class: type[Any]) -> Any:
     """Instances of ``event_class`` with every field drawn from its annotation."""
+    aggregate = _aggregate_of(event_class)
     hints = typing.get_type_hints(event_class)
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(event_class):
         if f.name == "originator_id":
             fields[f.name] = st.uuids()
         elif f.name == "originator_topic":
-            fields[f.name] = st.just(get_topic(Repository))
+            fields[f.name] = st.just(get_topic(aggregate))
         elif f.name == "originator_version":
             fields[f.name] = st.integers(1, INT64_MAX)
         else:
             fields[f.name] = strategy_for(hints[f.name])
     if issubclass(event_class, CanInitAggregate):
-        fields["originator_version"] = st.just(Repository.INITIAL_VERSION)
+        fields["originator_version"] = st.just(aggregate.INITIAL_VERSION)
     return st.fixed_dictionaries(fields).map(lambda kw: event_class(**kw))
 
 
 def repository_events() -> Any:
     """Any event of any ``Repository`` event class."""
     return st.one_of(*(events_of(c) for c in repository_event_classes()))
+
+
+def access_events() -> Any:
+    """Any event of any ``Account``, ``Organization`` or ``NamespaceClaim`` event class."""
+    return st.one_of(*(events_of(c) for c in access_event_classes()))
 
 
 # Aggregates

@@ -33,6 +33,15 @@ code  type                  payload
 14    set                   msgpack array of the items
 15    frozenset             msgpack array of the items
 16    int beyond 64 bits    UTF-8 decimal ``str(i)``
+17    AccountName           UTF-8 text
+18    TeamName              UTF-8 text
+19    RobotShortName        UTF-8 text
+20    Principal             msgpack [kind value, name]
+21    PrincipalKind         UTF-8 value
+22    RepositoryRole        UTF-8 value
+23    TeamRole              UTF-8 value
+24    Visibility            UTF-8 value
+25    NamespaceKind         UTF-8 value
 ====  ====================  =====================================================
 
 A named time zone (``ZoneInfo``) decodes as the fixed offset it had at that instant: the
@@ -54,6 +63,17 @@ from uuid import UUID
 import msgpack
 from eventsourcing.persistence import Transcoder, TranscodingNotRegisteredError
 
+from cargohold.domain.access import (
+    AccountName,
+    NamespaceKind,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
+    Visibility,
+)
 from cargohold.domain.values import (
     Actor,
     ActorKind,
@@ -82,6 +102,15 @@ EXT_DIGEST_ALGORITHM: Final = 13
 EXT_SET: Final = 14
 EXT_FROZENSET: Final = 15
 EXT_BIG_INT: Final = 16
+EXT_ACCOUNT_NAME: Final = 17
+EXT_TEAM_NAME: Final = 18
+EXT_ROBOT_SHORT_NAME: Final = 19
+EXT_PRINCIPAL: Final = 20
+EXT_PRINCIPAL_KIND: Final = 21
+EXT_REPOSITORY_ROLE: Final = 22
+EXT_TEAM_ROLE: Final = 23
+EXT_VISIBILITY: Final = 24
+EXT_NAMESPACE_KIND: Final = 25
 
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 _DESCRIPTOR_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Descriptor))
@@ -190,6 +219,11 @@ def _decode_hlc(payload: bytes) -> HLCTimestamp:
     return HLCTimestamp(wall_ms, logical)
 
 
+def _decode_principal(payload: bytes) -> Principal:
+    kind, name = _unpack(payload)
+    return Principal(PrincipalKind(kind), name)
+
+
 _ENCODERS: Final[dict[type, Callable[[Any], tuple[int, bytes]]]] = {
     UUID: lambda u: (EXT_UUID, u.bytes),
     datetime: _encode_datetime,
@@ -206,6 +240,15 @@ _ENCODERS: Final[dict[type, Callable[[Any], tuple[int, bytes]]]] = {
     DigestAlgorithm: lambda a: (EXT_DIGEST_ALGORITHM, a.value.encode()),
     set: lambda s: (EXT_SET, _pack(list(s))),
     frozenset: lambda s: (EXT_FROZENSET, _pack(list(s))),
+    AccountName: lambda n: (EXT_ACCOUNT_NAME, str.encode(n)),
+    TeamName: lambda n: (EXT_TEAM_NAME, str.encode(n)),
+    RobotShortName: lambda n: (EXT_ROBOT_SHORT_NAME, str.encode(n)),
+    Principal: lambda p: (EXT_PRINCIPAL, _pack([p.kind.value, p.name])),
+    PrincipalKind: lambda k: (EXT_PRINCIPAL_KIND, k.value.encode()),
+    RepositoryRole: lambda r: (EXT_REPOSITORY_ROLE, r.value.encode()),
+    TeamRole: lambda r: (EXT_TEAM_ROLE, r.value.encode()),
+    Visibility: lambda v: (EXT_VISIBILITY, v.value.encode()),
+    NamespaceKind: lambda k: (EXT_NAMESPACE_KIND, k.value.encode()),
 }
 
 # NOTE: str subclasses are rebuilt with str.__new__, bypassing their grammar checks (see
@@ -227,4 +270,13 @@ _DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     EXT_SET: lambda p: set(_unpack(p)),
     EXT_FROZENSET: lambda p: frozenset(_unpack(p)),
     EXT_BIG_INT: lambda p: int(_text(p)),
+    EXT_ACCOUNT_NAME: lambda p: str.__new__(AccountName, _text(p)),
+    EXT_TEAM_NAME: lambda p: str.__new__(TeamName, _text(p)),
+    EXT_ROBOT_SHORT_NAME: lambda p: str.__new__(RobotShortName, _text(p)),
+    EXT_PRINCIPAL: _decode_principal,
+    EXT_PRINCIPAL_KIND: lambda p: PrincipalKind(_text(p)),
+    EXT_REPOSITORY_ROLE: lambda p: RepositoryRole(_text(p)),
+    EXT_TEAM_ROLE: lambda p: TeamRole(_text(p)),
+    EXT_VISIBILITY: lambda p: Visibility(_text(p)),
+    EXT_NAMESPACE_KIND: lambda p: NamespaceKind(_text(p)),
 }

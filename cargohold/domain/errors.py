@@ -13,15 +13,32 @@
     │   ├── ManifestInvalid      manifest body fails validation       (MANIFEST_INVALID)
     │   ├── ManifestBlobUnknown  manifest refers to an unlinked blob  (MANIFEST_BLOB_UNKNOWN)
     │   ├── SizeInvalid          length differs from the claim        (SIZE_INVALID)
-    │   └── RangeInvalid         an offset or range we cannot serve   (416)
+    │   ├── RangeInvalid         an offset or range we cannot serve   (416)
+    │   ├── AccountNameInvalid   user/org name breaks Quay's grammar  (400)
+    │   ├── TeamNameInvalid      team name breaks Quay's grammar      (400)
+    │   ├── RobotNameInvalid     robot short name breaks the grammar  (400)
+    │   ├── EmailInvalid         not an e-mail address                (400)
+    │   ├── CredentialInvalid    an empty password or token hash      (400)
+    │   └── PermissionInvalid    a grant Quay refuses (owner, foreign team/robot)  (400)
     ├── NotFound
     │   ├── RepositoryUnknown                                         (NAME_UNKNOWN)
     │   ├── ManifestUnknown                                           (MANIFEST_UNKNOWN)
     │   ├── TagUnknown                                                (MANIFEST_UNKNOWN)
     │   ├── BlobUnknown                                               (BLOB_UNKNOWN)
-    │   └── UploadUnknown                                             (BLOB_UPLOAD_UNKNOWN)
+    │   ├── UploadUnknown                                             (BLOB_UPLOAD_UNKNOWN)
+    │   ├── AccountUnknown       no such user
+    │   ├── OrganizationUnknown  no such organisation
+    │   ├── TeamUnknown          no such team in the organisation
+    │   ├── MemberUnknown        the user is not a member (of the org or the team)
+    │   ├── RobotUnknown         no such robot in the namespace
+    │   ├── PermissionUnknown    the principal holds no grant on the repository
+    │   └── DefaultPermissionUnknown  no default permission for the principal
     ├── Conflict
-    │   └── ConcurrentModification  another writer won; retry the command
+    │   ├── ConcurrentModification  another writer won; retry the command
+    │   ├── NameTaken            a user or organisation already has this name
+    │   ├── TeamExists           the organisation already has this team
+    │   ├── RobotExists          the namespace already has this robot
+    │   └── OwnersTeamProtected  the owners team cannot go, change role or lose its last member
     └── StorageError                a backing store failed (not the caller's fault)
 
 Adapters translate foreign exceptions (psycopg, minio, OSError) into these at one choke
@@ -112,6 +129,74 @@ class Conflict(DomainError):
 
 
 class ConcurrentModification(Conflict):
+    pass
+
+
+class AccountNameInvalid(InvalidInput):
+    pass
+
+
+class TeamNameInvalid(InvalidInput):
+    pass
+
+
+class RobotNameInvalid(InvalidInput):
+    pass
+
+
+class EmailInvalid(InvalidInput):
+    pass
+
+
+class CredentialInvalid(InvalidInput):
+    pass
+
+
+class PermissionInvalid(InvalidInput):
+    pass
+
+
+class AccountUnknown(NotFound):
+    pass
+
+
+class OrganizationUnknown(NotFound):
+    pass
+
+
+class TeamUnknown(NotFound):
+    pass
+
+
+class MemberUnknown(NotFound):
+    pass
+
+
+class RobotUnknown(NotFound):
+    pass
+
+
+class PermissionUnknown(NotFound):
+    pass
+
+
+class DefaultPermissionUnknown(NotFound):
+    pass
+
+
+class NameTaken(Conflict):
+    pass
+
+
+class TeamExists(Conflict):
+    pass
+
+
+class RobotExists(Conflict):
+    pass
+
+
+class OwnersTeamProtected(Conflict):
     pass
 
 

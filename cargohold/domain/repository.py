@@ -7,6 +7,11 @@ event carries the command's ``EventContext`` fields (``actor``, ``site_id``, ``h
 
 Guards run in the public command methods, before any event exists; the events' ``apply``
 methods only mutate state, because they also run on replay.
+
+Access: ``permissions`` (principal -> role) and ``visibility`` (PRIVATE until changed:
+``Created`` has no visibility field, so every stream, old or new, starts private, as Quay
+creates repositories). The aggregate's ``class_version`` 2 upcasts snapshots taken before
+these fields existed.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
     BlobUnknown,
     ManifestBlobUnknown,
     ManifestUnknown,
+    PermissionInvalid,
+    PermissionUnknown,
     TagUnknown,
 )
 from cargohold.domain.manifest import ParsedManifest
@@ -62,8 +70,12 @@ class Repository(Aggregate):
     """One OCI repository (``<namespace>/<name>``) at one origin site.
 
     State: ``name``; ``blobs`` (digest -> size) linked into the repository; ``manifests``
-    (digest -> media type) pushed to it; ``tags`` (tag -> manifest digest).
+    (digest -> media type) pushed to it; ``tags`` (tag -> manifest digest);
+    ``permissions`` (principal -> explicit role); ``visibility``.
     """
+
+    # NOTE: v2 added ``permissions`` and ``visibility``; see ``upcast_v1_v2``.
+    class_version = 2
 
     class Event(Aggregate.Event):
         """Base of every ``Repository`` event: the provenance of the command."""
@@ -124,11 +136,43 @@ class Repository(Aggregate):
         def apply(self, aggregate: Repository) -> None:
             del aggregate.manifests[self.digest]
 
+    # Access
+
+    class PermissionGranted(Event):
+        """A new explicit grant (``from_role`` None) or a changed one."""
+
+        principal: Principal
+        role: RepositoryRole
+        from_role: RepositoryRole | None
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.permissions[self.principal] = self.role
+
+    class PermissionRevoked(Event):
+        principal: Principal
+
+        def apply(self, aggregate: Repository) -> None:
+            del aggregate.permissions[self.principal]
+
+    class VisibilityChanged(Event):
+        visibility: Visibility
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.visibility = self.visibility
+
     def __init__(self, name: RepositoryName) -> None:
         self.name = name
         self.blobs: dict[Digest, int] = {}
         self.manifests: dict[Digest, MediaType] = {}
         self.tags: dict[Tag, Digest] = {}
+        self.permissions: dict[Principal, RepositoryRole] = {}
+        self.visibility = Visibility.PRIVATE
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot from before access control: no grants, private."""
+        state["permissions"] = {}
+        state["visibility"] = Visibility.PRIVATE
 
     @staticmethod
     def create_id(site_id: UUID, name: RepositoryName) -> UUID:
@@ -245,6 +289,51 @@ class Repository(Aggregate):
         if digest is None:
             raise TagUnknown(f"tag {tag} is not in repository {self.name}")
         self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
+
+    # Access
+
+    def grant(self, principal: Principal, role: RepositoryRole, ctx: EventContext) -> None:
+        """Give ``principal`` ``role`` explicitly, or change its role. Idempotent.
+
+        Raises ``PermissionInvalid`` (as Quay does, with 400) for the namespace's own user,
+        who is always admin implicitly ("Namespace owner must always be admin"), and for
+        a team or robot of another namespace.
+        """
+        self._check_grantee(principal)
+        current = self.permissions.get(principal)
+        if current is role:
+            return
+        self._trigger(
+            self.PermissionGranted, ctx, principal=principal, role=role, from_role=current
+        )
+
+    def revoke(self, principal: Principal, ctx: EventContext) -> None:
+        """Remove ``principal``'s explicit grant.
+
+        Raises ``PermissionInvalid`` for the namespace's own user and ``PermissionUnknown``
+        when the principal holds no explicit grant here.
+        """
+        self._check_grantee(principal)
+        if principal not in self.permissions:
+            raise PermissionUnknown(f"{principal} has no permission on repository {self.name}")
+        self._trigger(self.PermissionRevoked, ctx, principal=principal)
+
+    def set_visibility(self, visibility: Visibility, ctx: EventContext) -> None:
+        """Make the repository public or private. Idempotent."""
+        if visibility is self.visibility:
+            return
+        self._trigger(self.VisibilityChanged, ctx, visibility=visibility)
+
+    def _check_grantee(self, principal: Principal) -> None:
+        namespace = self.name.namespace
+        if principal.kind is PrincipalKind.USER and principal.name == namespace:
+            raise PermissionInvalid(
+                f"{principal} owns namespace {namespace}: the namespace owner is always admin"
+            )
+        if principal.kind is not PrincipalKind.USER and principal.namespace != namespace:
+            raise PermissionInvalid(
+                f"{principal} belongs to another namespace than repository {self.name}"
+            )
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **_context_fields(ctx))

@@ -17,6 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cargohold.adapters.transcoder import MsgpackTranscoder
+from cargohold.domain.access import (
+    AccountName,
+    NamespaceKind,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
+    Visibility,
+)
+from cargohold.domain.accounts import Organization
 from cargohold.domain.context import EventContext
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (
@@ -32,7 +44,7 @@ from cargohold.domain.values import (
 )
 from tests import strategies as s
 
-EVENT_CLASSES = s.repository_event_classes()
+EVENT_CLASSES = s.all_event_classes()
 mapper: Mapper[UUID] = Mapper(transcoder=MsgpackTranscoder())
 transcoder = MsgpackTranscoder()
 
@@ -51,10 +63,34 @@ def test_discovers_every_event_class() -> None:
         "TagMoved",
         "TagDeleted",
         "ManifestDeleted",
+        "PermissionGranted",
+        "PermissionRevoked",
+        "VisibilityChanged",
     } <= names
+    qualnames = {c.__qualname__ for c in EVENT_CLASSES}
+    assert {
+        "Account.Created",
+        "Account.PasswordChanged",
+        "Account.SuperuserGranted",
+        "Account.SuperuserRevoked",
+        "Organization.Created",
+        "Organization.MemberAdded",
+        "Organization.MemberRemoved",
+        "Organization.TeamCreated",
+        "Organization.TeamRoleChanged",
+        "Organization.TeamDeleted",
+        "Organization.TeamMemberAdded",
+        "Organization.TeamMemberRemoved",
+        "Organization.RobotCreated",
+        "Organization.RobotTokenRegenerated",
+        "Organization.RobotDeleted",
+        "Organization.DefaultPermissionSet",
+        "Organization.DefaultPermissionRemoved",
+        "NamespaceClaim.Created",
+    } <= qualnames
 
 
-@pytest.mark.parametrize("event_class", EVENT_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("event_class", EVENT_CLASSES, ids=lambda c: c.__qualname__)
 @settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_every_event_class_round_trips_through_the_mapper(
@@ -87,6 +123,47 @@ def test_snapshot_round_trips(repo: Repository) -> None:
     assert isinstance(again, Repository)
     assert again == repo
     assert again.blobs == repo.blobs and again.tags == repo.tags
+    assert again.permissions == repo.permissions and again.visibility is repo.visibility
+
+
+def test_snapshot_from_before_access_control_upcasts_to_private_without_grants() -> None:
+    ctx = EventContext(Actor.system(), uuid4(), HLCTimestamp(1, 0), "req-1")
+    repo = Repository.create(RepositoryName("acme/web"), ctx)
+    repo.link_blob(Digest.of(b"x"), 1, ctx)
+    repo.collect_events()
+    snapshot = Repository.Snapshot.take(repo)
+    v1_state = {
+        k: v
+        for k, v in snapshot.state.items()
+        if k not in {"permissions", "visibility", "class_version"}
+    }
+    v1 = Repository.Snapshot(
+        originator_id=snapshot.originator_id,
+        originator_version=snapshot.originator_version,
+        timestamp=snapshot.timestamp,
+        topic=snapshot.topic,
+        state=v1_state,
+    )
+    restored = mapper.to_domain_event(mapper.to_stored_event(v1)).mutate(None)
+    assert isinstance(restored, Repository)
+    assert restored.permissions == {} and restored.visibility is Visibility.PRIVATE
+    assert restored.blobs == repo.blobs
+
+
+def test_organization_snapshot_round_trips() -> None:
+    ctx = EventContext(Actor.system(), uuid4(), HLCTimestamp(1, 0), "req-1")
+    org = Organization.create(AccountName("acme"), AccountName("alice"), ctx)
+    org.create_team(TeamName("devs"), TeamRole.CREATOR, ctx, "developers")
+    org.add_team_member(TeamName("devs"), AccountName("bob"), ctx)
+    org.create_robot(RobotShortName("builder"), "hash", ctx)
+    org.set_default_permission(Principal.robot("acme", "builder"), RepositoryRole.WRITE, ctx)
+    org.collect_events()
+    snapshot = Organization.Snapshot.take(org)
+    restored = mapper.to_domain_event(mapper.to_stored_event(snapshot)).mutate(None)
+    assert restored == org
+    assert isinstance(restored, Organization)
+    assert restored.team_members == org.team_members
+    assert restored.default_permissions == org.default_permissions
 
 
 @settings(max_examples=200, deadline=None)
@@ -112,11 +189,24 @@ def test_snapshot_round_trips(repo: Repository) -> None:
             s.hlc_timestamps(),
             st.sampled_from(ActorKind),
             st.sampled_from(DigestAlgorithm),
+            s.account_names(),
+            s.team_names(),
+            s.robot_short_names(),
+            s.principals(),
+            st.sampled_from(PrincipalKind),
+            st.sampled_from(RepositoryRole),
+            st.sampled_from(TeamRole),
+            st.sampled_from(Visibility),
+            st.sampled_from(NamespaceKind),
         ),
         lambda inner: st.one_of(
             st.lists(inner, max_size=3),
             st.lists(inner, max_size=3).map(tuple),
-            st.dictionaries(st.text() | s.digests() | s.tags() | st.integers(), inner, max_size=3),
+            st.dictionaries(
+                st.text() | s.digests() | s.tags() | st.integers() | s.principals(),
+                inner,
+                max_size=3,
+            ),
             st.frozensets(st.integers() | st.text(), max_size=3),
             st.sets(s.digests(), max_size=3),
         ),
@@ -139,7 +229,14 @@ def _shape(value: Any) -> Any:
 
 
 def test_str_subclasses_keep_their_type() -> None:
-    for value in (RepositoryName("library/ubuntu"), Tag("latest"), MediaType("a/b")):
+    for value in (
+        RepositoryName("library/ubuntu"),
+        Tag("latest"),
+        MediaType("a/b"),
+        AccountName("acme"),
+        TeamName("owners"),
+        RobotShortName("builder"),
+    ):
         restored = roundtrip(value)
         assert type(restored) is type(value) and restored == value
 
@@ -246,6 +343,15 @@ def test_ext_codes_are_frozen() -> None:
         (set(), 14),
         (frozenset(), 15),
         (2**64, 16),
+        (AccountName("acme"), 17),
+        (TeamName("owners"), 18),
+        (RobotShortName("builder"), 19),
+        (Principal.robot("acme", "builder"), 20),
+        (PrincipalKind.TEAM, 21),
+        (RepositoryRole.WRITE, 22),
+        (TeamRole.CREATOR, 23),
+        (Visibility.PUBLIC, 24),
+        (NamespaceKind.ORGANIZATION, 25),
     ]
     for value, code in cases:
         ext = msgpack.unpackb(transcoder.encode(value))
@@ -254,6 +360,13 @@ def test_ext_codes_are_frozen() -> None:
         "c72a05"  # ext8, 42 bytes, code 5
         "92a6736861323536c420"  # ["sha256", bin8 32 bytes ...
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+
+
+def test_principal_payload_is_pinned() -> None:
+    assert transcoder.encode(Principal.team("acme", "owners")) == bytes.fromhex(
+        "c71214"  # ext8, 18 bytes, code 20
+        "92a47465616dab61636d652f6f776e657273"  # ["team", "acme/owners"]
     )
 
 
