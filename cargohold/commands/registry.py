@@ -21,6 +21,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
+from cargohold.domain.access import Principal, RepositoryRole, Visibility
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
@@ -141,6 +142,21 @@ class RegistryService:
     def delete_manifest(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
         self._execute(
             name, caller, lambda repo, ctx: repo.delete_manifest(digest, ctx), create=False
+        )
+
+    def grant(
+        self, name: RepositoryName, principal: Principal, role: RepositoryRole, caller: Caller
+    ) -> None:
+        self._execute(
+            name, caller, lambda repo, ctx: repo.grant(principal, role, ctx), create=False
+        )
+
+    def revoke(self, name: RepositoryName, principal: Principal, caller: Caller) -> None:
+        self._execute(name, caller, lambda repo, ctx: repo.revoke(principal, ctx), create=False)
+
+    def set_visibility(self, name: RepositoryName, visibility: Visibility, caller: Caller) -> None:
+        self._execute(
+            name, caller, lambda repo, ctx: repo.set_visibility(visibility, ctx), create=False
         )
 
     # -- the one load-decide-save loop -------------------------------------------------

@@ -153,3 +153,21 @@ class RegistryQueries:
                 (str(digest),),
             ).fetchall()
         return [str(r[0]) for r in rows]
+
+    def visibility(self, name: RepositoryName) -> str | None:
+        """ "public" or "private", or None for an unknown repository."""
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT visibility FROM repositories WHERE name = ?", (str(name),)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def permissions(self, name: RepositoryName) -> list[tuple[str, str, str]]:
+        """Explicit grants on a repository: (principal kind, principal name, role)."""
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(
+                "SELECT principal_kind, principal_name, role FROM repository_permissions "
+                "WHERE repository = ? ORDER BY principal_kind, principal_name",
+                (str(name),),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
+from cargohold.domain.access import Visibility
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
 
@@ -44,6 +45,9 @@ class RegistryProjector:
             Repository.TagMoved: self._tag_moved,
             Repository.TagDeleted: self._tag_deleted,
             Repository.ManifestDeleted: self._manifest_deleted,
+            Repository.PermissionGranted: self._permission_granted,
+            Repository.PermissionRevoked: self._permission_revoked,
+            Repository.VisibilityChanged: self._visibility_changed,
         }
 
     def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
@@ -69,8 +73,10 @@ class RegistryProjector:
 
     def _created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         c.execute(
-            f"INSERT INTO {ns}repositories (id, name, created_at, position) VALUES (?, ?, ?, ?)",
-            (str(e.originator_id), str(e.name), _ts(e), pos),
+            f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
+            "VALUES (?, ?, ?, ?, ?)",
+            # NOTE: every repository starts private (Created carries no visibility).
+            (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, _ts(e), pos),
         )
 
     def _blob_linked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
@@ -172,3 +178,28 @@ class RegistryProjector:
         repo = self._repository_name(c, ns, e)
         c.execute(f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag)))
         self._history(c, ns, e, pos, repo, "delete")
+
+    def _permission_granted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(
+            f"INSERT INTO {ns}repository_permissions (repository, principal_kind, "
+            "principal_name, role, position) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (repository, principal_kind, principal_name) DO UPDATE SET "
+            "role = excluded.role, position = excluded.position",
+            (repo, e.principal.kind.value, e.principal.name, e.role.value, pos),
+        )
+
+    def _permission_revoked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        c.execute(
+            f"DELETE FROM {ns}repository_permissions WHERE repository = ? "
+            "AND principal_kind = ? AND principal_name = ?",
+            (repo, e.principal.kind.value, e.principal.name),
+        )
+
+    def _visibility_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        self._repository_name(c, ns, e)  # stops loudly on an unknown repository
+        c.execute(
+            f"UPDATE {ns}repositories SET visibility = ?, position = ? WHERE id = ?",
+            (e.visibility.value, pos, str(e.originator_id)),
+        )

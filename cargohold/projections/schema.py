@@ -34,7 +34,7 @@ TRACKING = Table("tracking", (("name", T), ("position", I)), key=("name",))
 
 REPOSITORIES = Table(
     "repositories",
-    (("id", T), ("name", T), ("created_at", T), ("position", I)),
+    (("id", T), ("name", T), ("visibility", T), ("created_at", T), ("position", I)),
     key=("id",),
     indexes=(("name",),),
 )
@@ -101,8 +101,29 @@ REFERRERS = Table(
     key=("repository", "subject_digest", "digest"),
 )
 
+REPOSITORY_PERMISSIONS = Table(
+    "repository_permissions",
+    (
+        ("repository", T),
+        ("principal_kind", T),  # "user" | "team" | "robot"
+        ("principal_name", T),  # "alice" | "acme/owners" | "acme+builder"
+        ("role", T),  # "read" | "write" | "admin"
+        ("position", I),
+    ),
+    key=("repository", "principal_kind", "principal_name"),
+    indexes=(("principal_kind", "principal_name"),),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
-VIEW_TABLES: tuple[Table, ...] = (REPOSITORIES, BLOB_LINKS, MANIFESTS, TAGS, TAG_HISTORY, REFERRERS)
+VIEW_TABLES: tuple[Table, ...] = (
+    REPOSITORIES,
+    BLOB_LINKS,
+    MANIFESTS,
+    TAGS,
+    TAG_HISTORY,
+    REFERRERS,
+    REPOSITORY_PERMISSIONS,
+)
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
 
