@@ -18,7 +18,7 @@ R4    a user with an explicit grant on R                       that role
 R5    a member of a team of R's organisation that has an       that role
       explicit grant on R
 R6    a robot of R's namespace, existing, with an explicit     that role
-      grant on R (robots get nothing else: no R3, R5, R7+)
+      grant on R (robots get no R1-R5; R7 holds for them too)
 R7    anyone, anonymous included, when R is PUBLIC             READ
 ====  =======================================================  ==================
 
