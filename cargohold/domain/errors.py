@@ -39,7 +39,12 @@
     │   ├── TeamExists           the organisation already has this team
     │   ├── RobotExists          the namespace already has this robot
     │   └── OwnersTeamProtected  the owners team cannot go, change role or lose its last member
+    ├── CredentialsInvalid          wrong user, password or token at login       (401 UNAUTHORIZED)
+    ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
     └── StorageError                a backing store failed (not the caller's fault)
+
+``CredentialsInvalid`` (a login that failed) is not ``CredentialInvalid`` (an empty
+password or hash offered to a command, a 400).
 
 Adapters translate foreign exceptions (psycopg, minio, OSError) into these at one choke
 point each, re-raising ``from`` the original.
@@ -198,6 +203,14 @@ class RobotExists(Conflict):
 
 class OwnersTeamProtected(Conflict):
     pass
+
+
+class CredentialsInvalid(DomainError):
+    """A login failed: unknown account, wrong password or wrong token (never says which)."""
+
+
+class TokenInvalid(DomainError):
+    """A bearer token is malformed, forged, expired, not yet valid, or for another audience."""
 
 
 class StorageError(DomainError):

@@ -1,0 +1,391 @@
+"""Adapters for the credential ports: argon2id, hashed tokens, ES256 JWTs, login throttle.
+
+Also the signing-key file: ``load_or_create_signing_key`` makes a P-256 key on first start
+and keeps it as PEM (mode 0600, encrypted when a key is given). Foreign errors (argon2,
+PyJWT, cryptography) are translated here; only ``cargohold.domain.errors`` types and
+``SigningKeyError`` (a startup failure) leave this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import argon2
+import jwt
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter, TokenSigner
+from cargohold.domain.errors import CredentialInvalid, TokenInvalid
+
+# -- passwords ---------------------------------------------------------------------------
+
+
+class Argon2PasswordHasher(PasswordHasher):
+    """argon2id via argon2-cffi. Defaults are RFC 9106's second recommendation (64 MiB)."""
+
+    def __init__(
+        self,
+        time_cost: int = 3,
+        memory_cost_kib: int = 65536,
+        parallelism: int = 4,
+        hash_len: int = 32,
+        salt_len: int = 16,
+    ) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_cost_kib,
+            parallelism=parallelism,
+            hash_len=hash_len,
+            salt_len=salt_len,
+            type=argon2.Type.ID,
+        )
+
+    @classmethod
+    def cheap(cls) -> Argon2PasswordHasher:
+        """The cheapest legal parameters: for tests only, never for real passwords."""
+        return cls(time_cost=1, memory_cost_kib=8, parallelism=1)
+
+    def hash(self, password: str) -> str:
+        if not password:
+            raise CredentialInvalid("the password must not be empty")
+        return self._hasher.hash(password)
+
+    def verify(self, password: str, stored_hash: str) -> bool:
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError, ValueError, TypeError):
+            # VerifyMismatchError is a VerificationError; a corrupt stored hash is a "no".
+            return False
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except (InvalidHashError, ValueError, TypeError):
+            return True
+
+
+# -- opaque tokens -----------------------------------------------------------------------
+
+TOKEN_PREFIX = "chk_"  # noqa: S105 - a public marker, not a secret
+
+
+class HashedTokenMinter(TokenMinter):
+    """``chk_`` + 32 random bytes (urlsafe base64); stored as the sha256 hex of the token.
+
+    NOTE: a fast hash is right here, unlike for passwords. A token carries 256 bits from
+    ``secrets``, so there is nothing to guess or brute-force from its hash; slow hashing
+    only defends low-entropy secrets. It also keeps per-request token checks cheap.
+    """
+
+    def __init__(self, prefix: str = TOKEN_PREFIX, nbytes: int = 32) -> None:
+        self._prefix = prefix
+        self._nbytes = nbytes
+
+    def mint(self) -> tuple[str, str]:
+        token = self._prefix + secrets.token_urlsafe(self._nbytes)
+        return token, _sha256_hex(token)
+
+    def verify(self, token: str, stored_hash: str) -> bool:
+        try:
+            expected = stored_hash.encode("ascii")
+            actual = _sha256_hex(token).encode("ascii")
+        except (UnicodeEncodeError, AttributeError):
+            return False
+        return hmac.compare_digest(actual, expected)
+
+
+def _sha256_hex(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# -- registry JWTs -----------------------------------------------------------------------
+
+
+def libtrust_key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+    """The Docker/libtrust key id: base32 of the first 240 bits of sha256(DER SPKI).
+
+    48 base32 characters in 12 colon-separated groups of 4, e.g. ``ABCD:EFGH:...``; what
+    docker/distribution's token verifier computes for a key, so it is stable per key.
+    """
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode("ascii")
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
+
+
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access"]
+
+
+class JWTSigner(TokenSigner):
+    """ES256 tokens in the Docker token-auth shape, signed with one P-256 key.
+
+    ``now`` (seconds since the epoch) is injected; the time claims are checked against it
+    here rather than by PyJWT (which would read the real clock). ``leeway_seconds`` absorbs
+    clock skew between this server and whoever checks the token (Quay allows 30 s).
+    """
+
+    ALGORITHM = "ES256"
+
+    def __init__(
+        self,
+        private_key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        leeway_seconds: int = 30,
+        now: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise ValueError("ES256 needs a P-256 (secp256r1) key")
+        self._private_key = private_key
+        self._public_key = private_key.public_key()
+        self._issuer = issuer
+        self._leeway = leeway_seconds
+        self._now = now
+        self._new_id = new_id
+        self.key_id = libtrust_key_id(self._public_key)
+
+    def issue(
+        self, subject: str, access: list[dict[str, Any]], audience: str, ttl_seconds: int
+    ) -> str:
+        if ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds}")
+        issued = int(self._now())
+        claims = {
+            "iss": self._issuer,
+            "sub": subject,
+            "aud": audience,
+            "exp": issued + ttl_seconds,
+            "nbf": issued,
+            "iat": issued,
+            "jti": self._new_id(),
+            "access": access,
+        }
+        return jwt.encode(
+            claims, self._private_key, algorithm=self.ALGORITHM, headers={"kid": self.key_id}
+        )
+
+    def verify(self, token: str, audience: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[self.ALGORITHM],
+                audience=audience,
+                issuer=self._issuer,
+                options={
+                    "require": _REQUIRED_CLAIMS,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as e:
+            raise TokenInvalid(f"token rejected: {e}") from e
+        if header.get("kid") != self.key_id:
+            raise TokenInvalid("token signed under another key id")
+        now = self._now()
+        exp, nbf = claims["exp"], claims["nbf"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, nbf)):
+            raise TokenInvalid("token time claims are not numbers")
+        if now >= exp + self._leeway:
+            raise TokenInvalid("token has expired")
+        if now < nbf - self._leeway:
+            raise TokenInvalid("token is not yet valid")
+        if not isinstance(claims["access"], list):
+            raise TokenInvalid("token access claim is not a list")
+        return claims
+
+
+# -- the signing key on disk -------------------------------------------------------------
+
+
+class SigningKeyError(Exception):
+    """The signing key file cannot be read, decrypted or written (a startup failure)."""
+
+
+def load_signing_key(pem: bytes, password: bytes | None, source: str) -> ec.EllipticCurvePrivateKey:
+    """Parse a PEM private key (P-256 only); ``password`` decrypts an encrypted PEM.
+
+    For a PEM path given in the configuration as well as for the generated file.
+    Raises ``SigningKeyError`` with a one-line message naming ``source``.
+    """
+    try:
+        key = serialization.load_pem_private_key(pem, password=password)
+    except TypeError as e:
+        # cryptography: a password for a plaintext PEM, or none for an encrypted one.
+        if password is None:
+            raise SigningKeyError(f"signing key {source} is encrypted and no key was given") from e
+        raise SigningKeyError(
+            f"signing key {source} is not encrypted but an encryption key was given"
+        ) from e
+    except ValueError as e:
+        # Wrong password and malformed PEM both land here; say both possibilities.
+        raise SigningKeyError(
+            f"cannot load signing key {source}: wrong encryption key or not a PEM private key"
+        ) from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise SigningKeyError(f"signing key {source} is not a P-256 EC key")
+    return key
+
+
+def load_or_create_signing_key(
+    path: Path, encryption_key: bytes | None
+) -> ec.EllipticCurvePrivateKey:
+    """The P-256 key kept at ``path``, generated and written there on first start.
+
+    The file is PKCS#8 PEM with mode 0600, encrypted under ``encryption_key`` (the
+    settings' cipher key) when one is given, so the key is never plaintext on disk.
+    Creation is atomic and exclusive: two processes starting together end up with the same
+    key. Raises ``SigningKeyError`` for an unreadable or undecryptable file.
+    """
+    source = str(path)
+    encryption_key = encryption_key or None  # an empty cipher key means "none"
+    try:
+        return load_signing_key(path.read_bytes(), encryption_key, source)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise SigningKeyError(f"cannot read signing key {source}: {e.strerror or e}") from e
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(encryption_key)
+        if encryption_key
+        else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            # NOTE: link, not rename: it fails if another process created the key first,
+            # and then we use theirs instead of silently replacing it.
+            os.link(tmp, path)
+        except FileExistsError:
+            return load_signing_key(path.read_bytes(), encryption_key, source)
+    except OSError as e:
+        raise SigningKeyError(f"cannot write signing key {source}: {e.strerror or e}") from e
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return key
+
+
+# -- login throttling --------------------------------------------------------------------
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+
+
+class _FailureTable:
+    """Failure counts per key, least recently failed evicted past ``max_entries``."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._rows: OrderedDict[str, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: str) -> _Failures | None:
+        return self._rows.get(key)
+
+    def fail(self, key: str, now: float) -> None:
+        row = self._rows.pop(key, None)
+        self._rows[key] = _Failures(row.count + 1 if row else 1, now)
+        while len(self._rows) > self._max:
+            self._rows.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+
+class MemoryLoginThrottle(LoginThrottle):
+    """In-process throttle: after ``free_failures`` failures, wait ``base_delay`` seconds,
+    doubling with each further failure up to ``max_delay``. The wait runs from the last
+    failure. Accounts and addresses are counted in separate tables.
+
+    Memory is bounded: each table keeps at most ``max_entries`` keys, evicting the one
+    whose last failure is oldest. NOTE: a flood of failures from many keys can therefore
+    evict a throttled key early; the cap trades that for never running out of memory.
+    State is per process (instances do not share it) and lost on restart.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        free_failures: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._clock = clock
+        self._free = free_failures
+        self._base = base_delay
+        self._cap = max_delay
+        self._lock = threading.Lock()
+        self._accounts = _FailureTable(max_entries)
+        self._addresses = _FailureTable(max_entries)
+
+    def _delay(self, count: int) -> float:
+        over = count - self._free
+        if over <= 0:
+            return 0.0
+        # min() on the exponent first so a huge count cannot overflow the float.
+        return min(self._base * 2.0 ** min(over - 1, 64), self._cap)
+
+    def _wait(self, row: _Failures | None, now: float) -> float:
+        if row is None:
+            return 0.0
+        return max(0.0, row.last + self._delay(row.count) - now)
+
+    def check(self, account: str, address: str) -> float:
+        now = self._clock()
+        with self._lock:
+            return max(
+                self._wait(self._accounts.get(account), now),
+                self._wait(self._addresses.get(address), now),
+            )
+
+    def failed(self, account: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._accounts.fail(account, now)
+            self._addresses.fail(address, now)
+
+    def succeeded(self, account: str, address: str) -> None:
+        with self._lock:
+            self._accounts.forget(account)
+            self._addresses.forget(address)
+
+    def tracked(self) -> tuple[int, int]:
+        """How many (accounts, addresses) are remembered; for tests and metrics."""
+        with self._lock:
+            return len(self._accounts), len(self._addresses)
