@@ -9,13 +9,13 @@ compared by digest and by bytes. The same calls then run against cargohold.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
 
+from tests.fixtures.digests import sha256
 from tests.fixtures.tools import (
     crane_command,
     oras_command,
@@ -26,10 +26,6 @@ from tests.fixtures.tools import (
     run_tool,
     skopeo_command,
 )
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def layer_tar(files: dict[str, bytes]) -> bytes:

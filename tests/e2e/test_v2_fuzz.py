@@ -28,7 +28,6 @@ a truncated body must not hold up other requests.
 from __future__ import annotations
 
 import collections
-import hashlib
 import http.client
 import json
 import os
@@ -46,6 +45,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.digests import sha256, sha512
 from tests.fixtures.server import Server, serving
 from tests.fixtures.services import free_port
 from tests.strategies import digests, repository_names, tags
@@ -85,14 +85,6 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha512(data: bytes) -> str:
-    return "sha512:" + hashlib.sha512(data).hexdigest()
 
 
 # -- what the server holds before fuzzing: known names and digests to aim at ---------------

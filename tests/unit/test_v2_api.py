@@ -14,6 +14,7 @@ import pytest
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.config import load_settings
 from cargohold.http.app import create_app
+from tests.fixtures.digests import sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -31,10 +32,6 @@ def container(tmp_path: Path) -> Iterator[Container]:
 @pytest.fixture
 def client(container: Container) -> falcon.testing.TestClient:
     return falcon.testing.TestClient(create_app(container))
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def code(result: falcon.testing.Result) -> str:
