@@ -65,15 +65,6 @@ _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 EMAIL_MAX_LENGTH = 254
 
 
-def _context_fields(ctx: EventContext) -> dict[str, Any]:
-    return {
-        "actor": ctx.actor,
-        "site_id": ctx.site_id,
-        "hlc": ctx.hlc,
-        "request_id": ctx.request_id,
-    }
-
-
 def _check_hash(value: str, what: str) -> None:
     if not isinstance(value, str) or not value:
         raise CredentialInvalid(f"{what} must be a non-empty hash string")
@@ -146,7 +137,7 @@ class Account(Aggregate):
             email=email,
             password_hash=password_hash,
             superuser=superuser,
-            **_context_fields(ctx),
+            **ctx.event_fields(),
         )
 
     def change_password(self, password_hash: str, ctx: EventContext) -> None:
@@ -165,7 +156,7 @@ class Account(Aggregate):
             self._trigger(self.SuperuserRevoked, ctx)
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
-        self.trigger_event(event_class, **fields, **_context_fields(ctx))
+        self.trigger_event(event_class, **fields, **ctx.event_fields())
 
 
 class Organization(Aggregate):
@@ -309,7 +300,7 @@ class Organization(Aggregate):
             id=cls.create_id(ctx.site_id, name),
             name=name,
             owner=owner,
-            **_context_fields(ctx),
+            **ctx.event_fields(),
         )
 
     # Queries over state (pure; the read side uses views, not these)
@@ -498,7 +489,7 @@ class Organization(Aggregate):
             )
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
-        self.trigger_event(event_class, **fields, **_context_fields(ctx))
+        self.trigger_event(event_class, **fields, **ctx.event_fields())
 
 
 class NamespaceClaim(Aggregate):
@@ -534,5 +525,5 @@ class NamespaceClaim(Aggregate):
             id=cls.create_id(ctx.site_id, name),
             name=name,
             kind=kind,
-            **_context_fields(ctx),
+            **ctx.event_fields(),
         )

@@ -8,6 +8,7 @@ the geo merge rules order by (``hlc``, then ``site_id``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from cargohold.domain.values import Actor, HLCTimestamp
@@ -26,3 +27,12 @@ class EventContext:
     site_id: UUID
     hlc: HLCTimestamp
     request_id: str
+
+    def event_fields(self) -> dict[str, Any]:
+        """The fields every event of the command carries, as keyword arguments."""
+        return {
+            "actor": self.actor,
+            "site_id": self.site_id,
+            "hlc": self.hlc,
+            "request_id": self.request_id,
+        }

@@ -44,15 +44,6 @@ from cargohold.domain.values import (
 )
 
 
-def _context_fields(ctx: EventContext) -> dict[str, Any]:
-    return {
-        "actor": ctx.actor,
-        "site_id": ctx.site_id,
-        "hlc": ctx.hlc,
-        "request_id": ctx.request_id,
-    }
-
-
 class SparsePolicy(enum.Enum):
     """Which references of a pushed manifest may be missing from the repository.
 
@@ -189,7 +180,7 @@ class Repository(Aggregate):
             cls.Created,
             id=cls.create_id(ctx.site_id, name),
             name=name,
-            **_context_fields(ctx),
+            **ctx.event_fields(),
         )
 
     # Blobs
@@ -336,4 +327,4 @@ class Repository(Aggregate):
             )
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
-        self.trigger_event(event_class, **fields, **_context_fields(ctx))
+        self.trigger_event(event_class, **fields, **ctx.event_fields())
