@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from cargohold.domain.access import (
     AccountName,
+    ApiScope,
     NamespaceKind,
     Principal,
     PrincipalKind,
@@ -226,6 +227,7 @@ _LEAF_STRATEGIES: dict[Any, Any] = {
     TeamRole: st.sampled_from(TeamRole),
     Visibility: st.sampled_from(Visibility),
     NamespaceKind: st.sampled_from(NamespaceKind),
+    ApiScope: st.sampled_from(ApiScope),
 }
 
 

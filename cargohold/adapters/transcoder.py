@@ -42,6 +42,7 @@ code  type                  payload
 23    TeamRole              UTF-8 value
 24    Visibility            UTF-8 value
 25    NamespaceKind         UTF-8 value
+26    ApiScope              UTF-8 value
 ====  ====================  =====================================================
 
 A named time zone (``ZoneInfo``) decodes as the fixed offset it had at that instant: the
@@ -65,6 +66,7 @@ from eventsourcing.persistence import Transcoder, TranscodingNotRegisteredError
 
 from cargohold.domain.access import (
     AccountName,
+    ApiScope,
     NamespaceKind,
     Principal,
     PrincipalKind,
@@ -111,6 +113,7 @@ EXT_REPOSITORY_ROLE: Final = 22
 EXT_TEAM_ROLE: Final = 23
 EXT_VISIBILITY: Final = 24
 EXT_NAMESPACE_KIND: Final = 25
+EXT_API_SCOPE: Final = 26
 
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
 _DESCRIPTOR_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Descriptor))
@@ -249,6 +252,7 @@ _ENCODERS: Final[dict[type, Callable[[Any], tuple[int, bytes]]]] = {
     TeamRole: lambda r: (EXT_TEAM_ROLE, r.value.encode()),
     Visibility: lambda v: (EXT_VISIBILITY, v.value.encode()),
     NamespaceKind: lambda k: (EXT_NAMESPACE_KIND, k.value.encode()),
+    ApiScope: lambda k: (EXT_API_SCOPE, k.value.encode()),
 }
 
 # NOTE: str subclasses are rebuilt with str.__new__, bypassing their grammar checks (see
@@ -279,4 +283,5 @@ _DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     EXT_TEAM_ROLE: lambda p: TeamRole(_text(p)),
     EXT_VISIBILITY: lambda p: Visibility(_text(p)),
     EXT_NAMESPACE_KIND: lambda p: NamespaceKind(_text(p)),
+    EXT_API_SCOPE: lambda p: ApiScope(_text(p)),
 }

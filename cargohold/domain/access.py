@@ -28,6 +28,7 @@ from cargohold.domain.errors import (
     AccountNameInvalid,
     PermissionInvalid,
     RobotNameInvalid,
+    ScopeInvalid,
     TeamNameInvalid,
 )
 
@@ -142,6 +143,61 @@ class TeamRole(_OrderedEnum):
 class Visibility(enum.Enum):
     PUBLIC = "public"
     PRIVATE = "private"
+
+
+class ApiScope(enum.Enum):
+    """What an API token may be used for (Quay's OAuth scopes, QUAY-API.md section 1).
+
+    A scope caps the roles of the token's owner; it never adds any. ``REPO_WRITE``
+    implies ``REPO_READ`` and ``REPO_ADMIN`` implies both (``implied``).
+    """
+
+    REPO_READ = "repo:read"
+    REPO_WRITE = "repo:write"
+    REPO_ADMIN = "repo:admin"
+    REPO_CREATE = "repo:create"
+    ORG_ADMIN = "org:admin"
+    USER_READ = "user:read"
+    USER_ADMIN = "user:admin"
+    SUPER_USER = "super:user"
+
+    @classmethod
+    def parse(cls, text: str) -> ApiScope:
+        """Raises ``ScopeInvalid`` for anything but a known scope name."""
+        try:
+            return cls(text)
+        except ValueError:
+            raise ScopeInvalid(f"unknown scope: {str(text)[:100]!r}") from None
+
+    def implied(self) -> frozenset[ApiScope]:
+        """This scope and the ones it includes."""
+        chains = {
+            ApiScope.REPO_ADMIN: (ApiScope.REPO_WRITE, ApiScope.REPO_READ),
+            ApiScope.REPO_WRITE: (ApiScope.REPO_READ,),
+            ApiScope.USER_ADMIN: (ApiScope.USER_READ,),
+        }
+        return frozenset((self, *chains.get(self, ())))
+
+
+def expand_scopes(scopes: frozenset[ApiScope] | tuple[ApiScope, ...]) -> frozenset[ApiScope]:
+    """Every scope that ``scopes`` grant, implications included."""
+    out: set[ApiScope] = set()
+    for scope in scopes:
+        out |= scope.implied()
+    return frozenset(out)
+
+
+def repository_role_cap(scopes: frozenset[ApiScope]) -> RepositoryRole | None:
+    """The strongest repository role a token with ``scopes`` may exercise, or ``None``."""
+    granted = expand_scopes(scopes)
+    for scope, role in (
+        (ApiScope.REPO_ADMIN, RepositoryRole.ADMIN),
+        (ApiScope.REPO_WRITE, RepositoryRole.WRITE),
+        (ApiScope.REPO_READ, RepositoryRole.READ),
+    ):
+        if scope in granted:
+            return role
+    return None
 
 
 class NamespaceKind(enum.Enum):

@@ -29,6 +29,7 @@ into ``NameTaken``.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -37,6 +38,7 @@ from eventsourcing.domain import Aggregate
 from cargohold.domain.access import (
     OWNERS_TEAM,
     AccountName,
+    ApiScope,
     NamespaceKind,
     Principal,
     PrincipalKind,
@@ -47,14 +49,17 @@ from cargohold.domain.access import (
 )
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
+    ApiTokenUnknown,
     CredentialInvalid,
     DefaultPermissionUnknown,
     EmailInvalid,
+    InvalidInput,
     MemberUnknown,
     OwnersTeamProtected,
     PermissionInvalid,
     RobotExists,
     RobotUnknown,
+    ScopeInvalid,
     TeamExists,
     TeamUnknown,
 )
@@ -79,7 +84,8 @@ def _check_email(email: str) -> None:
 
 
 class Account(Aggregate):
-    """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``."""
+    """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``, and
+    ``api_tokens`` (the ids of its live API tokens; the views hold their scopes)."""
 
     class Event(Aggregate.Event):
         actor: Actor
@@ -107,11 +113,30 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.superuser = False
 
+    class ApiTokenIssued(Event):
+        """A scoped API token; only its hash is kept (the token is shown once)."""
+
+        token_id: str
+        token_hash: str
+        scopes: tuple[ApiScope, ...]
+        expires_at: datetime
+        description: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.api_tokens.add(self.token_id)
+
+    class ApiTokenRevoked(Event):
+        token_id: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.api_tokens.discard(self.token_id)
+
     def __init__(self, name: AccountName, email: str, password_hash: str, superuser: bool) -> None:
         self.name = name
         self.email = email
         self.password_hash = password_hash
         self.superuser = superuser
+        self.api_tokens: set[str] = set()
 
     @staticmethod
     def create_id(site_id: UUID, name: AccountName) -> UUID:
@@ -155,8 +180,47 @@ class Account(Aggregate):
         if self.superuser:
             self._trigger(self.SuperuserRevoked, ctx)
 
+    def issue_api_token(
+        self,
+        token_id: str,
+        token_hash: str,
+        scopes: tuple[ApiScope, ...],
+        expires_at: datetime,
+        ctx: EventContext,
+        description: str = "",
+    ) -> None:
+        """Record a new API token. Raises ``CredentialInvalid`` for an empty hash or id,
+        ``ScopeInvalid`` for no scopes, and ``InvalidInput`` for a naive or past expiry."""
+        _check_hash(token_hash, "API token hash")
+        if not token_id or token_id in self.api_tokens:
+            raise CredentialInvalid("an API token needs a new, non-empty id")
+        if not scopes:
+            raise ScopeInvalid("an API token needs at least one scope")
+        if expires_at.tzinfo is None or expires_at <= ctx_time(ctx):
+            raise InvalidInput("an API token must expire at an aware time in the future")
+        self._trigger(
+            self.ApiTokenIssued,
+            ctx,
+            token_id=token_id,
+            token_hash=token_hash,
+            scopes=tuple(sorted(set(scopes), key=lambda s: s.value)),
+            expires_at=expires_at,
+            description=description,
+        )
+
+    def revoke_api_token(self, token_id: str, ctx: EventContext) -> None:
+        """Raises ``ApiTokenUnknown`` for a token this account does not hold."""
+        if token_id not in self.api_tokens:
+            raise ApiTokenUnknown(f"{self.name} has no API token {token_id[:64]!r}")
+        self._trigger(self.ApiTokenRevoked, ctx, token_id=token_id)
+
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())
+
+
+def ctx_time(ctx: EventContext) -> datetime:
+    """The wall-clock time of a command, from its HLC reading."""
+    return datetime.fromtimestamp(ctx.hlc.wall_ms / 1000, tz=UTC)
 
 
 class Organization(Aggregate):

@@ -17,7 +17,7 @@ R3    a member of a team with role ADMIN of R's organisation   ADMIN
 R4    a user with an explicit grant on R                       that role
 R5    a member of a team of R's organisation that has an       that role
       explicit grant on R
-R6    a robot of R's namespace, existing, with an explicit     that role
+R6    a robot of R's organisation, existing, with an explicit  that role
       grant on R (robots get no R1-R5; R7 holds for them too)
 R7    anyone, anonymous included, when R is PUBLIC             READ
 ====  =======================================================  ==================
@@ -150,8 +150,11 @@ def effective_role(
         return _strongest(roles)
     if who.kind is PrincipalKind.ROBOT:  # R6
         grant = repository.grants.get(who)
-        robot_exists = who.namespace == repository.namespace and (
-            organization is None or who.short_name in organization.robots
+        # Only organisations have robots: without one, no robot of this namespace exists.
+        robot_exists = (
+            who.namespace == repository.namespace
+            and organization is not None
+            and who.short_name in organization.robots
         )
         if grant is not None and robot_exists:
             roles.append(grant)

@@ -63,6 +63,19 @@ class TokenMinter(ABC):
         Compares in constant time. False (never an exception) for any malformed input.
         """
 
+    @abstractmethod
+    def lookup_hash(self, token: str) -> str | None:
+        """The ``stored_hash`` that ``token`` was minted with, to find a token by its hash.
+
+        Deterministic (the same token always gives the same hash). ``None`` for anything
+        that cannot be one of this minter's tokens (wrong prefix, not text), so callers
+        never query a store with garbage.
+        """
+
+    @abstractmethod
+    def looks_like_token(self, secret: str) -> bool:
+        """Whether ``secret`` has this minter's token prefix (a token, not a password)."""
+
 
 class TokenSigner(ABC):
     """Signed, short-lived registry bearer tokens (Docker token-auth JWTs).
@@ -73,12 +86,18 @@ class TokenSigner(ABC):
 
     @abstractmethod
     def issue(
-        self, subject: str, access: list[dict[str, Any]], audience: str, ttl_seconds: int
+        self,
+        subject: str,
+        access: list[dict[str, Any]],
+        audience: str,
+        ttl_seconds: int,
+        extra_claims: dict[str, Any] | None = None,
     ) -> str:
         """A compact signed token for ``subject`` granting ``access`` to ``audience``.
 
         Valid from now (per the signer's clock) for ``ttl_seconds`` (> 0, else
-        ``ValueError``). Each token carries a unique id.
+        ``ValueError``). Each token carries a unique id. ``extra_claims`` are added
+        (private claims); they never replace a registered one (``ValueError``).
         """
 
     @abstractmethod
@@ -94,7 +113,8 @@ class TokenSigner(ABC):
 class LoginThrottle(ABC):
     """Slows repeated failed logins, per account and per source address independently.
 
-    Implementations receive a clock (seconds, monotonic) in their constructor. The
+    Implementations receive a clock (seconds) in their constructor: monotonic for one
+    process, wall time for a throttle shared by processes or hosts. The
     intended call sequence for one attempt is ``check`` -> (refuse if > 0) -> verify the
     credentials -> ``failed`` or ``succeeded``.
     """

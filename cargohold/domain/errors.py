@@ -19,6 +19,7 @@
     │   ├── RobotNameInvalid     robot short name breaks the grammar  (400)
     │   ├── EmailInvalid         not an e-mail address                (400)
     │   ├── CredentialInvalid    an empty password or token hash      (400)
+    │   ├── ScopeInvalid         an API token scope we do not know    (400)
     │   └── PermissionInvalid    a grant Quay refuses (owner, foreign team/robot)  (400)
     ├── NotFound
     │   ├── RepositoryUnknown                                         (NAME_UNKNOWN)
@@ -31,15 +32,20 @@
     │   ├── TeamUnknown          no such team in the organisation
     │   ├── MemberUnknown        the user is not a member (of the org or the team)
     │   ├── RobotUnknown         no such robot in the namespace
+    │   ├── ApiTokenUnknown      no such API token of the account
     │   ├── PermissionUnknown    the principal holds no grant on the repository
     │   └── DefaultPermissionUnknown  no default permission for the principal
     ├── Conflict
     │   ├── ConcurrentModification  another writer won; retry the command
     │   ├── NameTaken            a user or organisation already has this name
+    │   ├── RepositoryExists     creating a repository that is there
     │   ├── TeamExists           the organisation already has this team
     │   ├── RobotExists          the namespace already has this robot
     │   └── OwnersTeamProtected  the owners team cannot go, change role or lose its last member
     ├── CredentialsInvalid          wrong user, password or token at login       (401 UNAUTHORIZED)
+    ├── AuthenticationRequired      anonymous, and the action needs an identity  (401 UNAUTHORIZED)
+    ├── AccessDenied                known caller, not allowed                    (403 DENIED)
+    ├── LoginThrottled              too many failed logins; wait                 (429)
     ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
     └── StorageError                a backing store failed (not the caller's fault)
 
@@ -157,7 +163,15 @@ class CredentialInvalid(InvalidInput):
     pass
 
 
+class ScopeInvalid(InvalidInput):
+    pass
+
+
 class PermissionInvalid(InvalidInput):
+    pass
+
+
+class ApiTokenUnknown(NotFound):
     pass
 
 
@@ -193,6 +207,10 @@ class NameTaken(Conflict):
     pass
 
 
+class RepositoryExists(Conflict):
+    pass
+
+
 class TeamExists(Conflict):
     pass
 
@@ -207,6 +225,22 @@ class OwnersTeamProtected(Conflict):
 
 class CredentialsInvalid(DomainError):
     """A login failed: unknown account, wrong password or wrong token (never says which)."""
+
+
+class AuthenticationRequired(DomainError):
+    pass
+
+
+class AccessDenied(DomainError):
+    pass
+
+
+class LoginThrottled(DomainError):
+    """``retry_after`` is in whole seconds (at least 1)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class TokenInvalid(DomainError):

@@ -11,7 +11,8 @@ methods only mutate state, because they also run on replay.
 Access: ``permissions`` (principal -> role) and ``visibility`` (PRIVATE until changed:
 ``Created`` has no visibility field, so every stream, old or new, starts private, as Quay
 creates repositories). The aggregate's ``class_version`` 2 upcasts snapshots taken before
-these fields existed.
+these fields existed; version 3 adds ``deleted`` (``Deleted`` empties the repository,
+``Recreated`` brings its name back into use, so one stream holds every life of a name).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cargohold.domain.errors import (
     ManifestUnknown,
     PermissionInvalid,
     PermissionUnknown,
+    RepositoryUnknown,
     TagUnknown,
 )
 from cargohold.domain.manifest import ParsedManifest
@@ -65,8 +67,8 @@ class Repository(Aggregate):
     ``permissions`` (principal -> explicit role); ``visibility``.
     """
 
-    # NOTE: v2 added ``permissions`` and ``visibility``; see ``upcast_v1_v2``.
-    class_version = 2
+    # NOTE: v2 added ``permissions`` and ``visibility``; v3 ``deleted``. See the upcasters.
+    class_version = 3
 
     class Event(Aggregate.Event):
         """Base of every ``Repository`` event: the provenance of the command."""
@@ -151,6 +153,26 @@ class Repository(Aggregate):
         def apply(self, aggregate: Repository) -> None:
             aggregate.visibility = self.visibility
 
+    # Lifecycle
+
+    class Deleted(Event):
+        """The repository and everything in it are gone (blobs stay in the blob store
+        until garbage collection; the stream stays, for the audit trail)."""
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.blobs.clear()
+            aggregate.manifests.clear()
+            aggregate.tags.clear()
+            aggregate.permissions.clear()
+            aggregate.visibility = Visibility.PRIVATE
+            aggregate.deleted = True
+
+    class Recreated(Event):
+        """A deleted repository's name is in use again: it starts empty and private."""
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.deleted = False
+
     def __init__(self, name: RepositoryName) -> None:
         self.name = name
         self.blobs: dict[Digest, int] = {}
@@ -158,12 +180,18 @@ class Repository(Aggregate):
         self.tags: dict[Tag, Digest] = {}
         self.permissions: dict[Principal, RepositoryRole] = {}
         self.visibility = Visibility.PRIVATE
+        self.deleted = False
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         """A snapshot from before access control: no grants, private."""
         state["permissions"] = {}
         state["visibility"] = Visibility.PRIVATE
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        """A snapshot from before repositories could be deleted: it is live."""
+        state["deleted"] = False
 
     @staticmethod
     def create_id(site_id: UUID, name: RepositoryName) -> UUID:
@@ -314,6 +342,17 @@ class Repository(Aggregate):
         if visibility is self.visibility:
             return
         self._trigger(self.VisibilityChanged, ctx, visibility=visibility)
+
+    def delete(self, ctx: EventContext) -> None:
+        """Delete the repository. Raises ``RepositoryUnknown`` if it already is."""
+        if self.deleted:
+            raise RepositoryUnknown(f"repository {self.name} is not known")
+        self._trigger(self.Deleted, ctx)
+
+    def recreate(self, ctx: EventContext) -> None:
+        """Bring a deleted repository's name back into use, empty. Idempotent on a live one."""
+        if self.deleted:
+            self._trigger(self.Recreated, ctx)
 
     def _check_grantee(self, principal: Principal) -> None:
         namespace = self.name.namespace

@@ -68,6 +68,13 @@ TABLE: list[
     ("R6 robot grant", Caller(Principal.robot("acme", "ci")), PRIVATE, ACME, W),
     ("R6 robot without grant", Caller(Principal.robot("acme", "ro")), PRIVATE, ACME, None),
     ("R6 deleted robot", Caller(Principal.robot("acme", "gone")), PRIVATE, ACME, None),
+    (
+        "R6 no robot outside an organisation",
+        Caller(Principal.robot("alice", "ci")),
+        RepositoryFacts("alice", grants={Principal.robot("alice", "ci"): W}),
+        None,
+        None,
+    ),
     ("R7 anonymous, public", ANONYMOUS, PUBLIC, ACME, R),
     ("R7 anonymous, private", ANONYMOUS, PRIVATE, ACME, None),
     ("R7 stranger, public", user("zed"), PUBLIC, ACME, R),

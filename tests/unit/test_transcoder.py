@@ -135,7 +135,7 @@ def test_snapshot_from_before_access_control_upcasts_to_private_without_grants()
     v1_state = {
         k: v
         for k, v in snapshot.state.items()
-        if k not in {"permissions", "visibility", "class_version"}
+        if k not in {"permissions", "visibility", "deleted", "class_version"}
     }
     v1 = Repository.Snapshot(
         originator_id=snapshot.originator_id,
@@ -147,6 +147,7 @@ def test_snapshot_from_before_access_control_upcasts_to_private_without_grants()
     restored = mapper.to_domain_event(mapper.to_stored_event(v1)).mutate(None)
     assert isinstance(restored, Repository)
     assert restored.permissions == {} and restored.visibility is Visibility.PRIVATE
+    assert restored.deleted is False
     assert restored.blobs == repo.blobs
 
 
