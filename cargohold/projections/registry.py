@@ -1,32 +1,31 @@
-"""The registry projection: folds ``Repository`` events into the views of ``schema``.
+"""The registry projection: folds ``Repository`` events into the views of ``schema``, and,
+through ``IdentityProjector``, the events of the identity aggregates that share its log.
 
 ``apply`` is pure SQL against one cursor, so the runner can write the rows and the
 tracking position in one transaction. An event it does not know stops the projection
 (``UnknownEvent``): a skipped event is a silently wrong read model.
+
+A deleted repository loses its rows everywhere but in ``tag_history`` (the audit trail);
+its id and name move to ``deleted_repositories`` until a ``Recreated`` brings them back.
+So every query over ``repositories`` sees live repositories only, with no filter.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import Visibility
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
+from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
+from cargohold.projections.identity import IdentityProjector
 
+__all__ = ["ProjectionCorrupt", "RegistryProjector", "UnknownEvent"]
 
-class UnknownEvent(Exception):
-    """The projection met an event class it cannot apply."""
-
-
-class ProjectionCorrupt(Exception):
-    """An event refers to state the views do not have (e.g. an unknown repository)."""
-
-
-def _ts(event: Any) -> str:
-    return str(event.timestamp.isoformat())
+#: The tables holding a repository's content, keyed by its name in ``repository``.
+_CONTENT_TABLES = ("blob_links", "manifests", "tags", "referrers", "repository_permissions")
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
@@ -37,7 +36,7 @@ class RegistryProjector:
     """Applies one domain event at notification ``position`` into namespace ``ns``."""
 
     def __init__(self) -> None:
-        self._handlers: dict[type, Callable[[Cursor, str, Any, int], None]] = {
+        self._handlers: dict[type, Handler] = {
             Repository.Created: self._created,
             Repository.BlobLinked: self._blob_linked,
             Repository.BlobUnlinked: self._blob_unlinked,
@@ -48,7 +47,15 @@ class RegistryProjector:
             Repository.PermissionGranted: self._permission_granted,
             Repository.PermissionRevoked: self._permission_revoked,
             Repository.VisibilityChanged: self._visibility_changed,
+            Repository.Deleted: self._deleted,
+            Repository.Recreated: self._recreated,
+            **IdentityProjector().handlers(),
         }
+
+    @property
+    def event_classes(self) -> frozenset[type]:
+        """The event classes this projector applies; any other stops it."""
+        return frozenset(self._handlers)
 
     def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
         handler = self._handlers.get(type(event))
@@ -76,7 +83,7 @@ class RegistryProjector:
             f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
             "VALUES (?, ?, ?, ?, ?)",
             # NOTE: every repository starts private (Created carries no visibility).
-            (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, _ts(e), pos),
+            (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, event_time(e), pos),
         )
 
     def _blob_linked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
@@ -85,7 +92,7 @@ class RegistryProjector:
             f"INSERT INTO {ns}blob_links (repository, digest, size, linked_at, position) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO UPDATE SET "
             "size = excluded.size, linked_at = excluded.linked_at, position = excluded.position",
-            (repo, str(e.digest), e.size, _ts(e), pos),
+            (repo, str(e.digest), e.size, event_time(e), pos),
         )
 
     def _blob_unlinked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
@@ -113,7 +120,7 @@ class RegistryProjector:
                 None if artifact_type is None else str(artifact_type),
                 None if subject is None else str(subject.digest),
                 _json(e.annotations),
-                _ts(e),
+                event_time(e),
                 pos,
             ),
         )
@@ -159,7 +166,7 @@ class RegistryProjector:
                 e.hlc.wall_ms,
                 e.hlc.logical,
                 e.request_id,
-                _ts(e),
+                event_time(e),
             ),
         )
 
@@ -170,7 +177,7 @@ class RegistryProjector:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, tag) DO UPDATE SET "
             "digest = excluded.digest, updated_at = excluded.updated_at, "
             "position = excluded.position",
-            (repo, str(e.tag), str(e.to_digest), _ts(e), pos),
+            (repo, str(e.tag), str(e.to_digest), event_time(e), pos),
         )
         self._history(c, ns, e, pos, repo, "move")
 
@@ -202,4 +209,30 @@ class RegistryProjector:
         c.execute(
             f"UPDATE {ns}repositories SET visibility = ?, position = ? WHERE id = ?",
             (e.visibility.value, pos, str(e.originator_id)),
+        )
+
+    def _deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo = self._repository_name(c, ns, e)
+        for table in _CONTENT_TABLES:
+            c.execute(f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
+        c.execute(f"DELETE FROM {ns}repositories WHERE id = ?", (str(e.originator_id),))
+        c.execute(
+            f"INSERT INTO {ns}deleted_repositories (id, name, deleted_at, position) "
+            "VALUES (?, ?, ?, ?)",
+            (str(e.originator_id), repo, event_time(e), pos),
+        )
+
+    def _recreated(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        repo_id = str(e.originator_id)
+        row = c.execute(
+            f"SELECT name FROM {ns}deleted_repositories WHERE id = ?", (repo_id,)
+        ).fetchone()
+        if row is None:
+            raise ProjectionCorrupt(f"recreation of a repository not deleted: {repo_id}")
+        c.execute(f"DELETE FROM {ns}deleted_repositories WHERE id = ?", (repo_id,))
+        c.execute(
+            f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
+            "VALUES (?, ?, ?, ?, ?)",
+            # NOTE: a recreated repository starts private and empty, like a new one.
+            (repo_id, str(row[0]), Visibility.PRIVATE.value, event_time(e), pos),
         )

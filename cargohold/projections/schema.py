@@ -1,4 +1,8 @@
-"""The registry's read models: table definitions, created the same on SQLite and PostgreSQL.
+"""The read models: table definitions, created the same on SQLite and PostgreSQL.
+
+Two families: the registry's (repositories and what is in them, their grants) and
+identity's (accounts, namespaces, organisations with members, teams, robots and default
+permissions, API tokens). One projection writes both, so one tracking row covers both.
 
 Every table lives in a *namespace*: ``""`` for the live views, or a scratch schema name
 (``"scratch."``) into which ``replay`` rebuilds them. On SQLite a scratch namespace is an
@@ -114,6 +118,106 @@ REPOSITORY_PERMISSIONS = Table(
     indexes=(("principal_kind", "principal_name"),),
 )
 
+# A deleted repository's stream id and name, so that ``Recreated`` (which carries no
+# name) can bring its ``repositories`` row back. Written on ``Deleted`` rather than on
+# ``Created`` so that views built before deletion existed need no backfill.
+DELETED_REPOSITORIES = Table(
+    "deleted_repositories",
+    (("id", T), ("name", T), ("deleted_at", T), ("position", I)),
+    key=("id",),
+)
+
+# -- identity and access ---------------------------------------------------------------
+# NOTE: member columns are called ``username``: ``user`` is reserved in PostgreSQL.
+# Secrets: password hashes never enter a view; robot and API token hashes do (sha256 of
+# high-entropy tokens: looking one up is how a token is checked).
+
+ACCOUNTS = Table(
+    "accounts",
+    (
+        ("name", T),
+        ("id", T),
+        ("email", T),
+        ("superuser", I),  # 0 | 1
+        ("created_at", T),
+        ("position", I),
+    ),
+    key=("name",),
+    indexes=(("id",),),
+)
+NAMESPACES = Table(
+    "namespaces",
+    (("name", T), ("kind", T), ("position", I)),  # kind: "user" | "organization"
+    key=("name",),
+)
+ORGANIZATIONS = Table(
+    "organizations",
+    (("name", T), ("id", T), ("created_at", T), ("position", I)),
+    key=("name",),
+    indexes=(("id",),),
+)
+ORG_MEMBERS = Table(
+    "org_members",
+    (("org", T), ("username", T), ("position", I)),
+    key=("org", "username"),
+    indexes=(("username",),),
+)
+TEAMS = Table(
+    "teams",
+    (
+        ("org", T),
+        ("team", T),
+        ("role", T),  # "member" | "creator" | "admin"
+        ("description", T),
+        ("position", I),
+    ),
+    key=("org", "team"),
+)
+TEAM_MEMBERS = Table(
+    "team_members",
+    (("org", T), ("team", T), ("username", T), ("position", I)),
+    key=("org", "team", "username"),
+    indexes=(("username", "org"),),
+)
+ROBOTS = Table(
+    "robots",
+    (
+        ("namespace", T),
+        ("short_name", T),
+        ("token_hash", T),
+        ("description", T),
+        ("created_at", T),
+        ("position", I),
+    ),
+    key=("namespace", "short_name"),
+)
+DEFAULT_PERMISSIONS = Table(
+    "default_permissions",
+    (
+        ("org", T),
+        ("principal_kind", T),
+        ("principal_name", T),
+        ("role", T),
+        ("position", I),
+    ),
+    key=("org", "principal_kind", "principal_name"),
+)
+API_TOKENS = Table(
+    "api_tokens",
+    (
+        ("token_id", T),
+        ("owner", T),
+        ("token_hash", T),
+        ("scopes", T),  # scope values, sorted, joined by one space
+        ("expires_at", T),  # ISO 8601, UTC
+        ("description", T),
+        ("created_at", T),
+        ("position", I),
+    ),
+    key=("token_id",),
+    indexes=(("token_hash",), ("owner",)),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -123,6 +227,16 @@ VIEW_TABLES: tuple[Table, ...] = (
     TAG_HISTORY,
     REFERRERS,
     REPOSITORY_PERMISSIONS,
+    DELETED_REPOSITORIES,
+    ACCOUNTS,
+    NAMESPACES,
+    ORGANIZATIONS,
+    ORG_MEMBERS,
+    TEAMS,
+    TEAM_MEMBERS,
+    ROBOTS,
+    DEFAULT_PERMISSIONS,
+    API_TOKENS,
 )
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
