@@ -108,6 +108,17 @@ class HashedTokenMinter(TokenMinter):
             return False
         return hmac.compare_digest(actual, expected)
 
+    def lookup_hash(self, token: str) -> str | None:
+        if not self.looks_like_token(token):
+            return None
+        try:
+            return _sha256_hex(token)
+        except UnicodeEncodeError:
+            return None
+
+    def looks_like_token(self, secret: str) -> bool:
+        return isinstance(secret, str) and secret.startswith(self._prefix)
+
 
 def _sha256_hex(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -161,12 +172,21 @@ class JWTSigner(TokenSigner):
         self.key_id = libtrust_key_id(self._public_key)
 
     def issue(
-        self, subject: str, access: list[dict[str, Any]], audience: str, ttl_seconds: int
+        self,
+        subject: str,
+        access: list[dict[str, Any]],
+        audience: str,
+        ttl_seconds: int,
+        extra_claims: dict[str, Any] | None = None,
     ) -> str:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds}")
+        clash = set(extra_claims or ()) & set(_REQUIRED_CLAIMS)
+        if clash:
+            raise ValueError(f"extra claims may not replace {sorted(clash)}")
         issued = int(self._now())
         claims = {
+            **(extra_claims or {}),
             "iss": self._issuer,
             "sub": subject,
             "aud": audience,
@@ -327,6 +347,16 @@ class _FailureTable:
         self._rows.pop(key, None)
 
 
+def login_delay(count: int, free_failures: int, base_delay: float, max_delay: float) -> float:
+    """Seconds to wait after ``count`` failures: none for the first ``free_failures``, then
+    ``base_delay`` doubling with each further failure, never more than ``max_delay``."""
+    over = count - free_failures
+    if over <= 0:
+        return 0.0
+    # min() on the exponent first so a huge count cannot overflow the float.
+    return min(base_delay * 2.0 ** min(over - 1, 64), max_delay)
+
+
 class MemoryLoginThrottle(LoginThrottle):
     """In-process throttle: after ``free_failures`` failures, wait ``base_delay`` seconds,
     doubling with each further failure up to ``max_delay``. The wait runs from the last
@@ -355,11 +385,7 @@ class MemoryLoginThrottle(LoginThrottle):
         self._addresses = _FailureTable(max_entries)
 
     def _delay(self, count: int) -> float:
-        over = count - self._free
-        if over <= 0:
-            return 0.0
-        # min() on the exponent first so a huge count cannot overflow the float.
-        return min(self._base * 2.0 ** min(over - 1, 64), self._cap)
+        return login_delay(count, self._free, self._base, self._cap)
 
     def _wait(self, row: _Failures | None, now: float) -> float:
         if row is None:
