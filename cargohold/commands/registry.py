@@ -12,7 +12,7 @@ import io
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -22,11 +22,13 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
 from cargohold.domain.access import Principal, RepositoryRole, Visibility
+from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
     ConcurrentModification,
     DigestInvalid,
+    RepositoryExists,
     RepositoryUnknown,
 )
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
@@ -47,7 +49,11 @@ class RegistryLog(Application[UUID]):
     def __init__(self, env: Mapping[str, str], snapshot_interval: int = 200) -> None:
         # NOTE: the library reads this class variable through the instance; setting it per
         # instance makes the interval configurable without a class per setting.
-        self.snapshotting_intervals = {Repository: snapshot_interval}  # type: ignore[misc]
+        self.snapshotting_intervals = {  # type: ignore[misc]
+            Repository: snapshot_interval,
+            Organization: snapshot_interval,
+            Account: snapshot_interval,
+        }
         super().__init__(env=dict(env))
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
@@ -70,7 +76,25 @@ class Caller:
     request_id: str
 
 
+#: The explicit grants a new repository starts with, given its name and its creator.
+CreationGrants = Callable[[RepositoryName, Actor], Sequence[tuple[Principal, RepositoryRole]]]
+
+
+def no_creation_grants(
+    name: RepositoryName, creator: Actor
+) -> Sequence[tuple[Principal, RepositoryRole]]:
+    return ()
+
+
 class RegistryService:
+    """Commands on repositories.
+
+    A repository comes into being with its first write (push-to-create) or through
+    ``create_repository``; either way it starts private with the grants that
+    ``creation_grants`` gives (the organisation's default permissions and the creator's
+    admin grant, as Quay does), saved with the ``Created`` event in one ``save()``.
+    """
+
     def __init__(
         self,
         log: RegistryLog,
@@ -80,7 +104,9 @@ class RegistryService:
         site_id: UUID,
         sparse: SparsePolicy = SparsePolicy.STRICT,
         retry: RetryPolicy | None = None,
+        creation_grants: CreationGrants = no_creation_grants,
     ) -> None:
+        self.creation_grants = creation_grants
         self.sparse = sparse
         self._retry = retry or RetryPolicy()
         self._stripes = tuple(threading.Lock() for _ in range(64))
@@ -92,8 +118,24 @@ class RegistryService:
 
     # -- commands ----------------------------------------------------------------------
 
-    def create_repository(self, name: RepositoryName, caller: Caller) -> None:
-        self._execute(name, caller, lambda repo, ctx: None, create=True)
+    def create_repository(
+        self,
+        name: RepositoryName,
+        caller: Caller,
+        visibility: Visibility = Visibility.PRIVATE,
+    ) -> None:
+        """Create a repository explicitly. Raises ``RepositoryExists`` if it is there."""
+
+        def decide(repo: Repository, ctx: EventContext) -> None:
+            if not _is_fresh(repo):
+                raise RepositoryExists(f"repository {name} already exists")
+            repo.set_visibility(visibility, ctx)
+
+        self._execute(name, caller, decide, create=True)
+
+    def delete_repository(self, name: RepositoryName, caller: Caller) -> None:
+        """Delete a repository and everything in it. Raises ``RepositoryUnknown``."""
+        self._execute(name, caller, lambda repo, ctx: repo.delete(ctx), create=False)
 
     def link_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> int:
         """Link a blob that is in the blob store into the repository; returns its size."""
@@ -189,6 +231,13 @@ class RegistryService:
                     if not create:
                         raise RepositoryUnknown(f"repository {name} is not known") from None
                     repo = Repository.create(name, ctx)
+                    self._grant_initial(repo, caller, ctx)
+                else:
+                    if repo.deleted:
+                        if not create:
+                            raise RepositoryUnknown(f"repository {name} is not known")
+                        repo.recreate(ctx)
+                        self._grant_initial(repo, caller, ctx)
                 decide(repo, ctx)
                 try:
                     recordings = self.log.save(repo)
@@ -203,6 +252,16 @@ class RegistryService:
                     self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
         if recordings:
             self.views.wait_for(max(r.notification.id for r in recordings))
+
+    def _grant_initial(self, repo: Repository, caller: Caller, ctx: EventContext) -> None:
+        for principal, role in self.creation_grants(repo.name, caller.actor):
+            repo.grant(principal, role, ctx)
+
+
+def _is_fresh(repo: Repository) -> bool:
+    """Whether ``repo``'s pending events start its current life (created or recreated)."""
+    pending = repo.pending_events
+    return bool(pending) and isinstance(pending[0], Repository.Created | Repository.Recreated)
 
 
 @dataclass(frozen=True)

@@ -129,15 +129,24 @@ class UploadService:
         return size
 
     def mount(
-        self, name: RepositoryName, digest: Digest, source: RepositoryName | None, caller: Caller
+        self,
+        name: RepositoryName,
+        digest: Digest,
+        source: RepositoryName | None,
+        caller: Caller,
+        may_read: Callable[[RepositoryName], bool] = lambda _: True,
     ) -> bool:
         """Link a blob already in another repository; False if it cannot be mounted.
 
-        With ``source`` the blob must be linked there; without it, anywhere.
+        With ``source`` the blob must be linked there; without it, in any repository.
+        Either way only repositories for which ``may_read`` holds count, so a mount never
+        reveals (or copies) a blob the caller could not pull.
         """
-        linked_in = self.locator.repositories_with_blob(digest)
-        if source is not None and str(source) not in linked_in:
-            return False
+        linked_in = [
+            r
+            for r in self.locator.repositories_with_blob(digest)
+            if (source is None or r == str(source)) and may_read(RepositoryName(r))
+        ]
         if not linked_in or not self.blobs.exists(digest):
             return False
         try:
