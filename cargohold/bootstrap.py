@@ -15,16 +15,31 @@ from typing import Any
 from eventsourcing.persistence import PersistenceError
 
 from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
+from cargohold.adapters.credentials import (
+    Argon2PasswordHasher,
+    HashedTokenMinter,
+    JWTSigner,
+    SigningKeyError,
+    load_or_create_signing_key,
+    load_signing_key,
+)
 from cargohold.adapters.eventstore import LogReader, log_environment
+from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
 from cargohold.adapters.upload_sessions import SQLUploadSessions
-from cargohold.commands.registry import RegistryLog, RegistryService
+from cargohold.commands.access import AccessService
+from cargohold.commands.authentication import Authenticator
+from cargohold.commands.registry import Caller, RegistryLog, RegistryService
 from cargohold.commands.uploads import UploadService
 from cargohold.config import ConfigError, Settings
+from cargohold.domain.access import AccountName, Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.clock import HybridLogicalClock
-from cargohold.domain.errors import StorageError
+from cargohold.domain.credentials import PasswordHasher, TokenSigner
+from cargohold.domain.errors import NameTaken, StorageError
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import SparsePolicy
+from cargohold.domain.values import Actor, ActorKind, RepositoryName
+from cargohold.projections.access_queries import AccessQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 
@@ -44,6 +59,10 @@ class Container:
     queries: RegistryQueries
     registry: RegistryService
     uploads: UploadService
+    access_queries: AccessQueries
+    access: AccessService
+    authenticator: Authenticator
+    signer: TokenSigner
 
     def close(self) -> None:
         self.runner.stop()
@@ -51,8 +70,16 @@ class Container:
         self.log.close()
 
 
-def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
-    """Open (and, with ``create_tables``, migrate) every store; catch the views up."""
+def bootstrap(
+    settings: Settings,
+    *,
+    create_tables: bool = True,
+    hasher: PasswordHasher | None = None,
+) -> Container:
+    """Open (and, with ``create_tables``, migrate) every store; catch the views up.
+
+    ``hasher`` replaces argon2id's production parameters (tests use cheap ones).
+    """
     data_dir = Path(settings.data_dir)
     _prepare_data_dir(data_dir)
     views_db = open_views_database(settings)
@@ -62,21 +89,35 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
         blobs = open_blob_store(settings)
         runner = ProjectionRunner(views_db, LogReader(log))
         sessions = SQLUploadSessions(views_db)
+        throttle = SQLLoginThrottle(views_db)
         if create_tables:
             runner.create_tables()
             sessions.create_table()
+            throttle.create_table()
         runner.catch_up()
+        signer = JWTSigner(_signing_key(settings), issuer=settings.auth_service)
     except BaseException:
         views_db.close()
         raise
     clock = HybridLogicalClock()
+    access_queries = AccessQueries(views_db)
     registry = RegistryService(
-        log, blobs, runner, clock, site_id, SparsePolicy(settings.sparse_manifests)
+        log,
+        blobs,
+        runner,
+        clock,
+        site_id,
+        SparsePolicy(settings.sparse_manifests),
+        creation_grants=_creation_grants(access_queries),
     )
     queries = RegistryQueries(views_db)
     uploads = UploadService(
         blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
     )
+    hasher = hasher or Argon2PasswordHasher()
+    minter = HashedTokenMinter()
+    access = AccessService(log, runner, clock, site_id, hasher, minter, access_queries, registry)
+    authenticator = Authenticator(log, site_id, hasher, minter, access_queries, throttle)
     return Container(
         settings=settings,
         site_id=site_id,
@@ -87,7 +128,78 @@ def bootstrap(settings: Settings, *, create_tables: bool = True) -> Container:
         queries=queries,
         registry=registry,
         uploads=uploads,
+        access_queries=access_queries,
+        access=access,
+        authenticator=authenticator,
+        signer=signer,
     )
+
+
+def _creation_grants(access: AccessQueries) -> Any:
+    """Quay's grants for a new repository: the organisation's default permissions, and
+    admin for the user who created it in an organisation (the strongest role wins)."""
+
+    def grants(name: RepositoryName, creator: Actor) -> list[tuple[Principal, RepositoryRole]]:
+        namespace = name.namespace
+        if not access.organization_exists(namespace):
+            return []
+        roles: dict[Principal, RepositoryRole] = dict(access.default_permissions(namespace))
+        if creator.kind is ActorKind.USER and creator.name != namespace:
+            user = Principal(PrincipalKind.USER, creator.name)
+            roles[user] = RepositoryRole.ADMIN
+        return sorted(roles.items(), key=lambda item: item[0].sort_key)
+
+    return grants
+
+
+def _signing_key(settings: Settings) -> Any:
+    """The registry-token key: the configured PEM file, or one generated and kept in the
+    data dir (encrypted under the cipher key when there is one)."""
+    try:
+        if settings.signing_key_file:
+            path = Path(settings.signing_key_file)
+            try:
+                pem = path.read_bytes()
+            except OSError as e:
+                raise SigningKeyError(f"cannot read signing key {path}: {e.strerror or e}") from e
+            return load_signing_key(pem, None, str(path))
+        secret = settings.cipher_key.encode() if settings.cipher_key else None
+        return load_or_create_signing_key(Path(settings.data_dir) / "signing-key.pem", secret)
+    except SigningKeyError as e:
+        raise StartupError(str(e)) from e
+
+
+ADMIN = "admin"
+
+
+def ensure_admin(container: Container, generate: Any = None) -> str | None:
+    """On a registry without accounts, create the superuser ``admin``.
+
+    Its password is ``admin_password`` from the settings, or generated; the generated one
+    is returned (for the operator to see once) and never stored or logged. ``None`` when
+    there was nothing to do or the password came from the settings.
+    """
+    if container.access_queries.has_accounts():
+        return None
+    configured = container.settings.admin_password
+    password = configured or (generate or _generate_password)()
+    try:
+        container.access.create_user(
+            AccountName(ADMIN),
+            "",
+            password,
+            Caller(Actor.system(), "first-start"),
+            superuser=True,
+        )
+    except NameTaken:
+        return None  # another node or worker got there first
+    return None if configured else password
+
+
+def _generate_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(18)
 
 
 def _prepare_data_dir(data_dir: Path) -> None:

@@ -13,7 +13,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from cargohold.bootstrap import Container, StartupError, bootstrap
+from cargohold.bootstrap import Container, StartupError, bootstrap, ensure_admin
 from cargohold.config import ConfigError, Settings, load_settings
 from cargohold.domain.errors import StorageError
 
@@ -115,6 +115,15 @@ def _serve(container: Container, sock: socket.socket) -> int:
     from cargohold.http.serve import announce, serve_with, serve_workers
 
     settings = container.settings
+    password = ensure_admin(container)
+    if password is not None:
+        # NOTE: the one place a secret is printed, on purpose, once: the operator needs it.
+        print(
+            f"cargohold: created the superuser 'admin' with password {password} "
+            "(shown only now; change it)",
+            file=sys.stderr,
+            flush=True,
+        )
     if settings.workers == 1:
         announce(settings, sock)
         serve_with(container, sock)

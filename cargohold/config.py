@@ -82,6 +82,19 @@ class Settings:
     sparse_manifests: str = "index"
     # Abandoned chunked uploads are removed after this many seconds.
     upload_expiry_seconds: int = 24 * 3600
+    # Access control on /v2. With ``auth`` off every caller may push and pull anything,
+    # anonymously (a throwaway cache or CI mirror). /api/v1 always authenticates.
+    auth: bool = True
+    # The ``service`` of registry tokens (their audience); clients echo it from the
+    # challenge. Every node behind one name must use the same value.
+    auth_service: str = "cargohold"
+    token_ttl_seconds: int = 300
+    # A PEM P-256 key to sign registry tokens with (shared by every node); empty means
+    # ``<data_dir>/signing-key.pem``, generated on first start (encrypted with cipher_key).
+    signing_key_file: str = ""
+    # The first start's superuser ``admin`` gets this password; empty: one is generated
+    # and printed once.
+    admin_password: str = field(default="", repr=False)
 
     @property
     def host(self) -> str:
@@ -190,7 +203,15 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"blob_store must be 'filesystem' or 's3', not {s.blob_store!r}")
     if s.blob_store == "s3" and not s.s3_endpoint:
         raise ConfigError("blob_store is 's3' but s3_endpoint is not set")
-    for name in ("threads", "workers", "snapshot_interval", "upload_expiry_seconds"):
+    if not s.auth_service or any(c in s.auth_service for c in '"\\\r\n'):
+        raise ConfigError("auth_service must be a non-empty name without quotes")
+    for name in (
+        "threads",
+        "workers",
+        "snapshot_interval",
+        "upload_expiry_seconds",
+        "token_ttl_seconds",
+    ):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if s.max_request_body_size < 1:

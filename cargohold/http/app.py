@@ -8,7 +8,9 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import StorageError
-from cargohold.http import registry_v2
+from cargohold.http.api_v1 import register as register_api_v1
+from cargohold.http.auth.registry import RegistryAuth
+from cargohold.http.registry_v2.routing import register as register_v2
 
 
 class HealthResource:
@@ -49,5 +51,19 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
     # NOTE: query values such as "a,b" stay one value; the spec has no list parameters.
     app.req_options.auto_parse_qs_csv = False
     app.add_route("/health", HealthResource(container))
-    registry_v2.register(app, container)
+    register_v2(app, container, registry_auth(container))
+    register_api_v1(app, container)
     return app
+
+
+def registry_auth(container: Container) -> RegistryAuth:
+    settings = container.settings
+    return RegistryAuth(
+        enabled=settings.auth,
+        service=settings.auth_service,
+        token_ttl=settings.token_ttl_seconds,
+        signer=container.signer,
+        authenticator=container.authenticator,
+        access=container.access_queries,
+        repositories=container.queries,
+    )

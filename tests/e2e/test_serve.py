@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import socket
@@ -135,3 +136,25 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, command: list[str])
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_first_start_prints_the_generated_admin_password_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    args = ("--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}")
+    env = {"CARGOHOLD_AUTH": "on"}
+    with serving(*args, cwd=tmp_path, env=env) as server:
+        status, headers, _ = get(server.url + "/v2/")
+        assert status == 401
+        assert headers["www-authenticate"].startswith(f'Bearer realm="{server.url}/v2/auth"')
+    first = server.output()
+    lines = [line for line in first.splitlines() if "superuser 'admin'" in line]
+    assert len(lines) == 1
+    password = lines[0].split("password ", 1)[1].split()[0]
+    with serving(*args, cwd=tmp_path, env=env) as server:
+        request = urllib.request.Request(server.url + "/v2/")
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+    assert "superuser 'admin'" not in server.output()
+    assert password not in server.output()

@@ -22,7 +22,9 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 @pytest.fixture
 def container(tmp_path: Path) -> Iterator[Container]:
-    c = bootstrap(load_settings(environ={}, overrides={"data_dir": tmp_path / "data"}))
+    c = bootstrap(
+        load_settings(environ={}, overrides={"data_dir": tmp_path / "data", "auth": False})
+    )
     try:
         yield c
     finally:

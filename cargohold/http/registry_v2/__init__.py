@@ -1,5 +1,1 @@
-"""The OCI distribution API (v1.1) at ``/v2``."""
-
-from cargohold.http.registry_v2.routing import register
-
-__all__ = ["register"]
+"""The OCI distribution API (v1.1) at ``/v2``; ``routing.register`` mounts it."""

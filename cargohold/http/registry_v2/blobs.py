@@ -7,6 +7,7 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, RepositoryUnknown
 from cargohold.domain.values import Digest, RepositoryName
+from cargohold.http.auth.registry import PULL, RegistryAuth
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
@@ -70,8 +71,9 @@ def _digest_param(req: falcon.Request) -> Digest:
 class UploadsResource:
     """``POST /v2/<name>/blobs/uploads/``: start, monolithic, or mount."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, auth: RegistryAuth) -> None:
         self.container = container
+        self.auth = auth
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         repo = RepositoryName(name)
@@ -81,7 +83,12 @@ class UploadsResource:
         if mount is not None:
             digest = Digest.parse(mount)
             source = req.get_param("from")
-            if uploads.mount(repo, digest, RepositoryName(source) if source else None, caller):
+
+            def may_read(other: RepositoryName) -> bool:
+                return self.auth.may(req, other, PULL)
+
+            source_name = RepositoryName(source) if source else None
+            if uploads.mount(repo, digest, source_name, caller, may_read):
                 self._created(resp, repo, digest)
                 return
         elif req.get_param("digest") is not None:

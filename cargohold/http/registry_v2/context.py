@@ -25,5 +25,7 @@ def request_id_of(req: falcon.Request) -> str:
 
 
 def caller_of(req: falcon.Request) -> Caller:
-    # NOTE: every caller is anonymous until accounts and token auth exist (issue 4).
-    return Caller(Actor.anonymous(), request_id_of(req))
+    """The command caller: the identity the auth guard found (anonymous without one)."""
+    auth = getattr(req.context, "auth", None)
+    actor = Actor.anonymous() if auth is None else auth.identity.actor
+    return Caller(actor, request_id_of(req))

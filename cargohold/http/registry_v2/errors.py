@@ -50,6 +50,12 @@ _TABLE: tuple[tuple[type[e.DomainError], str, str], ...] = (
     (e.UploadUnknown, falcon.HTTP_404, "BLOB_UPLOAD_UNKNOWN"),
     (e.NotFound, falcon.HTTP_404, "NOT_FOUND"),
     (e.ConcurrentModification, falcon.HTTP_429, "TOOMANYREQUESTS"),
+    (e.Conflict, falcon.HTTP_409, "DENIED"),
+    (e.AccessDenied, falcon.HTTP_403, "DENIED"),
+    (e.AuthenticationRequired, falcon.HTTP_401, "UNAUTHORIZED"),
+    (e.CredentialsInvalid, falcon.HTTP_401, "UNAUTHORIZED"),
+    (e.TokenInvalid, falcon.HTTP_401, "UNAUTHORIZED"),
+    (e.LoginThrottled, falcon.HTTP_429, "TOOMANYREQUESTS"),
     (e.StorageError, falcon.HTTP_503, "UNAVAILABLE"),
 )
 

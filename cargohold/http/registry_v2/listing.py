@@ -10,6 +10,7 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import RepositoryUnknown
 from cargohold.domain.values import Digest, MediaType, RepositoryName
+from cargohold.http.auth.registry import RegistryAuth
 from cargohold.http.registry_v2 import headers as h
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -46,12 +47,23 @@ class TagsResource:
 
 
 class CatalogResource:
-    def __init__(self, container: Container) -> None:
+    """The catalog lists only the repositories the caller may pull (Quay does the same)."""
+
+    def __init__(self, container: Container, auth: RegistryAuth) -> None:
         self.container = container
+        self.auth = auth
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        q = self.container.queries
-        names = _page(req, resp, q.catalog, "/v2/_catalog")
+        if self.auth.enabled:
+            caller = self.auth.identify(req).identity.authorization_caller
+            readable = self.container.access_queries.readable_repositories
+
+            def fetch(n: int, last: str | None) -> list[str]:
+                return readable(caller, after=last, limit=n)
+
+        else:
+            fetch = self.container.queries.catalog
+        names = _page(req, resp, fetch, "/v2/_catalog")
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps({"repositories": names})
 

@@ -12,6 +12,16 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
+from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, TokenInvalid
+from cargohold.domain.values import RepositoryName
+from cargohold.http.auth.registry import (
+    CATALOG,
+    DELETE,
+    PULL,
+    PUSH,
+    RegistryAuth,
+    TokenResource,
+)
 from cargohold.http.registry_v2.blobs import BlobResource, UploadResource, UploadsResource
 from cargohold.http.registry_v2.errors import V2Error, render_exception
 from cargohold.http.registry_v2.headers import API_VERSION
@@ -29,26 +39,50 @@ class V2Base:
     on_head = on_get
 
 
+_READ = {"GET": PULL, "HEAD": PULL}
+_WRITE = {"GET": PUSH, "HEAD": PUSH, "POST": PUSH, "PUT": PUSH, "PATCH": PUSH, "DELETE": PUSH}
+#: Per route: the action each method needs (see http/auth/registry.py); a method
+#: missing from the map needs no repository right (the token endpoint, the base check).
+_OPEN: dict[str, str] = {}
+
+
 class V2Router:
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, auth: RegistryAuth) -> None:
+        self.auth = auth
         blob = BlobResource(container)
-        self.routes: list[tuple[re.Pattern[str], Any]] = [
-            (re.compile(r"", re.DOTALL), V2Base()),
-            (re.compile(r"_catalog", re.DOTALL), CatalogResource(container)),
-            (re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL), UploadsResource(container)),
+        self.routes: list[tuple[re.Pattern[str], Any, dict[str, str] | None]] = [
+            (re.compile(r"", re.DOTALL), V2Base(), None),
+            (re.compile(r"auth", re.DOTALL), TokenResource(auth), _OPEN),
+            (
+                re.compile(r"_catalog", re.DOTALL),
+                CatalogResource(container, auth),
+                {"GET": CATALOG},
+            ),
+            (
+                re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL),
+                UploadsResource(container, auth),
+                _WRITE,
+            ),
             (
                 re.compile(r"(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)", re.DOTALL),
                 UploadResource(container),
+                _WRITE,
             ),
-            (re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL), blob),
+            (
+                re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL),
+                blob,
+                {**_READ, "DELETE": DELETE},
+            ),
             (
                 re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)", re.DOTALL),
                 ManifestResource(container),
+                {**_READ, "PUT": PUSH, "DELETE": DELETE},
             ),
-            (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(container)),
+            (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(container), _READ),
             (
                 re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)", re.DOTALL),
                 ReferrersResource(container),
+                _READ,
             ),
         ]
 
@@ -59,14 +93,31 @@ class V2Router:
         except Exception as error:  # NOTE: every failure is answered in OCI form
             resp.stream = None
             resp.data = None
-            render_exception(req, resp, error)
+            render_exception(req, resp, self._http_error(req, error))
+
+    def _http_error(self, req: falcon.Request, error: Exception) -> Exception:
+        """Auth failures with the headers clients need to recover from them."""
+        if isinstance(error, CredentialsInvalid | TokenInvalid):
+            return self.auth.unauthorized(req, error)
+        if isinstance(error, LoginThrottled):
+            return V2Error(
+                falcon.HTTP_429,
+                "TOOMANYREQUESTS",
+                error.message,
+                headers={"Retry-After": str(error.retry_after)},
+            )
+        return error
 
     def _dispatch(self, req: falcon.Request, resp: falcon.Response, rest: str) -> None:
-        for pattern, resource in self.routes:
+        for pattern, resource, needs in self.routes:
             m = pattern.fullmatch(rest)
             if m is None:
                 continue
             handler = getattr(resource, f"on_{req.method.lower()}", None)
+            if handler is not None and needs is not _OPEN:
+                name = m.groupdict().get("name")
+                action = None if needs is None else needs.get(req.method)
+                self.auth.require(req, None if name is None else RepositoryName(name), action)
             if handler is None:
                 allowed = sorted(
                     verb.upper()
@@ -84,7 +135,11 @@ class V2Router:
         raise V2Error(falcon.HTTP_404, "NOT_FOUND", f"no such endpoint: {req.path[:200]}")
 
 
-def register(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> None:
+def register(
+    app: falcon.App[falcon.Request, falcon.Response], container: Container, auth: RegistryAuth
+) -> None:
     # NOTE: DOTALL and \Z, so a percent-encoded line break in a name still reaches the
     # router (and gets an OCI answer) instead of falling through to falcon's 404.
-    app.add_sink(V2Router(container), prefix=re.compile(r"^/v2(?:/(?P<rest>.*))?\Z", re.DOTALL))
+    app.add_sink(
+        V2Router(container, auth), prefix=re.compile(r"^/v2(?:/(?P<rest>.*))?\Z", re.DOTALL)
+    )

@@ -1,0 +1,167 @@
+"""Organisations and their members (QUAY-API.md section 2).
+
+- ``POST /organization/`` (a user with ``user:admin``) -> 201 ``"Created"``; the caller
+  becomes the only member of the new ``owners`` team. ``email``/``contact_email`` are
+  checked to be strings and not stored (organisations have no e-mail address here).
+- ``GET /organization/{org}``: anyone; ``teams``/``ordered_teams`` only for members, the
+  invoice and plan fields only for admins, as Quay.
+- ``GET /organization/{org}/members``, ``GET/DELETE …/members/{member}``: org admin.
+  A ``member`` may name a robot (``org+short``) on GET, as Quay; DELETE of a robot is
+  refused (400): a robot leaves by being deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from cargohold.bootstrap import Container
+from cargohold.domain.access import AccountName, ApiScope, Principal, PrincipalKind
+from cargohold.domain.errors import MemberUnknown
+from cargohold.http.api_v1.errors import invalid_request
+from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.request import (
+    caller_of,
+    identity_of,
+    no_content,
+    read_body,
+    send,
+)
+from cargohold.http.api_v1.views import avatar, short_repository
+from cargohold.projections.access_queries import TeamRow
+
+
+def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "description": row.description,
+        "role": row.role.value,
+        "avatar": avatar(row.name, "team"),
+        "can_view": can_view,
+        "repo_count": repo_count,
+        "member_count": row.member_count,
+        "is_synced": False,
+    }
+
+
+class _Orgs:
+    def __init__(self, container: Container, guard: Guard) -> None:
+        self.container = container
+        self.access = container.access_queries
+        self.guard = guard
+
+    def _member_view(self, org: str, name: str) -> dict[str, Any]:
+        """A user (or robot) of ``org``, with its teams and explicitly granted repos."""
+        if "+" in name:
+            namespace, _, short = name.partition("+")
+            principal = Principal.robot(namespace, short)
+            repos = [r for r, _ in self.access.grants_of(principal)]
+            return {
+                "name": name,
+                "kind": "robot",
+                "avatar": avatar(name, "robot"),
+                "teams": [],
+                "repositories": [short_repository(r) for r in repos],
+            }
+        teams = self.access.teams_of(org, name)
+        return {
+            "name": name,
+            "kind": "user",
+            "avatar": avatar(name, "user"),
+            "teams": [{"name": t, "avatar": avatar(t, "team")} for t in teams],
+            "repositories": [
+                short_repository(r) for r in self.access.grants_in_namespace_for_user(org, name)
+            ],
+        }
+
+
+class OrganizationsResource(_Orgs):
+    """``POST /organization/``."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        owner = self.guard.user(identity_of(req), ApiScope.USER_ADMIN)
+        body = read_body(req)
+        name = AccountName(body.text("name"))
+        body.optional_text("email")
+        body.optional_text("contact_email")
+        self.container.access.create_organization(name, owner, caller_of(req))
+        send(resp, "Created", status=201)
+
+
+class OrganizationResource(_Orgs):
+    """``GET /organization/{org}``."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
+        identity = identity_of(req)
+        name = self.guard.organization(org)
+        is_admin = self.guard.is_org_admin(identity, name)
+        is_member = is_admin or self.guard.is_org_member(identity, name)
+        view: dict[str, Any] = {
+            "name": name,
+            "email": "",
+            "avatar": avatar(name, "org"),
+            "is_admin": is_admin,
+            "is_member": is_member,
+        }
+        if is_member:
+            mine = (
+                set()
+                if identity.principal is None
+                else set(self.access.teams_of(name, identity.principal.name))
+            )
+            teams = self.access.teams(name)
+            view["teams"] = {
+                t.name: team_view(
+                    t,
+                    can_view=is_admin or t.name in mine,
+                    repo_count=len(
+                        self.access.grants_of(Principal(PrincipalKind.TEAM, f"{name}/{t.name}"))
+                    ),
+                )
+                for t in teams
+            }
+            view["ordered_teams"] = [t.name for t in teams]
+        if is_admin:
+            view.update(
+                {
+                    "invoice_email": False,
+                    "invoice_email_address": None,
+                    "is_free_account": True,
+                }
+            )
+        send(resp, view)
+
+
+class MembersResource(_Orgs):
+    """``GET /organization/{org}/members`` (users only, no robots, as Quay)."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
+        name = self.guard.org_admin(identity_of(req), org)
+        members = [self._member_view(name, m) for m in self.access.org_members(name)]
+        send(resp, {"members": members})
+
+
+class MemberResource(_Orgs):
+    """``GET/DELETE /organization/{org}/members/{member}``."""
+
+    def _existing(self, org: str, member: str) -> str:
+        if "+" in member:
+            namespace, _, short = member.partition("+")
+            if namespace == org and self.access.robot(namespace, short) is not None:
+                return member
+        elif member in self.access.org_members(org):
+            return member
+        raise MemberUnknown(f"{member[:100]} is not a member of organization {org}")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, org: str, member: str) -> None:
+        name = self.guard.org_admin(identity_of(req), org)
+        send(resp, self._member_view(name, self._existing(name, member)))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, org: str, member: str) -> None:
+        name = self.guard.org_admin(identity_of(req), org)
+        existing = self._existing(name, member)
+        if "+" in existing:
+            raise invalid_request("a robot is not removed as a member: delete the robot")
+        self.container.access.remove_member(name, AccountName(existing), caller_of(req))
+        no_content(resp)
