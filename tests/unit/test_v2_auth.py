@@ -10,6 +10,8 @@ from typing import Any
 
 import falcon.testing
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
@@ -326,3 +328,69 @@ def test_a_token_reused_for_an_action_never_asked_for_gets_a_new_challenge(
         client.simulate_post("/v2/alice/app/blobs/uploads/", headers=bearer(push)).status_code
         == 202
     )
+
+
+_HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=120)
+
+
+@given(
+    authorization=st.one_of(
+        _HEADER_TEXT,
+        _HEADER_TEXT.map(lambda t: "Basic " + t),
+        st.binary(max_size=60).map(lambda b: "Basic " + base64.b64encode(b).decode()),
+        _HEADER_TEXT.map(lambda t: "Bearer " + t),
+    ),
+    scopes=st.lists(
+        st.one_of(
+            _HEADER_TEXT,
+            st.builds(
+                lambda kind, name, actions: f"{kind}:{name}:{actions}",
+                st.sampled_from(["repository", "registry", "repository(plugin)", "x"]),
+                _HEADER_TEXT,
+                _HEADER_TEXT,
+            ),
+        ),
+        max_size=3,
+    ),
+)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_garbage_credentials_and_scopes_never_crash(
+    client: falcon.testing.TestClient, authorization: str, scopes: list[str]
+) -> None:
+    headers = {"Authorization": authorization}
+    r = client.simulate_get("/v2/auth", params={"scope": scopes}, headers=headers)
+    assert r.status_code in (200, 400, 401, 429), r.text
+    if r.status_code != 200:
+        assert r.json["errors"][0]["code"] in {
+            "UNAUTHORIZED",
+            "UNSUPPORTED",
+            "NAME_INVALID",
+            "TOOMANYREQUESTS",
+        }
+    for path in ("/v2/", "/v2/alice/app/tags/list", "/api/v1/user/"):
+        r = client.simulate_get(path, headers=headers)
+        assert r.status_code in (200, 401, 403, 404, 429), (path, r.status_code, r.text)
+
+
+def test_a_registry_token_keeps_the_scopes_of_the_api_token_it_came_from(
+    client: falcon.testing.TestClient, container: Container
+) -> None:
+    """A mount's source is judged from the token's subject: never beyond its scopes."""
+    assert push_image(client, "alice/app", basic("alice")).status_code == 201
+    _, create_only = container.access.issue_api_token(
+        AccountName("alice"), [ApiScope.REPO_CREATE], SYSTEM
+    )
+    as_token = {
+        "Authorization": "Basic " + base64.b64encode(f"$token:{create_only}".encode()).decode()
+    }
+    jwt_token = token(client, as_token, "repository:alice/new:pull,push")["token"]
+    assert access_of(jwt_token)[0]["actions"] == ["pull", "push"]
+    layer = b"layer of alice/app:v1"
+    r = client.simulate_post(
+        "/v2/alice/new/blobs/uploads/",
+        params={"mount": sha256(layer), "from": "alice/app"},
+        headers=bearer(jwt_token),
+    )
+    assert r.status_code == 202  # not mounted: the token may not read alice/app

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -57,6 +57,9 @@ NEEDED_ROLE = {PULL: RepositoryRole.READ, PUSH: RepositoryRole.WRITE, DELETE: Re
 ANONYMOUS_SUBJECT = "(anonymous)"
 CATALOG = "catalog"
 REFUSED_CLAIM = "cargohold_refused"
+#: The API-token scopes of the credentials a token was issued to (absent: full rights), so
+#: that a decision made from the subject (a mount's source) never exceeds them.
+SCOPES_CLAIM = "cargohold_scopes"
 MAX_SCOPES = 32
 
 
@@ -195,7 +198,17 @@ class RegistryAuth:
             for name, actions in refused_claim.items()
             if isinstance(actions, list)
         }
-        return Authorized(self._identity_of_subject(subject), access, catalog, refused)
+        identity = self._identity_of_subject(subject)
+        scopes = claims.get(SCOPES_CLAIM)
+        if scopes is not None:
+            if not isinstance(scopes, list):
+                raise TokenInvalid("malformed scopes claim")
+            try:
+                parsed = frozenset(ApiScope(s) for s in scopes)
+            except ValueError:
+                raise TokenInvalid("malformed scopes claim") from None
+            identity = replace(identity, scopes=parsed)
+        return Authorized(identity, access, catalog, refused)
 
     def _identity_of_subject(self, subject: Any) -> Identity:
         if not isinstance(subject, str) or subject == ANONYMOUS_SUBJECT:
@@ -292,8 +305,12 @@ class RegistryAuth:
             if asked - set(granted):
                 refused.setdefault(name, set()).update(asked - set(granted))
         subject = ANONYMOUS_SUBJECT if identity.anonymous else identity.name
-        extra = {REFUSED_CLAIM: {n: sorted(a) for n, a in refused.items()}} if refused else None
-        token = self.signer.issue(subject, access, self.service, self.token_ttl, extra)
+        extra: dict[str, Any] = {}
+        if refused:
+            extra[REFUSED_CLAIM] = {n: sorted(a) for n, a in refused.items()}
+        if identity.scopes is not None:
+            extra[SCOPES_CLAIM] = sorted(scope.value for scope in identity.scopes)
+        token = self.signer.issue(subject, access, self.service, self.token_ttl, extra or None)
         return {
             "token": token,
             "access_token": token,
