@@ -23,6 +23,13 @@ class ManifestRow:
 
 
 @dataclass(frozen=True)
+class CurrentTag:
+    tag: str
+    digest: Digest
+    updated_at: str  # ISO 8601, when the tag last moved
+
+
+@dataclass(frozen=True)
 class TagEvent:
     position: int
     tag: str
@@ -76,6 +83,28 @@ class RegistryQueries:
             params.append(n)
         with self.db.transaction(write=False) as c:
             return [str(r[0]) for r in c.execute(sql, params).fetchall()]
+
+    def current_tags(self, name: RepositoryName, n: int) -> list[CurrentTag]:
+        """The first ``n`` tags of a repository in lexical order, with what they point at
+        and when they last moved (one query)."""
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(
+                "SELECT tag, digest, updated_at FROM tags WHERE repository = ? "
+                "ORDER BY tag LIMIT ?",
+                (str(name), n),
+            ).fetchall()
+        return [CurrentTag(str(r[0]), Digest.parse(r[1]), str(r[2])) for r in rows]
+
+    def visibilities(self, names: list[str]) -> dict[str, str]:
+        """Repository name -> visibility, for the live repositories among ``names``."""
+        if not names:
+            return {}
+        marks = ", ".join("?" for _ in names)
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(
+                f"SELECT name, visibility FROM repositories WHERE name IN ({marks})", names
+            ).fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
 
     def resolve_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
         with self.db.transaction(write=False) as c:

@@ -30,7 +30,7 @@ from cargohold.commands.authentication import Identity
 from cargohold.domain.access import NamespaceKind, RepositoryRole, Visibility
 from cargohold.domain.authorization import ANONYMOUS, Caller
 from cargohold.domain.errors import AuthenticationRequired, OrganizationUnknown
-from cargohold.domain.values import RepositoryName, Tag
+from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard, deny
 from cargohold.http.api_v1.request import (
@@ -43,6 +43,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
+from cargohold.http.api_v1.views import rfc2822
 
 PAGE_SIZE = 100
 MAX_TAGS = 500
@@ -104,14 +105,14 @@ class RepositoriesResource(_Repositories):
                 listing_caller(identity), after=after, limit=PAGE_SIZE + 1, namespace=namespace
             )
         out: dict[str, Any] = {"repositories": []}
+        visibility = self.queries.visibilities(names[:PAGE_SIZE])
         for full in names[:PAGE_SIZE]:
             ns, _, short = full.partition("/")
             entry: dict[str, Any] = {
                 "namespace": ns,
                 "name": short,
                 "description": "",
-                # PERF: one indexed lookup per row, at most 100 a page.
-                "is_public": self.guard.is_public(full),
+                "is_public": visibility.get(full) == Visibility.PUBLIC.value,
                 "kind": "image",
                 "state": "NORMAL",
             }
@@ -153,12 +154,13 @@ class RepositoryResource(_Repositories):
 
     def _tags(self, name: RepositoryName) -> dict[str, Any]:
         tags: dict[str, Any] = {}
-        for tag in self.queries.tags(name, n=MAX_TAGS):
-            # PERF: one lookup per tag (at most 500); a bulk query would do it in one.
-            digest = self.queries.resolve_tag(name, Tag(tag))
-            if digest is None:
-                continue  # moved away between the two reads
-            tags[tag] = {"name": tag, "size": None, "manifest_digest": str(digest)}
+        for row in self.queries.current_tags(name, MAX_TAGS):
+            tags[row.tag] = {
+                "name": row.tag,
+                "size": None,
+                "last_modified": rfc2822(row.updated_at),
+                "manifest_digest": str(row.digest),
+            }
         return tags
 
     def on_delete(
