@@ -207,14 +207,17 @@ class AccessService:
         caller: Caller,
         description: str | None = None,
     ) -> bool:
-        """Quay's team PUT: create the team, or set its role (and description). Returns
-        whether it was new. Raises ``OwnersTeamProtected`` for a new role on owners."""
+        """Quay's team PUT: create the team, or set its role and (unless ``None``) its
+        description. Returns whether it was new. Raises ``OwnersTeamProtected`` for a new
+        role on owners."""
 
         def decide(organization: Organization, ctx: EventContext) -> bool:
             if team not in organization.team_roles:
                 organization.create_team(team, role, ctx, description=description or "")
                 return True
             organization.set_team_role(team, role, ctx)
+            if description is not None:
+                organization.set_team_description(team, description, ctx)
             return False
 
         return self._update_organization(org, caller, decide)

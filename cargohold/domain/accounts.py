@@ -278,6 +278,13 @@ class Organization(Aggregate):
         def apply(self, aggregate: Organization) -> None:
             aggregate.team_roles[self.team] = self.role
 
+    class TeamDescriptionChanged(Event):
+        team: TeamName
+        description: str
+
+        def apply(self, aggregate: Organization) -> None:
+            aggregate.team_descriptions[self.team] = self.description
+
     class TeamDeleted(Event):
         team: TeamName
 
@@ -427,6 +434,12 @@ class Organization(Aggregate):
         if team == OWNERS_TEAM:
             raise OwnersTeamProtected(f"the owners team of {self.name} must stay admin")
         self._trigger(self.TeamRoleChanged, ctx, team=team, role=role, from_role=current)
+
+    def set_team_description(self, team: TeamName, description: str, ctx: EventContext) -> None:
+        """Change a team's description. Idempotent. Raises ``TeamUnknown``."""
+        self._team_role(team)
+        if self.team_descriptions[team] != description:
+            self._trigger(self.TeamDescriptionChanged, ctx, team=team, description=description)
 
     def delete_team(self, team: TeamName, ctx: EventContext) -> None:
         """Delete a team and its default permission; its members stay org members.

@@ -56,6 +56,7 @@ class IdentityProjector:
             Organization.MemberRemoved: self._member_removed,
             Organization.TeamCreated: self._team_created,
             Organization.TeamRoleChanged: self._team_role_changed,
+            Organization.TeamDescriptionChanged: self._team_description_changed,
             Organization.TeamDeleted: self._team_deleted,
             Organization.TeamMemberAdded: self._team_member_added,
             Organization.TeamMemberRemoved: self._team_member_removed,
@@ -189,6 +190,13 @@ class IdentityProjector:
             "VALUES (?, ?, ?, ?, ?)",
             (self._org_name(c, ns, e), str(e.team), e.role.value, e.description, pos),
         )
+
+    def _team_description_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+        c.execute(
+            f"UPDATE {ns}teams SET description = ?, position = ? WHERE org = ? AND team = ?",
+            (e.description, pos, self._org_name(c, ns, e), str(e.team)),
+        )
+        _changed_one(c, "team", e)
 
     def _team_role_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         c.execute(

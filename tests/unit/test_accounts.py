@@ -298,6 +298,19 @@ def test_set_team_role_guards() -> None:
     assert then(org) == []
 
 
+def test_set_team_description() -> None:
+    org = given_org(team(DEVS))
+    org.set_team_description(DEVS, "the developers", CTX)
+    assert then(org) == [
+        ("TeamDescriptionChanged", {"team": DEVS, "description": "the developers"})
+    ]
+    assert org.team_descriptions[DEVS] == "the developers"
+    org.set_team_description(DEVS, "the developers", CTX)
+    assert then(org) == []
+    with pytest.raises(TeamUnknown):
+        org.set_team_description(TeamName("nobody"), "x", CTX)
+
+
 def test_delete_team_and_its_default_permission() -> None:
     devs = Principal.team("acme", "devs")
     org = given_org(team(DEVS), in_team(DEVS, BOB), default(devs, RepositoryRole.WRITE))

@@ -1,9 +1,8 @@
 """Teams of an organisation (QUAY-API.md section 3).
 
 - ``PUT /organization/{org}/team/{team}`` (org admin): create the team or change its role;
-  200 ``{name, description, can_view, role, avatar, new_team}``. The ``owners`` team must
-  stay admin (400). A new ``description`` for an existing team is refused (400): there is
-  no event to record it yet.
+  200 ``{name, description, can_view, role, avatar, new_team}``; a ``description`` given
+  for an existing team replaces its own. The ``owners`` team must stay admin (400).
 - ``DELETE …/team/{team}`` (org admin) -> 204; an unknown team is 404 (Quay: 400).
 - ``GET …/team/{team}/members`` (team member or org admin).
 - ``PUT/DELETE …/team/{team}/members/{member}`` (org admin). No e-mail invites: the user
@@ -56,10 +55,6 @@ class TeamResource(_Teams):
         body = read_body(req)
         role = body.choice("role", TeamRole)
         description = body.optional_text("description", max_length=1024)
-        existing = self.access.team(name, team_name)
-        if existing is not None and description not in (None, existing.description):
-            # NOTE: there is no event for it yet; refusing beats a 200 that ignores it.
-            raise invalid_request("changing the description of an existing team is not supported")
         new = self.container.access.upsert_team(
             name, team_name, role, caller_of(req), description=description
         )
