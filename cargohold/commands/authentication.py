@@ -161,6 +161,11 @@ class Authenticator:
         Raises ``LoginThrottled`` (before checking anything) and ``CredentialsInvalid``.
         """
         account_key = username.lower()[:300]
+        if username in TOKEN_USERNAMES:
+            # NOTE: "$token" is not an account: counting its failures together would let
+            # anyone lock every API token out. A token cannot be guessed anyway; the
+            # address is what is throttled.
+            account_key = f"{username}@{address}"
         wait = self.throttle.check(account_key, address)
         if wait > 0:
             raise LoginThrottled("too many failed logins; try again later", int(wait + 0.999))

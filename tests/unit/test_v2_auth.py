@@ -27,6 +27,7 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
+from cargohold.domain.errors import CredentialsInvalid, LoginThrottled
 from cargohold.domain.values import Actor, RepositoryName
 from cargohold.http.app import create_app
 from tests.fixtures.digests import sha256
@@ -394,3 +395,15 @@ def test_a_registry_token_keeps_the_scopes_of_the_api_token_it_came_from(
         headers=bearer(jwt_token),
     )
     assert r.status_code == 202  # not mounted: the token may not read alice/app
+
+
+def test_failed_token_logins_from_one_address_do_not_lock_out_another(
+    container: Container,
+) -> None:
+    _, good = container.access.issue_api_token(AccountName("alice"), [ApiScope.REPO_READ], SYSTEM)
+    for i in range(10):
+        with pytest.raises((CredentialsInvalid, LoginThrottled)):
+            container.authenticator.basic("$token", f"chk_wrong{i}", "10.0.0.1")
+    with pytest.raises(LoginThrottled):
+        container.authenticator.basic("$token", good, "10.0.0.1")
+    assert container.authenticator.basic("$token", good, "10.0.0.2").name == "alice"
