@@ -11,8 +11,8 @@ services:  ## PostgreSQL and MinIO for the integration tests (idempotent)
 	scripts/install-test-services
 
 lint:
-	$(PYTHON) -m ruff check cargohold tests
-	$(PYTHON) -m ruff format --check cargohold tests
+	$(PYTHON) -m ruff check cargohold tests bench
+	$(PYTHON) -m ruff format --check cargohold tests bench
 	$(PYTHON) -m mypy
 
 test:

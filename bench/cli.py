@@ -1,0 +1,239 @@
+"""``python -m bench``: cargohold beside the reference registry, in one run.
+
+Starts the reference registry (Debian's ``docker-registry``, distribution 2.8) and
+cargohold on the embedded default (SQLite + filesystem) twice, with ``--workers 1`` and
+``--workers 2`` on one shared data dir, each on a free 127.0.0.1 port, with throwaway data
+under a temporary directory. Loads the same content into each (``bench.populate``), then
+runs every measurement ``--repeat`` times, interleaved: each repeat runs it once on each
+registry, in an order rotated by one every repeat. Prints the table; writes it into
+``docs/benchmarks.md`` (a full run by default, or wherever ``--out`` says).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import populate
+from bench.content import Blob, make_blob
+from bench.loadgen import LOADERS, resolve_loader, wrk_binary
+from bench.measurements import (
+    ALL_METRICS,
+    BIG,
+    CATALOG_CONTENT,
+    LOADS,
+    MEASUREMENTS,
+    NAMES,
+    RSS_LOAD,
+    TAGS,
+    Context,
+    Measurement,
+)
+from bench.populate import Image
+from bench.report import (
+    Column,
+    Samples,
+    load_average,
+    loading_table,
+    machine,
+    section,
+    table,
+    write_page,
+)
+from bench.servers import REPO_ROOT, BenchError, Registry, cargohold, reference
+from bench.spec import FULL, QUICK, Profile
+
+DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark cargohold side by side with the reference registry.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and 2 repeats (the CI smoke)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"write the table into this page (default: {DEFAULT_OUT.relative_to(REPO_ROOT)} "
+        "for a full run of every measurement; nothing for --quick or --only)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}"
+    )
+    parser.add_argument("--repeat", type=int, help="repeats per measurement (default 5)")
+    parser.add_argument(
+        "--loader",
+        choices=LOADERS,
+        default="auto",
+        help="request load generator (auto: wrk when installed, else Python processes)",
+    )
+    parser.add_argument("--json", type=Path, help="also write every sample as JSON here")
+    parser.add_argument("--workdir", type=Path, help="where the throwaway data goes")
+    parser.add_argument("--keep", action="store_true", help="keep the workdir afterwards")
+    return parser
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _timed(phases: dict[str, float], phase: str, action: Callable[[], object]) -> None:
+    started = time.perf_counter()
+    action()
+    phases[phase] = time.perf_counter() - started
+
+
+def _load_content(
+    registry: Registry, needs: set[str], profile: Profile, big: Blob | None
+) -> tuple[Image, dict[str, float]]:
+    """Push the content ``needs`` into ``registry``; the image and each phase's seconds."""
+    phases: dict[str, float] = {}
+    image = populate.push_image(registry.url)
+    if TAGS in needs:
+        _log(f"  {registry.label}: {profile.tags:,} tags")
+        _timed(phases, TAGS, lambda: populate.push_tags(registry.url, image, profile.tags))
+    if CATALOG_CONTENT in needs:
+        _log(f"  {registry.label}: {profile.repositories:,} repositories")
+        _timed(
+            phases,
+            CATALOG_CONTENT,
+            lambda: populate.push_catalog(registry.url, image, profile.repositories),
+        )
+    if big is not None:
+        _log(f"  {registry.label}: a {big.size >> 20} MiB blob")
+        _timed(phases, BIG, lambda: populate.push_big(registry.url, big))
+    return image, phases
+
+
+def _run(selected: Sequence[Measurement], registries: Sequence[Registry], ctx: Context) -> Samples:
+    samples: Samples = {}
+    for measurement in selected:
+        _log(f"{measurement.name}:")
+        for registry in registries:
+            measurement.prepare(registry, ctx)
+        for repeat in range(ctx.profile.repeat):
+            shift = repeat % len(registries)
+            for registry in [*registries[shift:], *registries[:shift]]:
+                values = measurement.run(registry, ctx, repeat)
+                for key, value in values.items():
+                    samples.setdefault(key, {}).setdefault(registry.key, []).append(value)
+                shown = ", ".join(f"{k.split('/')[1]} {v:,.2f}" for k, v in values.items())
+                _log(f"  [{repeat + 1}/{ctx.profile.repeat}] {registry.label}: {shown}")
+    if LOADS & {m.name for m in selected}:
+        for (key, _), peak in sorted(ctx.rss_peaks.items()):
+            samples.setdefault(RSS_LOAD.key, {}).setdefault(key, []).append(peak)
+    return samples
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    if args.repeat is not None:
+        if args.repeat < 1:
+            print("python -m bench: --repeat must be at least 1", file=sys.stderr)
+            return 2
+        profile = dataclasses.replace(profile, repeat=args.repeat)
+    selected = [m for m in MEASUREMENTS if not args.only or m.name in args.only]
+    needs: set[str] = set().union(*(m.needs for m in selected))
+    out = args.out
+    if out is None and not args.quick and not args.only:
+        out = DEFAULT_OUT
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cargohold-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.datetime.now(datetime.UTC)
+    started = time.perf_counter()
+    load_before = load_average()
+    try:
+        loader = resolve_loader(args.loader)
+        loader_text = (
+            f"wrk ({wrk_binary()}), 2 threads; HEAD loads: Python, one process per core"
+            if loader == "wrk"
+            else "Python, one process per core (asyncio connections)"
+        )
+        with ExitStack() as stack:
+            _log(f"starting the registries (data under {workdir})")
+            ref = stack.enter_context(
+                reference("reference", "reference (distribution 2.8)", workdir / "reference")
+            )
+            data = workdir / "cargohold-data"
+            w1 = stack.enter_context(
+                cargohold("cargohold-1", "cargohold, 1 worker", data, workdir / "c1", workers=1)
+            )
+            w2 = stack.enter_context(
+                cargohold("cargohold-2", "cargohold, 2 workers", data, workdir / "c2", workers=2)
+            )
+            registries = [ref, w1, w2]
+            _log("loading content")
+            big = make_blob(profile.big_blob, seed=1) if BIG in needs else None
+            loading: dict[str, dict[str, float]] = {}
+            images = {}
+            # The two cargohold servers share one data dir: load it once, through w1.
+            for registry in (ref, w1):
+                images[registry.key], loading[registry.key] = _load_content(
+                    registry, needs, profile, big
+                )
+            if len({image.digest for image in images.values()}) != 1:
+                raise BenchError("the registries hold different images")
+            ctx = Context(
+                profile=profile,
+                loader=loader,
+                image=images[w1.key],
+                big=big,
+                workers={ref.key: 0, w1.key: 1, w2.key: 2},
+            )
+            samples = _run(selected, registries, ctx)
+        load_after = load_average()
+        columns = [Column(r.key, r.label, ctx.workers[r.key]) for r in registries]
+        table_text, misses = table(ALL_METRICS, samples, columns[0], columns[1:])
+        wall = time.perf_counter() - started
+        generated = section(
+            profile=profile,
+            table_text=table_text,
+            misses=misses,
+            machine_rows=machine(loader_text, load_before, load_after),
+            started=started_at,
+            wall_seconds=wall,
+            loading=loading_table(profile, loading, ref, w1),
+            command=command,
+        )
+        print(generated)
+        if out is not None:
+            write_page(out, generated)
+            _log(f"wrote {out}")
+        if args.json is not None:
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "profile": dataclasses.asdict(profile),
+                        "samples": samples,
+                        "medians": {
+                            k: {r: statistics.median(v) for r, v in by.items()}
+                            for k, by in samples.items()
+                        },
+                    },
+                    indent=2,
+                ),
+                encoding="utf-8",
+            )
+        return 0
+    except BenchError as e:
+        print(f"python -m bench: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
