@@ -42,6 +42,7 @@ from cargohold.domain.values import Actor, ActorKind, RepositoryName
 from cargohold.projections.access_queries import AccessQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay.chain import AuditChain
 
 
 class StartupError(Exception):
@@ -63,6 +64,7 @@ class Container:
     access: AccessService
     authenticator: Authenticator
     signer: TokenSigner
+    audit_chain: AuditChain
 
     def close(self) -> None:
         self.runner.stop()
@@ -96,6 +98,9 @@ def bootstrap(
             throttle.create_table()
         runner.catch_up()
         signer = JWTSigner(_signing_key(settings), issuer=settings.auth_service)
+        audit_chain = AuditChain(views_db, log.recorder, signer)
+        if create_tables:
+            audit_chain.create_tables()
     except BaseException:
         views_db.close()
         raise
@@ -132,6 +137,7 @@ def bootstrap(
         access=access,
         authenticator=authenticator,
         signer=signer,
+        audit_chain=audit_chain,
     )
 
 

@@ -1,4 +1,4 @@
-"""``cargohold`` command line: ``serve``, ``replay rebuild``, ``replay verify``.
+"""``cargohold`` command line: ``serve``, ``replay rebuild | verify | audit-seal | audit-verify``.
 
 Every command takes the same options (``--data-dir``, ``--listen``, ``--config``), on top
 of ``CARGOHOLD_*`` environment variables. Configuration and startup problems print one
@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser(
         "verify", parents=[common], help="compare the live views with a fresh replay"
+    )
+    actions.add_parser(
+        "audit-seal",
+        parents=[common],
+        help="add new events to the audit hash chain and sign a checkpoint (serve does "
+        "this every second)",
+    )
+    actions.add_parser(
+        "audit-verify",
+        parents=[common],
+        help="recompute the audit hash chain and name the first altered, reordered or "
+        "deleted event",
     )
     return parser
 
@@ -137,6 +149,15 @@ def _serve(container: Container, sock: socket.socket) -> int:
 def _replay(container: Container, action: str, *, quiet: bool) -> int:
     from cargohold.replay.views import rebuild, verify
 
+    if action == "audit-seal":
+        chain = container.audit_chain
+        sealed = chain.seal()
+        chain.checkpoint()
+        position, link = chain.head()
+        print(f"sealed {sealed} events; chain at position {position}, link {link.hex()}")
+        return EXIT_OK
+    if action == "audit-verify":
+        return _audit_verify(container, quiet=quiet)
     if action == "rebuild":
         result = rebuild(container, quiet=quiet)
         print(
@@ -153,6 +174,34 @@ def _replay(container: Container, action: str, *, quiet: bool) -> int:
         )
         return EXIT_DIFFERENCES
     print(f"views match a replay of {result.events} events")
+    return EXIT_OK
+
+
+def _audit_verify(container: Container, *, quiet: bool) -> int:
+    from tqdm import tqdm
+
+    chain = container.audit_chain
+    with tqdm(
+        total=chain.head()[0], unit="ev", desc="verifying", disable=quiet, file=sys.stderr
+    ) as bar:
+        report = chain.verify(progress=bar.update)
+    for problem in report.problems:
+        print(problem)
+    if report.more_problems:
+        print(f"... and {report.more_problems} more problems")
+    print(
+        f"{report.events} events checked against the chain sealed to position "
+        f"{report.sealed_position}; {report.unsealed} newer events not yet sealed; "
+        f"{report.checkpoints} signed checkpoints"
+    )
+    if report.last_checkpoint is not None:
+        position, link, sealed_at = report.last_checkpoint
+        print(f"last checkpoint: position {position}, link {link}, signed {sealed_at}")
+    if report.problems:
+        first = report.problems[0]
+        print(f"TAMPERED: first problem at position {first.position} ({first.kind})")
+        return EXIT_DIFFERENCES
+    print("the log is intact")
     return EXIT_OK
 
 

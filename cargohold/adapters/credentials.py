@@ -26,7 +26,8 @@ from typing import Any
 import argon2
 import jwt
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter, TokenSigner
@@ -199,6 +200,18 @@ class JWTSigner(TokenSigner):
         return jwt.encode(
             claims, self._private_key, algorithm=self.ALGORITHM, headers={"kid": self.key_id}
         )
+
+    def sign_detached(self, data: bytes) -> bytes:
+        """An ECDSA P-256 / SHA-256 signature of ``data`` (DER), for statements that are
+        not tokens: the audit chain's checkpoints."""
+        return self._private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    def verify_detached(self, data: bytes, signature: bytes) -> bool:
+        try:
+            self._public_key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
 
     def verify(self, token: str, audience: str) -> dict[str, Any]:
         try:

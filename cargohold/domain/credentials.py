@@ -101,6 +101,16 @@ class TokenSigner(ABC):
         """
 
     @abstractmethod
+    def sign_detached(self, data: bytes) -> bytes:
+        """A signature over ``data`` with the same key, for statements that are not tokens
+        (the audit chain's checkpoints). Callers prefix ``data`` with their own domain
+        string, so a statement can never be mistaken for a token or the reverse."""
+
+    @abstractmethod
+    def verify_detached(self, data: bytes, signature: bytes) -> bool:
+        """Whether ``signature`` is this key's signature over ``data``; never raises."""
+
+    @abstractmethod
     def verify(self, token: str, audience: str) -> dict[str, Any]:
         """The claims of ``token`` if it is genuine and current for ``audience``.
 

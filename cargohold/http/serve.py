@@ -57,6 +57,20 @@ def _janitor(container: Container, stop: threading.Event) -> None:
             log.exception("upload janitor failed")
 
 
+SEAL_INTERVAL_SECONDS = 1.0
+
+
+def _sealer(container: Container, stop: threading.Event) -> None:
+    """Seal new events into the audit chain about once a second (see replay/chain.py).
+
+    Every worker runs one; they take turns by compare-and-set on the chain's head."""
+    while not stop.wait(SEAL_INTERVAL_SECONDS):
+        try:
+            container.audit_chain.seal()
+        except Exception:  # NOTE: a failed pass is retried; nothing is skipped
+            log.exception("sealing the audit chain failed")
+
+
 _TLS_REFUSAL_BODY = b"this is an HTTP server, not HTTPS/TLS\r\n"
 _TLS_REFUSAL = (
     b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain\r\n"
@@ -116,6 +130,7 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     container.runner.start()
     janitor = threading.Thread(target=_janitor, args=(container, stop), daemon=True)
     janitor.start()
+    threading.Thread(target=_sealer, args=(container, stop), daemon=True).start()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -137,6 +152,10 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     with contextlib.suppress(OSError, ValueError):
         server.run()
     stop.set()
+    try:  # seal what was written last, so a clean stop leaves nothing unsealed
+        container.audit_chain.seal()
+    except Exception:
+        log.exception("sealing the audit chain at shutdown failed")
 
 
 def serve_workers(settings: Settings, sock: socket.socket) -> int:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +56,27 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def test_serve_seals_the_audit_chain(tmp_path: Path) -> None:
+    """The first start writes events (the admin account); serve seals them within a
+    second or two, and what it writes last is sealed when it stops."""
+    port = free_port()
+    data = ["--data-dir", str(tmp_path / "data")]
+    with serving(*data, "--listen", f"127.0.0.1:{port}", cwd=tmp_path) as server:
+        deadline = time.monotonic() + 15
+        while True:
+            report = run_cli("replay", "audit-verify", "--quiet", *data, cwd=tmp_path)
+            if " 0 newer events not yet sealed" in report.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert report.returncode == 0, report.stdout + report.stderr
+        assert " 0 newer events not yet sealed" in report.stdout
+        assert "the log is intact" in report.stdout
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0
+    final = run_cli("replay", "audit-verify", "--quiet", *data, cwd=tmp_path)
+    assert final.returncode == 0 and "signed checkpoints" in final.stdout
 
 
 def test_serve_with_no_arguments_uses_the_embedded_default(tmp_path: Path) -> None:
