@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -13,32 +11,16 @@ import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.access import AccountName, ApiScope, RobotShortName
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
     bearer,
-    make_client,
-    make_container,
     send_json,
 )
 
 PATH = "/api/v1/user/apptoken"
-
-
-@pytest.fixture
-def container(tmp_path: Path) -> Iterator[Container]:
-    c = make_container(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
 
 
 def when(rfc2822: str) -> datetime:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import falcon.testing
@@ -22,33 +20,17 @@ from cargohold.domain.access import (
     Visibility,
 )
 from cargohold.domain.values import RepositoryName
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
     create_repository,
-    make_client,
-    make_container,
     push_image,
     send_json,
 )
 
 REPOS = "/api/v1/repository"
-
-
-@pytest.fixture
-def container(tmp_path: Path) -> Iterator[Container]:
-    c = make_container(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
 
 
 def create(

@@ -19,13 +19,12 @@ from cargohold.domain.access import (
     TeamRole,
 )
 from cargohold.http.api_v1.prototypes import PROTOTYPE_NAMESPACE
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
     create_repository,
-    make_client,
     make_container,
     send_json,
 )
@@ -43,11 +42,6 @@ def container(tmp_path: Path) -> Iterator[Container]:
         yield c
     finally:
         c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
 
 
 # -- robots ---------------------------------------------------------------------------------

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import falcon.testing
 import pytest
 
@@ -18,32 +15,16 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
     create_repository,
-    make_client,
-    make_container,
     send_json,
 )
 
 ORG = "/api/v1/organization/acme"
-
-
-@pytest.fixture
-def container(tmp_path: Path) -> Iterator[Container]:
-    c = make_container(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
 
 
 @pytest.fixture

@@ -18,13 +18,12 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
     create_repository,
-    make_client,
     make_container,
     send_json,
 )
@@ -47,11 +46,6 @@ def container(tmp_path: Path) -> Iterator[Container]:
         yield c
     finally:
         c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
 
 
 def put_role(

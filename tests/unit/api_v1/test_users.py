@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import falcon.testing
 import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.access import AccountName, ApiScope, RobotShortName
-from tests.unit.test_api_v1_support import (
+from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,
     assert_error,
     basic,
-    make_client,
-    make_container,
     send_json,
 )
-
-
-@pytest.fixture
-def container(tmp_path: Path) -> Iterator[Container]:
-    c = make_container(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def client(container: Container) -> falcon.testing.TestClient:
-    return make_client(container)
-
 
 RFC2822 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} [-+]\d{4}")
 
