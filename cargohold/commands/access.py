@@ -309,6 +309,7 @@ class AccessService:
             site_id=self.site_id,
             hlc=self.clock.now(),
             request_id=caller.request_id,
+            client_address=caller.client_address,
         )
 
     def _exists(self, aggregate_id: UUID) -> bool:

@@ -70,10 +70,12 @@ class ViewsWaiter(Protocol):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who issues a command, and under which request id (for the audit trail)."""
+    """Who issues a command, under which request id and from which network address (for
+    the audit trail; ``None`` for the CLI and the system's own commands)."""
 
     actor: Actor
     request_id: str
+    client_address: str | None = None
 
 
 #: The explicit grants a new repository starts with, given its name and its creator.
@@ -224,6 +226,7 @@ class RegistryService:
                     site_id=self.site_id,
                     hlc=self.clock.now(),
                     request_id=caller.request_id,
+                    client_address=caller.client_address,
                 )
                 try:
                     repo: Repository = self.log.repository.get(repo_id)

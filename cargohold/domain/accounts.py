@@ -47,7 +47,7 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
-from cargohold.domain.context import EventContext
+from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     ApiTokenUnknown,
     CredentialInvalid,
@@ -63,7 +63,6 @@ from cargohold.domain.errors import (
     TeamExists,
     TeamUnknown,
 )
-from cargohold.domain.values import Actor, HLCTimestamp
 
 # Deliberately loose: one "@", no spaces; deliverability is not the domain's business.
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
@@ -87,11 +86,8 @@ class Account(Aggregate):
     """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``, and
     ``api_tokens`` (the ids of its live API tokens; the views hold their scopes)."""
 
-    class Event(Aggregate.Event):
-        actor: Actor
-        site_id: UUID
-        hlc: HLCTimestamp
-        request_id: str
+    class Event(ContextEvent):
+        """Base of this aggregate's events (the command's provenance)."""
 
     class Created(Event, Aggregate.Created):
         name: AccountName
@@ -238,11 +234,8 @@ class Organization(Aggregate):
     Team members are users; robots get only their explicit grants (see authorization.py).
     """
 
-    class Event(Aggregate.Event):
-        actor: Actor
-        site_id: UUID
-        hlc: HLCTimestamp
-        request_id: str
+    class Event(ContextEvent):
+        """Base of this aggregate's events (the command's provenance)."""
 
     class Created(Event, Aggregate.Created):
         name: AccountName
@@ -576,11 +569,8 @@ class NamespaceClaim(Aggregate):
     name fail on the primary key (see the module docstring).
     """
 
-    class Event(Aggregate.Event):
-        actor: Actor
-        site_id: UUID
-        hlc: HLCTimestamp
-        request_id: str
+    class Event(ContextEvent):
+        """Base of this aggregate's events (the command's provenance)."""
 
     class Created(Event, Aggregate.Created):
         name: AccountName

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.domain import Aggregate
+
 from cargohold.domain.values import Actor, HLCTimestamp
 
 
@@ -20,13 +22,16 @@ class EventContext:
 
     ``actor`` caused it, ``site_id`` is the origin site (the one whose log the events go
     into), ``hlc`` is the hybrid logical clock reading taken once for the command, and
-    ``request_id`` ties the events to the HTTP request (or CLI run) that asked for them.
+    ``request_id`` ties the events to the HTTP request (or CLI run) that asked for them,
+    and ``client_address`` is the network address that request came from (``None`` for
+    the CLI and for the system's own commands).
     """
 
     actor: Actor
     site_id: UUID
     hlc: HLCTimestamp
     request_id: str
+    client_address: str | None = None
 
     def event_fields(self) -> dict[str, Any]:
         """The fields every event of the command carries, as keyword arguments."""
@@ -35,4 +40,26 @@ class EventContext:
             "site_id": self.site_id,
             "hlc": self.hlc,
             "request_id": self.request_id,
+            "client_address": self.client_address,
         }
+
+
+class ContextEvent(Aggregate.Event):
+    """Base of every event of every aggregate: the provenance of its command (see
+    ``EventContext``). Each aggregate's own ``Event`` derives from it.
+
+    A persisted schema: version 2 added ``client_address`` (events stored before it
+    read as ``None``). Stored topics name the concrete classes, never this one.
+    """
+
+    class_version = 2
+
+    actor: Actor
+    site_id: UUID
+    hlc: HLCTimestamp
+    request_id: str
+    client_address: str | None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["client_address"] = None

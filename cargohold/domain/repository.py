@@ -24,7 +24,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole, Visibility
-from cargohold.domain.context import EventContext
+from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     BlobUnknown,
     ManifestBlobUnknown,
@@ -36,10 +36,8 @@ from cargohold.domain.errors import (
 )
 from cargohold.domain.manifest import ParsedManifest
 from cargohold.domain.values import (
-    Actor,
     Descriptor,
     Digest,
-    HLCTimestamp,
     MediaType,
     RepositoryName,
     Tag,
@@ -70,13 +68,8 @@ class Repository(Aggregate):
     # NOTE: v2 added ``permissions`` and ``visibility``; v3 ``deleted``. See the upcasters.
     class_version = 3
 
-    class Event(Aggregate.Event):
+    class Event(ContextEvent):
         """Base of every ``Repository`` event: the provenance of the command."""
-
-        actor: Actor
-        site_id: UUID
-        hlc: HLCTimestamp
-        request_id: str
 
     class Created(Event, Aggregate.Created):
         name: RepositoryName

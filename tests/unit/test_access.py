@@ -35,7 +35,7 @@ from tests import strategies as s
 SITE = UUID("5c1a7e00-0000-4000-8000-000000000001")
 CTX = EventContext(Actor(ActorKind.USER, "alice"), SITE, HLCTimestamp(1000, 0), "req-1")
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-_CONTEXT = {"actor", "site_id", "hlc", "request_id"}
+_CONTEXT = {"actor", "site_id", "hlc", "request_id", "client_address"}
 
 # Grammars
 

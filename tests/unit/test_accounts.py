@@ -39,7 +39,7 @@ SITE = UUID("5c1a7e00-0000-4000-8000-000000000001")
 CTX = EventContext(Actor(ActorKind.USER, "alice"), SITE, HLCTimestamp(1000, 0), "req-1")
 CTX2 = EventContext(Actor(ActorKind.USER, "root"), SITE, HLCTimestamp(2000, 1), "req-2")
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-_CONTEXT = {"actor", "site_id", "hlc", "request_id"}
+_CONTEXT = {"actor", "site_id", "hlc", "request_id", "client_address"}
 
 ALICE = AccountName("alice")
 BOB = AccountName("bob")

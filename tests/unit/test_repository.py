@@ -45,7 +45,7 @@ LAYER_TYPE = MediaType("application/vnd.oci.image.layer.v1.tar+gzip")
 CONFIG_TYPE = MediaType("application/vnd.oci.image.config.v1+json")
 
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-_CONTEXT = {"actor", "site_id", "hlc", "request_id"}
+_CONTEXT = {"actor", "site_id", "hlc", "request_id", "client_address"}
 
 
 def blob(content: bytes, media_type: MediaType = LAYER_TYPE, **kw: Any) -> Descriptor:

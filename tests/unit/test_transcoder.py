@@ -112,6 +112,30 @@ def test_every_event_class_round_trips_through_the_mapper(
     assert mapper.to_domain_event(copied) == event
 
 
+@pytest.mark.parametrize("event_class", EVENT_CLASSES, ids=lambda c: c.__qualname__)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_events_stored_before_client_addresses_read_as_none(
+    event_class: type[Repository.Event], data: st.DataObject
+) -> None:
+    """Class version 1 of every event had no ``client_address`` and no version key."""
+    event = data.draw(s.events_of(event_class))
+    stored = mapper.to_stored_event(event)
+    state = mapper.transcoder.decode(stored.state)
+    assert state.pop("class_version") == 2
+    del state["client_address"]
+    v1 = StoredEvent(
+        originator_id=stored.originator_id,
+        originator_version=stored.originator_version,
+        topic=stored.topic,
+        state=mapper.transcoder.encode(state),
+    )
+    restored = mapper.to_domain_event(v1)
+    assert type(restored) is event_class
+    assert restored.client_address is None
+    assert restored.request_id == event.request_id and restored.actor == event.actor
+
+
 @settings(max_examples=30, deadline=None)
 @given(repo=s.repositories())
 def test_snapshot_round_trips(repo: Repository) -> None:

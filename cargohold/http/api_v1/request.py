@@ -38,8 +38,9 @@ def identity_of(req: falcon.Request) -> Identity:
 
 
 def caller_of(req: falcon.Request) -> Caller:
-    """The command caller: the identity's actor under the request id."""
-    return Caller(identity_of(req).actor, request_id_of(req))
+    """The command caller: the identity's actor under the request id, from the client's
+    address."""
+    return Caller(identity_of(req).actor, request_id_of(req), req.remote_addr)
 
 
 # -- responses ---------------------------------------------------------------------------

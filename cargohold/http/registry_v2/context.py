@@ -28,4 +28,4 @@ def caller_of(req: falcon.Request) -> Caller:
     """The command caller: the identity the auth guard found (anonymous without one)."""
     auth = getattr(req.context, "auth", None)
     actor = Actor.anonymous() if auth is None else auth.identity.actor
-    return Caller(actor, request_id_of(req))
+    return Caller(actor, request_id_of(req), req.remote_addr)
