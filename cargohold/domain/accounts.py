@@ -83,8 +83,14 @@ def _check_email(email: str) -> None:
 
 
 class Account(Aggregate):
-    """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``, and
-    ``api_tokens`` (the ids of its live API tokens; the views hold their scopes)."""
+    """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``,
+    ``api_tokens`` (the ids of its live API tokens; the views hold their scopes), and
+    ``tag_expiration_s`` (the namespace's time-machine window, ``None`` for the
+    installation's default).
+    """
+
+    # NOTE: v2 added ``tag_expiration_s``; see ``upcast_v1_v2``.
+    class_version = 2
 
     class Event(ContextEvent):
         """Base of this aggregate's events (the command's provenance)."""
@@ -127,12 +133,29 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.api_tokens.discard(self.token_id)
 
+    class TagExpirationWindowSet(Event):
+        """The user namespace's time-machine window (Quay's ``tag_expiration_s``): how
+        long a deleted or moved tag stays restorable. ``from_seconds`` is the window it
+        replaces (``None``: the installation's default)."""
+
+        seconds: int
+        from_seconds: int | None
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.tag_expiration_s = self.seconds
+
     def __init__(self, name: AccountName, email: str, password_hash: str, superuser: bool) -> None:
         self.name = name
         self.email = email
         self.password_hash = password_hash
         self.superuser = superuser
         self.api_tokens: set[str] = set()
+        self.tag_expiration_s: int | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot from before the time-machine window: the installation's default."""
+        state["tag_expiration_s"] = None
 
     @staticmethod
     def create_id(site_id: UUID, name: AccountName) -> UUID:
@@ -210,8 +233,24 @@ class Account(Aggregate):
             raise ApiTokenUnknown(f"{self.name} has no API token {token_id[:64]!r}")
         self._trigger(self.ApiTokenRevoked, ctx, token_id=token_id)
 
+    def set_tag_expiration_window(self, seconds: int, ctx: EventContext) -> None:
+        """Set the time-machine window. Idempotent; ``InvalidInput`` below zero."""
+        _check_window(seconds)
+        if seconds != self.tag_expiration_s:
+            self._trigger(
+                self.TagExpirationWindowSet,
+                ctx,
+                seconds=seconds,
+                from_seconds=self.tag_expiration_s,
+            )
+
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())
+
+
+def _check_window(seconds: int) -> None:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+        raise InvalidInput("the tag expiration window must be a whole number of seconds >= 0")
 
 
 def ctx_time(ctx: EventContext) -> datetime:
@@ -232,7 +271,12 @@ class Organization(Aggregate):
     in it; it cannot be deleted, change role, or lose its last member (Quay refuses to
     leave an organisation without an admin). Every team member is an organisation member.
     Team members are users; robots get only their explicit grants (see authorization.py).
+
+    ``tag_expiration_s``: the time-machine window (``None``: the installation's default).
     """
+
+    # NOTE: v2 added ``tag_expiration_s``; see ``upcast_v1_v2``.
+    class_version = 2
 
     class Event(ContextEvent):
         """Base of this aggregate's events (the command's provenance)."""
@@ -336,6 +380,15 @@ class Organization(Aggregate):
         def apply(self, aggregate: Organization) -> None:
             del aggregate.default_permissions[self.principal]
 
+    class TagExpirationWindowSet(Event):
+        """The organisation's time-machine window; see ``Account.TagExpirationWindowSet``."""
+
+        seconds: int
+        from_seconds: int | None
+
+        def apply(self, aggregate: Organization) -> None:
+            aggregate.tag_expiration_s = self.seconds
+
     def __init__(self, name: AccountName, owner: AccountName) -> None:
         owners = TeamName(OWNERS_TEAM)
         self.name = name
@@ -346,6 +399,12 @@ class Organization(Aggregate):
         self.robots: dict[RobotShortName, str] = {}
         self.robot_descriptions: dict[RobotShortName, str] = {}
         self.default_permissions: dict[Principal, RepositoryRole] = {}
+        self.tag_expiration_s: int | None = None
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot from before the time-machine window: the installation's default."""
+        state["tag_expiration_s"] = None
 
     @staticmethod
     def create_id(site_id: UUID, name: AccountName) -> UUID:
@@ -556,6 +615,17 @@ class Organization(Aggregate):
         if self.team_members[TeamName(OWNERS_TEAM)] == {user}:
             raise OwnersTeamProtected(
                 f"{user} is the last member of the owners team of {self.name}"
+            )
+
+    def set_tag_expiration_window(self, seconds: int, ctx: EventContext) -> None:
+        """Set the time-machine window. Idempotent; ``InvalidInput`` below zero."""
+        _check_window(seconds)
+        if seconds != self.tag_expiration_s:
+            self._trigger(
+                self.TagExpirationWindowSet,
+                ctx,
+                seconds=seconds,
+                from_seconds=self.tag_expiration_s,
             )
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:

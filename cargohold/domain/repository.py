@@ -13,11 +13,29 @@ Access: ``permissions`` (principal -> role) and ``visibility`` (PRIVATE until ch
 creates repositories). The aggregate's ``class_version`` 2 upcasts snapshots taken before
 these fields existed; version 3 adds ``deleted`` (``Deleted`` empties the repository,
 ``Recreated`` brings its name back into use, so one stream holds every life of a name).
+
+The tag time machine (version 4 adds ``tag_expirations`` and ``tag_pasts``):
+
+- ``TagExpirationChanged`` sets or clears the moment a tag stops being served (Quay's
+  ``change_tag_expiration``). Moving, restoring or deleting the tag clears it.
+- ``TagExpired`` records that a tag's expiration passed: the tag is gone, exactly as if
+  deleted at ``expires_at`` (the moment it expired, not the moment it was noticed). It
+  is always caused by the system actor: every command that touches tags first records
+  the expirations that are due (``expire_due``), and the server's sweeper records them
+  for repositories nobody touches. Readers do not wait for it: the views hide an
+  expired tag as soon as its expiration passes.
+- ``TagRestored`` points a tag back at a manifest it pointed to before (Quay's
+  ``revert_tag``). Allowed only when the tag stopped pointing at that manifest no longer
+  ago than the namespace's window (``tag_pasts`` keeps, per tag, when it last stopped
+  pointing at each manifest). A manifest deleted since is pushed again first, from its
+  bytes, which the blob store keeps (as Quay's time machine keeps the manifests of dead
+  tags until the window has passed); if its blobs are gone too, the restore is refused.
 """
 
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -27,6 +45,7 @@ from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole, Vi
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     BlobUnknown,
+    InvalidInput,
     ManifestBlobUnknown,
     ManifestUnknown,
     PermissionInvalid,
@@ -36,6 +55,7 @@ from cargohold.domain.errors import (
 )
 from cargohold.domain.manifest import ParsedManifest
 from cargohold.domain.values import (
+    Actor,
     Descriptor,
     Digest,
     MediaType,
@@ -62,11 +82,14 @@ class Repository(Aggregate):
 
     State: ``name``; ``blobs`` (digest -> size) linked into the repository; ``manifests``
     (digest -> media type) pushed to it; ``tags`` (tag -> manifest digest);
-    ``permissions`` (principal -> explicit role); ``visibility``.
+    ``permissions`` (principal -> explicit role); ``visibility``; ``tag_expirations``
+    (tag -> when it stops being served); ``tag_pasts`` (tag -> manifest digest -> when
+    the tag last stopped pointing at it, in HLC wall milliseconds).
     """
 
-    # NOTE: v2 added ``permissions`` and ``visibility``; v3 ``deleted``. See the upcasters.
-    class_version = 3
+    # NOTE: v2 added ``permissions`` and ``visibility``; v3 ``deleted``; v4 the time
+    # machine's ``tag_expirations`` and ``tag_pasts``. See the upcasters.
+    class_version = 4
 
     class Event(ContextEvent):
         """Base of every ``Repository`` event: the provenance of the command."""
@@ -107,6 +130,9 @@ class Repository(Aggregate):
         to_digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
+            if self.from_digest is not None:
+                aggregate._tag_ended(self.tag, self.from_digest, self.hlc.wall_ms)
+            aggregate.tag_expirations.pop(self.tag, None)
             aggregate.tags[self.tag] = self.to_digest
 
     class TagDeleted(Event):
@@ -114,6 +140,51 @@ class Repository(Aggregate):
         digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
+            aggregate._tag_ended(self.tag, self.digest, self.hlc.wall_ms)
+            aggregate.tag_expirations.pop(self.tag, None)
+            del aggregate.tags[self.tag]
+
+    class TagRestored(Event):
+        """Quay's ``revert_tag``: ``tag`` points again at ``to_digest``, a manifest it
+        pointed to before; ``from_digest`` is what it pointed at (``None``: nothing)."""
+
+        tag: Tag
+        from_digest: Digest | None
+        to_digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            if self.from_digest is not None:
+                aggregate._tag_ended(self.tag, self.from_digest, self.hlc.wall_ms)
+            aggregate.tag_expirations.pop(self.tag, None)
+            aggregate.tags[self.tag] = self.to_digest
+
+    class TagExpirationChanged(Event):
+        """Quay's ``change_tag_expiration``: the live tag (pointing at ``digest``) stops
+        being served at ``expires_at`` (``None``: never); ``from_expires_at`` is the
+        expiration it replaces."""
+
+        tag: Tag
+        digest: Digest
+        expires_at: datetime | None
+        from_expires_at: datetime | None
+
+        def apply(self, aggregate: Repository) -> None:
+            if self.expires_at is None:
+                aggregate.tag_expirations.pop(self.tag, None)
+            else:
+                aggregate.tag_expirations[self.tag] = self.expires_at
+
+    class TagExpired(Event):
+        """The tag's expiration (``expires_at``) passed: it no longer points at
+        ``digest``. Recorded by the system actor, at or after ``expires_at``."""
+
+        tag: Tag
+        digest: Digest
+        expires_at: datetime
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate._tag_ended(self.tag, self.digest, epoch_ms(self.expires_at))
+            aggregate.tag_expirations.pop(self.tag, None)
             del aggregate.tags[self.tag]
 
     class ManifestDeleted(Event):
@@ -156,6 +227,8 @@ class Repository(Aggregate):
             aggregate.blobs.clear()
             aggregate.manifests.clear()
             aggregate.tags.clear()
+            aggregate.tag_expirations.clear()
+            aggregate.tag_pasts.clear()
             aggregate.permissions.clear()
             aggregate.visibility = Visibility.PRIVATE
             aggregate.deleted = True
@@ -174,6 +247,11 @@ class Repository(Aggregate):
         self.permissions: dict[Principal, RepositoryRole] = {}
         self.visibility = Visibility.PRIVATE
         self.deleted = False
+        self.tag_expirations: dict[Tag, datetime] = {}
+        self.tag_pasts: dict[Tag, dict[Digest, int]] = {}
+
+    def _tag_ended(self, tag: Tag, digest: Digest, at_ms: int) -> None:
+        self.tag_pasts.setdefault(tag, {})[digest] = at_ms
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -185,6 +263,13 @@ class Repository(Aggregate):
     def upcast_v2_v3(state: dict[str, Any]) -> None:
         """A snapshot from before repositories could be deleted: it is live."""
         state["deleted"] = False
+
+    @staticmethod
+    def upcast_v3_v4(state: dict[str, Any]) -> None:
+        """A snapshot from before the time machine: no expirations, no past to restore
+        (the history before the snapshot stays in the log and the views)."""
+        state["tag_expirations"] = {}
+        state["tag_pasts"] = {}
 
     @staticmethod
     def create_id(site_id: UUID, name: RepositoryName) -> UUID:
@@ -277,6 +362,7 @@ class Repository(Aggregate):
         """
         if digest not in self.manifests:
             raise ManifestUnknown(f"manifest {digest} is not in repository {self.name}")
+        self.expire_due(ctx)
         for tag in sorted(t for t, d in self.tags.items() if d == digest):
             self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
         self._trigger(self.ManifestDeleted, ctx, digest=digest)
@@ -288,6 +374,7 @@ class Repository(Aggregate):
 
         Raises ``ManifestUnknown`` if ``digest`` is not a manifest of this repository.
         """
+        self.expire_due(ctx)
         if digest not in self.manifests:
             raise ManifestUnknown(f"manifest {digest} is not in repository {self.name}")
         current = self.tags.get(tag)
@@ -297,10 +384,101 @@ class Repository(Aggregate):
 
     def untag(self, tag: Tag, ctx: EventContext) -> None:
         """Delete a tag (not the manifest). Raises ``TagUnknown`` if absent."""
+        self.expire_due(ctx)
         digest = self.tags.get(tag)
         if digest is None:
             raise TagUnknown(f"tag {tag} is not in repository {self.name}")
         self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
+
+    # The time machine
+
+    def expire_due(self, ctx: EventContext) -> None:
+        """Record, as the system actor, every tag whose expiration is at or before the
+        command's time (in tag order). Idempotent."""
+        now = ctx.hlc.wall_ms
+        due = sorted(t for t, at in self.tag_expirations.items() if epoch_ms(at) <= now)
+        if not due:
+            return
+        system = EventContext(
+            actor=Actor.system(),
+            site_id=ctx.site_id,
+            hlc=ctx.hlc,
+            request_id=ctx.request_id,
+        )
+        for tag in due:
+            self._trigger(
+                self.TagExpired,
+                system,
+                tag=tag,
+                digest=self.tags[tag],
+                expires_at=self.tag_expirations[tag],
+            )
+
+    def set_tag_expiration(self, tag: Tag, expires_at: datetime | None, ctx: EventContext) -> None:
+        """Make a live tag stop being served at ``expires_at`` (``None``: never). Idempotent.
+
+        Raises ``TagUnknown`` for a tag that is not live and ``InvalidInput`` for an
+        expiration that is naive or not after the command's time.
+        """
+        self.expire_due(ctx)
+        digest = self.tags.get(tag)
+        if digest is None:
+            raise TagUnknown(f"tag {tag} is not in repository {self.name}")
+        if expires_at is not None:
+            if expires_at.tzinfo is None or epoch_ms(expires_at) <= ctx.hlc.wall_ms:
+                raise InvalidInput("a tag's expiration must be an aware time in the future")
+            expires_at = expires_at.astimezone(UTC)
+        current = self.tag_expirations.get(tag)
+        if current == expires_at:
+            return
+        self._trigger(
+            self.TagExpirationChanged,
+            ctx,
+            tag=tag,
+            digest=digest,
+            expires_at=expires_at,
+            from_expires_at=current,
+        )
+
+    def restorable(self, tag: Tag, digest: Digest, window: timedelta, ctx: EventContext) -> bool:
+        """Whether ``tag`` stopped pointing at ``digest`` within ``window`` of the command's
+        time (the guard of ``restore_tag``)."""
+        ended = self.tag_pasts.get(tag, {}).get(digest)
+        return ended is not None and ctx.hlc.wall_ms - ended <= window // timedelta(milliseconds=1)
+
+    def restore_tag(
+        self,
+        tag: Tag,
+        digest: Digest,
+        window: timedelta,
+        ctx: EventContext,
+        manifest: ParsedManifest | None = None,
+        sparse: SparsePolicy = SparsePolicy.STRICT,
+    ) -> None:
+        """Point ``tag`` back at ``digest`` (Quay's restore). Idempotent when it points there.
+
+        Raises ``ManifestUnknown`` unless the tag stopped pointing at ``digest`` within
+        ``window`` (the namespace's time-machine window) of the command's time. A manifest
+        deleted since must come as ``manifest`` (parsed from its stored bytes) and is pushed
+        again first, under the usual guards (``ManifestBlobUnknown`` if its blobs are gone).
+        """
+        self.expire_due(ctx)
+        current = self.tags.get(tag)
+        if current == digest:
+            return
+        if not self.restorable(tag, digest, window, ctx):
+            raise ManifestUnknown(
+                f"tag {tag} did not point at manifest {digest} within the time machine "
+                f"window ({int(window.total_seconds())} s) of repository {self.name}"
+            )
+        if digest not in self.manifests:
+            if manifest is None or manifest.digest != digest:
+                raise ManifestUnknown(
+                    f"manifest {digest} was deleted from repository {self.name} "
+                    "and its content is gone"
+                )
+            self.push_manifest(manifest, ctx, sparse)
+        self._trigger(self.TagRestored, ctx, tag=tag, from_digest=current, to_digest=digest)
 
     # Access
 
@@ -360,3 +538,12 @@ class Repository(Aggregate):
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())
+
+
+def epoch_ms(moment: datetime) -> int:
+    """An aware moment in milliseconds since the Unix epoch (the unit of HLC readings,
+    which is what the time machine measures by)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -21,6 +21,7 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
 from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
 from cargohold.projections.identity import IdentityProjector
+from cargohold.projections.time_machine import TimeMachineProjector
 
 __all__ = ["ProjectionCorrupt", "RegistryProjector", "UnknownEvent"]
 
@@ -30,6 +31,17 @@ _CONTENT_TABLES = ("blob_links", "manifests", "tags", "referrers", "repository_p
 
 def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _chained(first: Handler, then: Handler | None) -> Handler:
+    if then is None:
+        return first
+
+    def both(c: Cursor, ns: str, event: Any, position: int) -> None:
+        first(c, ns, event, position)
+        then(c, ns, event, position)
+
+    return both
 
 
 class RegistryProjector:
@@ -51,6 +63,9 @@ class RegistryProjector:
             Repository.Recreated: self._recreated,
             **IdentityProjector().handlers(),
         }
+        # The tag time machine: its handler runs first, then ours for the same class.
+        for event_class, extra in TimeMachineProjector().handlers().items():
+            self._handlers[event_class] = _chained(extra, self._handlers.get(event_class))
 
     @property
     def event_classes(self) -> frozenset[type]:

@@ -218,6 +218,50 @@ API_TOKENS = Table(
     indexes=(("token_hash",), ("owner",)),
 )
 
+# -- the tag time machine (projections/time_machine.py) ----------------------------------
+# One row per lifetime of a tag: from the event that pointed it at ``digest``
+# (``start_position``, at ``start_ms``) to the one that ended it (``end_ms``: moved,
+# restored elsewhere, deleted, expired, or NULL while live). ``expires_ms`` is the
+# expiration set on a live tag (Quay's future ``lifetime_end``); a live tag whose
+# ``expires_ms`` has passed is expired for every reader, before the sweeper records it.
+# Times are HLC wall-clock milliseconds. ``size`` and ``is_manifest_list`` are copied from
+# ``manifest_sizes`` when the lifetime starts, so they outlive the manifest.
+TAG_LIFETIMES = Table(
+    "tag_lifetimes",
+    (
+        ("repository", T),
+        ("tag", T),
+        ("start_position", I),
+        ("digest", T),
+        ("start_ms", I),
+        ("end_ms", I),
+        ("expires_ms", I),
+        ("reversion", I),  # 0 | 1: started by a restore
+        ("size", I),  # the layers' total, NULL for an index or a manifest pushed before
+        ("is_manifest_list", I),  # 0 | 1
+        ("position", I),
+    ),
+    key=("repository", "tag", "start_position"),
+    indexes=(("repository", "start_ms"), ("expires_ms",)),
+)
+MANIFEST_SIZES = Table(
+    "manifest_sizes",
+    (
+        ("repository", T),
+        ("digest", T),
+        ("layers_size", I),  # NULL for an index
+        ("is_manifest_list", I),
+        ("position", I),
+    ),
+    key=("repository", "digest"),
+)
+# A namespace's time-machine window, once set (absent: the installation's default).
+NAMESPACE_SETTINGS = Table(
+    "namespace_settings",
+    (("name", T), ("tag_expiration_s", I), ("position", I)),
+    key=("name",),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -237,6 +281,9 @@ VIEW_TABLES: tuple[Table, ...] = (
     ROBOTS,
     DEFAULT_PERMISSIONS,
     API_TOKENS,
+    TAG_LIFETIMES,
+    MANIFEST_SIZES,
+    NAMESPACE_SETTINGS,
 )
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
