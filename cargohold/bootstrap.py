@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,16 @@ from cargohold.adapters.upload_sessions import SQLUploadSessions
 from cargohold.commands.access import AccessService
 from cargohold.commands.authentication import Authenticator
 from cargohold.commands.registry import Caller, RegistryLog, RegistryService
+from cargohold.commands.tag_windows import TagWindows
 from cargohold.commands.uploads import UploadService
-from cargohold.config import ConfigError, Settings
+from cargohold.config import (
+    ConfigError,
+    Settings,
+    default_tag_expiration,
+    tag_expiration_options,
+)
 from cargohold.domain.access import AccountName, Principal, PrincipalKind, RepositoryRole
-from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
 from cargohold.domain.credentials import PasswordHasher, TokenSigner
 from cargohold.domain.errors import NameTaken, StorageError
 from cargohold.domain.ports import BlobStore
@@ -65,6 +72,7 @@ class Container:
     authenticator: Authenticator
     signer: TokenSigner
     audit_chain: AuditChain
+    tag_windows: TagWindows
 
     def close(self) -> None:
         self.runner.stop()
@@ -77,10 +85,12 @@ def bootstrap(
     *,
     create_tables: bool = True,
     hasher: PasswordHasher | None = None,
+    wall_ms: Callable[[], int] = system_wall_ms,
 ) -> Container:
     """Open (and, with ``create_tables``, migrate) every store; catch the views up.
 
-    ``hasher`` replaces argon2id's production parameters (tests use cheap ones).
+    ``hasher`` replaces argon2id's production parameters (tests use cheap ones);
+    ``wall_ms`` is the wall clock of events and of tag expiry (tests drive it).
     """
     data_dir = Path(settings.data_dir)
     _prepare_data_dir(data_dir)
@@ -104,8 +114,14 @@ def bootstrap(
     except BaseException:
         views_db.close()
         raise
-    clock = HybridLogicalClock()
+    clock = HybridLogicalClock(wall_ms)
     access_queries = AccessQueries(views_db)
+    queries = RegistryQueries(views_db, now_ms=wall_ms)
+    tag_windows = TagWindows(
+        queries.tag_expiration_window,
+        default_tag_expiration(settings),
+        tag_expiration_options(settings),
+    )
     registry = RegistryService(
         log,
         blobs,
@@ -114,8 +130,8 @@ def bootstrap(
         site_id,
         SparsePolicy(settings.sparse_manifests),
         creation_grants=_creation_grants(access_queries),
+        tag_window=tag_windows.window,
     )
-    queries = RegistryQueries(views_db)
     uploads = UploadService(
         blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
     )
@@ -138,6 +154,7 @@ def bootstrap(
         authenticator=authenticator,
         signer=signer,
         audit_chain=audit_chain,
+        tag_windows=tag_windows,
     )
 
 

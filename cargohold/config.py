@@ -24,9 +24,13 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from cargohold.domain.errors import InvalidInput
+from cargohold.domain.expiration import parse_duration
 
 ENV_PREFIX = "CARGOHOLD_"
 
@@ -82,6 +86,11 @@ class Settings:
     sparse_manifests: str = "index"
     # Abandoned chunked uploads are removed after this many seconds.
     upload_expiry_seconds: int = 24 * 3600
+    # The tag time machine: the window (how long a past tag stays restorable) of a
+    # namespace that set none, and the windows an admin may choose (Quay's
+    # DEFAULT_TAG_EXPIRATION and TAG_EXPIRATION_OPTIONS), as durations like "2w".
+    default_tag_expiration: str = "2w"
+    tag_expiration_options: str = "0s,1d,1w,2w,4w"
     # Access control on /v2. With ``auth`` off every caller may push and pull anything,
     # anonymously (a throwaway cache or CI mirror). /api/v1 always authenticates.
     auth: bool = True
@@ -191,6 +200,26 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"setting {name!r} must be a {kind}, not {value!r}") from None
 
 
+def tag_expiration_options(s: Settings) -> tuple[timedelta, ...]:
+    """``tag_expiration_options`` parsed (``ConfigError`` for a bad entry)."""
+    try:
+        return tuple(parse_duration(p) for p in s.tag_expiration_options.split(","))
+    except InvalidInput as e:
+        raise ConfigError(f"setting 'tag_expiration_options': {e}") from None
+
+
+def default_tag_expiration(s: Settings) -> timedelta:
+    try:
+        return parse_duration(s.default_tag_expiration)
+    except InvalidInput as e:
+        raise ConfigError(f"setting 'default_tag_expiration': {e}") from None
+
+
+def _check_tag_expiration(s: Settings) -> None:
+    if default_tag_expiration(s) not in tag_expiration_options(s):
+        raise ConfigError("setting 'default_tag_expiration' must be one of tag_expiration_options")
+
+
 def _validate(s: Settings) -> None:
     _split_listen(s.listen)
     if s.uses_postgres:
@@ -199,6 +228,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"sparse_manifests must be 'strict', 'index' or 'all', not {s.sparse_manifests!r}"
         )
+    _check_tag_expiration(s)
     if s.blob_store not in {"filesystem", "s3"}:
         raise ConfigError(f"blob_store must be 'filesystem' or 's3', not {s.blob_store!r}")
     if s.blob_store == "s3" and not s.s3_endpoint:

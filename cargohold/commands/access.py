@@ -136,6 +136,12 @@ class AccessService:
 
         self._update_account(name, caller, decide)
 
+    def set_user_tag_expiration_window(
+        self, name: AccountName, seconds: int, caller: Caller
+    ) -> None:
+        """Set a user namespace's time-machine window (see commands/tag_windows.py)."""
+        self._update_account(name, caller, lambda a, ctx: a.set_tag_expiration_window(seconds, ctx))
+
     def account_exists(self, name: AccountName) -> bool:
         return self._exists(Account.create_id(self.site_id, name))
 
@@ -289,6 +295,12 @@ class AccessService:
     ) -> None:
         self._update_organization(
             org, caller, lambda o, ctx: o.remove_default_permission(principal, ctx)
+        )
+
+    def set_org_tag_expiration_window(self, org: AccountName, seconds: int, caller: Caller) -> None:
+        """Set an organisation's time-machine window (see commands/tag_windows.py)."""
+        self._update_organization(
+            org, caller, lambda o, ctx: o.set_tag_expiration_window(seconds, ctx)
         )
 
     def organization_exists(self, name: AccountName) -> bool:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -22,15 +23,17 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
 from cargohold.domain.access import Principal, RepositoryRole, Visibility
-from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.accounts import Account, Organization, ctx_time
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
     ConcurrentModification,
     DigestInvalid,
+    DomainError,
     RepositoryExists,
     RepositoryUnknown,
 )
+from cargohold.domain.expiration import MAX_CONFIG_BYTES, label_expiration
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository, SparsePolicy
@@ -82,6 +85,27 @@ class Caller:
 CreationGrants = Callable[[RepositoryName, Actor], Sequence[tuple[Principal, RepositoryRole]]]
 
 
+#: The time-machine window of a namespace (how long a past tag stays restorable).
+TagWindow = Callable[[str], timedelta]
+
+DEFAULT_TAG_WINDOW = timedelta(weeks=2)
+
+#: The largest stored manifest read back to restore a tag to a deleted manifest.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+#: The media types of image configs that may carry the ``quay.expires-after`` label.
+IMAGE_CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
+
+
+def default_tag_window(namespace: str) -> timedelta:
+    return DEFAULT_TAG_WINDOW
+
+
 def no_creation_grants(
     name: RepositoryName, creator: Actor
 ) -> Sequence[tuple[Principal, RepositoryRole]]:
@@ -107,8 +131,10 @@ class RegistryService:
         sparse: SparsePolicy = SparsePolicy.STRICT,
         retry: RetryPolicy | None = None,
         creation_grants: CreationGrants = no_creation_grants,
+        tag_window: TagWindow = default_tag_window,
     ) -> None:
         self.creation_grants = creation_grants
+        self.tag_window = tag_window
         self.sparse = sparse
         self._retry = retry or RetryPolicy()
         self._stripes = tuple(threading.Lock() for _ in range(64))
@@ -165,11 +191,16 @@ class RegistryService:
         else:
             digest = Digest.of(body, DigestAlgorithm.SHA256)
         manifest = parse_manifest(body, content_type, digest)
+        expires_after = self._expires_after(manifest) if isinstance(reference, Tag) else None
 
         def decide(repo: Repository, ctx: EventContext) -> None:
             repo.push_manifest(manifest, ctx, self.sparse)
             if isinstance(reference, Tag):
+                before = repo.tags.get(reference)
                 repo.tag(reference, digest, ctx)
+                if expires_after is not None and repo.tags.get(reference) != before:
+                    # A new lifetime of the tag, from an image labelled to expire.
+                    repo.set_tag_expiration(reference, ctx_time(ctx) + expires_after, ctx)
             # The body is stored once the manifest is accepted, before the event that
             # says it exists. (A retry after a version conflict rewrites the same blob.)
             self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
@@ -179,6 +210,34 @@ class RegistryService:
 
     def tag(self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller) -> None:
         self._execute(name, caller, lambda repo, ctx: repo.tag(tag, digest, ctx), create=False)
+
+    def restore_tag(self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller) -> None:
+        """Point ``tag`` back at a manifest it pointed to within the namespace's window
+        (see ``Repository.restore_tag``); a manifest deleted since is pushed again from
+        its stored bytes, if they are still there."""
+        window = self.tag_window(name.namespace)
+
+        def decide(repo: Repository, ctx: EventContext) -> None:
+            manifest = None
+            if digest not in repo.manifests and repo.restorable(tag, digest, window, ctx):
+                manifest = self._stored_manifest(digest)
+            repo.restore_tag(tag, digest, window, ctx, manifest, self.sparse)
+
+        self._execute(name, caller, decide, create=False)
+
+    def set_tag_expiration(
+        self, name: RepositoryName, tag: Tag, expires_at: datetime | None, caller: Caller
+    ) -> None:
+        self._execute(
+            name,
+            caller,
+            lambda repo, ctx: repo.set_tag_expiration(tag, expires_at, ctx),
+            create=False,
+        )
+
+    def expire_tags(self, name: RepositoryName, caller: Caller) -> None:
+        """Record every expiration of the repository that is due (the sweeper's command)."""
+        self._execute(name, caller, lambda repo, ctx: repo.expire_due(ctx), create=False)
 
     def untag(self, name: RepositoryName, tag: Tag, caller: Caller) -> None:
         self._execute(name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False)
@@ -255,6 +314,33 @@ class RegistryService:
                     self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
         if recordings:
             self.views.wait_for(max(r.notification.id for r in recordings))
+
+    def _expires_after(self, manifest: ParsedManifest) -> timedelta | None:
+        """The ``quay.expires-after`` label of an image's config blob, read only when it
+        is a small JSON config in the blob store; any failure means no label."""
+        config = manifest.config
+        if (
+            config is None
+            or config.urls
+            or str(config.media_type) not in IMAGE_CONFIG_TYPES
+            or not 0 < config.size <= MAX_CONFIG_BYTES
+        ):
+            return None
+        try:
+            body = b"".join(self.blobs.read(config.digest, 0, config.size))
+        except DomainError:
+            return None  # the push itself reports a missing config blob
+        return label_expiration(body)
+
+    def _stored_manifest(self, digest: Digest) -> ParsedManifest | None:
+        """A manifest parsed back from the blob store, or None if its bytes are gone."""
+        try:
+            if self.blobs.stat(digest) > MAX_MANIFEST_BYTES:
+                return None
+            body = b"".join(self.blobs.read(digest))
+            return parse_manifest(body, None, digest)
+        except DomainError:
+            return None
 
     def _grant_initial(self, repo: Repository, caller: Caller, ctx: EventContext) -> None:
         for principal, role in self.creation_grants(repo.name, caller.actor):

@@ -21,7 +21,10 @@ import time
 from typing import Any
 
 from cargohold.bootstrap import Container, bootstrap
+from cargohold.commands.registry import Caller
 from cargohold.config import Settings
+from cargohold.domain.errors import DomainError
+from cargohold.domain.values import Actor
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,35 @@ def _janitor(container: Container, stop: threading.Event) -> None:
                 log.info("removed %d expired uploads", removed)
         except Exception:  # NOTE: a failed sweep is retried next interval
             log.exception("upload janitor failed")
+
+
+#: How often the tag sweeper looks for expirations that have passed.
+TAG_SWEEP_INTERVAL_SECONDS = 15.0
+
+
+def sweep_expired_tags(container: Container) -> int:
+    """Record a ``TagExpired`` (system actor) for every tag whose expiration has passed;
+    returns how many repositories were swept. Readers hide such tags already: this
+    only puts the expiry into the log, so that history and audit show it.
+
+    Safe on several workers and nodes at once (recording is idempotent)."""
+    caller = Caller(Actor.system(), "tag-expiry")
+    swept = 0
+    for name in container.queries.repositories_with_due_expirations():
+        try:
+            container.registry.expire_tags(name, caller)
+            swept += 1
+        except DomainError:  # NOTE: deleted meanwhile, or busy: the next pass sees it
+            log.warning("could not record tag expiry in %s", name, exc_info=True)
+    return swept
+
+
+def _tag_sweeper(container: Container, stop: threading.Event) -> None:
+    while not stop.wait(TAG_SWEEP_INTERVAL_SECONDS):
+        try:
+            sweep_expired_tags(container)
+        except Exception:  # NOTE: a failed sweep is retried next interval
+            log.exception("tag expiry sweep failed")
 
 
 SEAL_INTERVAL_SECONDS = 1.0
@@ -131,6 +163,7 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     janitor = threading.Thread(target=_janitor, args=(container, stop), daemon=True)
     janitor.start()
     threading.Thread(target=_sealer, args=(container, stop), daemon=True).start()
+    threading.Thread(target=_tag_sweeper, args=(container, stop), daemon=True).start()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()

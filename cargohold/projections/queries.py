@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cargohold.adapters.sql import Database
+from cargohold.domain.clock import system_wall_ms
 from cargohold.domain.values import Digest, RepositoryName, Tag
+
+# NOTE: a live tag whose expiration has passed is gone for every reader at once, before
+# the sweeper records its ``TagExpired``. ``t`` is the ``tags`` row; the one parameter
+# is the current time in milliseconds.
+_NOT_EXPIRED = (
+    "NOT EXISTS (SELECT 1 FROM tag_lifetimes l WHERE l.repository = t.repository "
+    "AND l.tag = t.tag AND l.end_ms IS NULL AND l.expires_ms <= ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,20 @@ class TagEvent:
 
 
 @dataclass(frozen=True)
+class TagLifetime:
+    """One lifetime of a tag (Quay's tag history row). Times in epoch milliseconds;
+    ``end_ms`` is when it ended, or, for a live tag, its expiration (``None``: neither)."""
+
+    tag: str
+    digest: Digest
+    start_ms: int
+    end_ms: int | None
+    reversion: bool
+    size: int | None
+    is_manifest_list: bool
+
+
+@dataclass(frozen=True)
 class Referrer:
     digest: str
     media_type: str
@@ -53,9 +77,17 @@ def _annotations(text: Any) -> dict[str, str] | None:
     return None if text is None else dict(json.loads(text))
 
 
+def _first_int(*values: Any) -> int | None:
+    """The first value that is not NULL, as an int."""
+    return next((int(v) for v in values if v is not None), None)
+
+
 class RegistryQueries:
-    def __init__(self, db: Database) -> None:
+    """``now_ms`` is the wall clock that decides which tags have expired (injectable)."""
+
+    def __init__(self, db: Database, now_ms: Callable[[], int] = system_wall_ms) -> None:
         self.db = db
+        self.now_ms = now_ms
 
     def repository_exists(self, name: RepositoryName) -> bool:
         with self.db.transaction(write=False) as c:
@@ -76,8 +108,11 @@ class RegistryQueries:
         self, name: RepositoryName, n: int | None = None, last: str | None = None
     ) -> list[str]:
         """Tags of a repository in lexical order, after ``last``, at most ``n``."""
-        sql = "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag"
-        params: list[Any] = [str(name), last or ""]
+        sql = (
+            f"SELECT tag FROM tags t WHERE repository = ? AND tag > ? AND {_NOT_EXPIRED} "
+            "ORDER BY tag"
+        )
+        params: list[Any] = [str(name), last or "", self.now_ms()]
         if n is not None:
             sql += " LIMIT ?"
             params.append(n)
@@ -89,9 +124,9 @@ class RegistryQueries:
         and when they last moved (one query)."""
         with self.db.transaction(write=False) as c:
             rows = c.execute(
-                "SELECT tag, digest, updated_at FROM tags WHERE repository = ? "
-                "ORDER BY tag LIMIT ?",
-                (str(name), n),
+                f"SELECT tag, digest, updated_at FROM tags t WHERE repository = ? "
+                f"AND {_NOT_EXPIRED} ORDER BY tag LIMIT ?",
+                (str(name), self.now_ms(), n),
             ).fetchall()
         return [CurrentTag(str(r[0]), Digest.parse(r[1]), str(r[2])) for r in rows]
 
@@ -109,7 +144,8 @@ class RegistryQueries:
     def resolve_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
         with self.db.transaction(write=False) as c:
             row = c.execute(
-                "SELECT digest FROM tags WHERE repository = ? AND tag = ?", (str(name), str(tag))
+                f"SELECT digest FROM tags t WHERE repository = ? AND tag = ? AND {_NOT_EXPIRED}",
+                (str(name), str(tag), self.now_ms()),
             ).fetchone()
         return None if row is None else Digest.parse(row[0])
 
@@ -200,3 +236,65 @@ class RegistryQueries:
                 (str(name),),
             ).fetchall()
         return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+    # -- the tag time machine ----------------------------------------------------------
+
+    def tag_lifetimes(
+        self,
+        name: RepositoryName,
+        *,
+        page: int = 1,
+        limit: int = 50,
+        only_active: bool = False,
+        specific_tag: str | None = None,
+    ) -> tuple[list[TagLifetime], bool]:
+        """Page ``page`` (from 1) of the repository's tag lifetimes, newest start first
+        then by name (Quay's order), and whether there are more. ``only_active``: live
+        and not expired; ``specific_tag``: that tag's lifetimes only (exact name)."""
+        now = self.now_ms()
+        sql = (
+            "SELECT tag, digest, start_ms, end_ms, expires_ms, reversion, size, "
+            "is_manifest_list FROM tag_lifetimes WHERE repository = ?"
+        )
+        params: list[Any] = [str(name)]
+        if only_active:
+            sql += " AND end_ms IS NULL AND (expires_ms IS NULL OR expires_ms > ?)"
+            params.append(now)
+        if specific_tag is not None:
+            sql += " AND tag = ?"
+            params.append(specific_tag)
+        sql += " ORDER BY start_ms DESC, tag, start_position DESC LIMIT ? OFFSET ?"
+        params += [limit + 1, limit * (page - 1)]
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(sql, params).fetchall()
+        lifetimes = [
+            TagLifetime(
+                tag=str(r[0]),
+                digest=Digest.parse(r[1]),
+                start_ms=int(r[2]),
+                end_ms=_first_int(r[3], r[4]),
+                reversion=bool(r[5]),
+                size=None if r[6] is None else int(r[6]),
+                is_manifest_list=bool(r[7]),
+            )
+            for r in rows[:limit]
+        ]
+        return lifetimes, len(rows) > limit
+
+    def repositories_with_due_expirations(self, limit: int = 100) -> list[RepositoryName]:
+        """Repositories holding a live tag whose expiration has passed (for the sweeper)."""
+        with self.db.transaction(write=False) as c:
+            rows = c.execute(
+                "SELECT DISTINCT repository FROM tag_lifetimes WHERE end_ms IS NULL "
+                "AND expires_ms <= ? ORDER BY repository LIMIT ?",
+                (self.now_ms(), limit),
+            ).fetchall()
+        return [RepositoryName(r[0]) for r in rows]
+
+    def tag_expiration_window(self, namespace: str) -> int | None:
+        """The namespace's time-machine window in seconds, if it set one."""
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT tag_expiration_s FROM namespace_settings WHERE name = ?", (namespace,)
+            ).fetchone()
+        return None if row is None else int(row[0])
