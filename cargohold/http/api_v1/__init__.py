@@ -10,14 +10,14 @@ Routes (a trailing ``/`` is optional everywhere; ``{namespace}/{repo}`` is a rep
 path                                                        methods             module
 ==========================================================  ==================  ===========
 /error/{error_type}                                         GET                 errors
-/user/                                                      GET                 users
+/user/                                                      GET PUT             users
 /users/{username}                                           GET                 users
 /superuser/users/                                           GET POST            users
 /superuser/users/{username}                                 GET PUT             users
 /user/apptoken                                              GET POST            tokens
 /user/apptoken/{token_id}                                   GET DELETE          tokens
 /organization/                                              POST                organizations
-/organization/{org}                                         GET                 organizations
+/organization/{org}                                         GET PUT             organizations
 /organization/{org}/members                                 GET                 organizations
 /organization/{org}/members/{member}                        GET DELETE          organizations
 /organization/{org}/team/{team}                             PUT DELETE          teams
@@ -38,6 +38,9 @@ path                                                        methods             
 /repository/{ns}/{repo}/permissions/user/{username}/transitive  GET             permissions
 /repository/{namespace}/{repo}/permissions/team/            GET                 permissions
 /repository/{namespace}/{repo}/permissions/team/{team}      GET PUT DELETE      permissions
+/repository/{namespace}/{repo}/tag/                         GET                 tags
+/repository/{namespace}/{repo}/tag/{tag}                    PUT DELETE          tags
+/repository/{namespace}/{repo}/tag/{tag}/restore            POST                tags
 ==========================================================  ==================  ===========
 """
 
@@ -52,6 +55,7 @@ from cargohold.http.api_v1 import (
     prototypes,
     repositories,
     robots,
+    tags,
     teams,
     tokens,
     users,
@@ -109,6 +113,9 @@ def build_router(container: Container) -> ApiV1Router:
         ),
         (_REPO + "/permissions/team", permissions.TeamPermissionsResource(c, g)),
         (_REPO + "/permissions/team/{team}", permissions.TeamPermissionResource(c, g)),
+        (_REPO + "/tag", tags.TagListResource(c, g)),
+        (_REPO + "/tag/{tag}", tags.TagResource(c, g)),
+        (_REPO + "/tag/{tag}/restore", tags.TagRestoreResource(c, g)),
     ]
     for template, resource in routes:
         router.add(template, resource)

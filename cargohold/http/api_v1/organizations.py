@@ -4,7 +4,11 @@
   becomes the only member of the new ``owners`` team. ``email``/``contact_email`` are
   checked to be strings and not stored (organisations have no e-mail address here).
 - ``GET /organization/{org}``: anyone; ``teams``/``ordered_teams`` only for members, the
-  invoice and plan fields only for admins, as Quay.
+  invoice and plan fields and ``tag_expiration_s`` only for admins, as Quay.
+- ``PUT /organization/{org}`` (org admin) ``{"tag_expiration_s"?}`` -> 200 the org view:
+  the time-machine window, one of the configured options (400 otherwise; see
+  commands/tag_windows.py). ``email``/``contact_email`` are checked to be strings and not
+  stored; the invoice fields are refused (400).
 - ``GET /organization/{org}/members``, ``GET/DELETE …/members/{member}``: org admin.
   A ``member`` may name a robot (``org+short``) on GET, as Quay; DELETE of a robot is
   refused (400): a robot leaves by being deleted.
@@ -90,7 +94,7 @@ class OrganizationsResource(_Orgs):
 
 
 class OrganizationResource(_Orgs):
-    """``GET /organization/{org}``."""
+    """``GET`` and ``PUT`` on ``/organization/{org}``."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
         identity = identity_of(req)
@@ -127,10 +131,23 @@ class OrganizationResource(_Orgs):
                 {
                     "invoice_email": False,
                     "invoice_email_address": None,
+                    "tag_expiration_s": self.container.tag_windows.seconds(name),
                     "is_free_account": True,
                 }
             )
         send(resp, view)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
+        name = self.guard.org_admin(identity_of(req), org)
+        body = read_body(req)
+        body.optional_text("email")
+        body.optional_text("contact_email")
+        body.absent("invoice_email", "organisations have no invoices")
+        body.absent("invoice_email_address", "organisations have no invoices")
+        if body.has("tag_expiration_s"):
+            seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
+            self.container.access.set_org_tag_expiration_window(name, seconds, caller_of(req))
+        self.on_get(req, resp, name)
 
 
 class MembersResource(_Orgs):

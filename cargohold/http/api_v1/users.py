@@ -59,7 +59,8 @@ class _Users:
 
 
 class CurrentUserResource(_Users):
-    """``GET /user/``: the calling user (scope user:read). Anonymous: 401."""
+    """``GET /user/``: the calling user (scope user:read). Anonymous: 401. ``PUT``: the
+    time-machine window."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         identity = identity_of(req)
@@ -90,6 +91,7 @@ class CurrentUserResource(_Users):
             "invoice_email": False,
             "invoice_email_address": None,
             "preferred_namespace": False,
+            "tag_expiration_s": self.container.tag_windows.seconds(name),
             "prompts": [],
             "company": None,
             "family_name": None,
@@ -102,6 +104,19 @@ class CurrentUserResource(_Users):
         if row.superuser:
             view["super_user"] = True
         send(resp, view)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """``PUT /user/`` (scope user:admin): only ``tag_expiration_s`` (the user
+        namespace's time-machine window) can change here; any other field is 400."""
+        name = self.guard.user(identity_of(req), ApiScope.USER_ADMIN)
+        body = read_body(req)
+        for key in sorted(body.data):
+            if key != "tag_expiration_s":
+                body.absent(key, "only tag_expiration_s can be changed here")
+        if body.has("tag_expiration_s"):
+            seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
+            self.container.access.set_user_tag_expiration_window(name, seconds, caller_of(req))
+        self.on_get(req, resp)
 
 
 class PublicUserResource(_Users):
