@@ -1,0 +1,104 @@
+"""The tag time machine against the real log and views, on SQLite and PostgreSQL:
+lifetimes, restores, expirations and expiry, namespace windows, and a replay that
+rebuilds the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cargohold.bootstrap import Container, bootstrap
+from cargohold.commands.registry import Caller
+from cargohold.domain.access import AccountName
+from cargohold.domain.values import Actor, RepositoryName, Tag
+from cargohold.http.serve import sweep_expired_tags
+from cargohold.replay.views import verify
+from tests.factories import ALICE, push_image, settings_for
+
+NAME = RepositoryName("acme/app")
+LATEST = Tag("latest")
+T0 = 1_700_000_000_000
+DAY_MS = 86_400_000
+SYSTEM = Caller(Actor.system(), "test")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def container(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, clock: Clock
+) -> Iterator[Container]:
+    c = bootstrap(
+        settings_for(request, backend, tmp_path / "data", snapshot_interval=5), wall_ms=clock
+    )
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_lifetimes_follow_moves_restores_expiry_and_replay_rebuilds_them(
+    container: Container, clock: Clock
+) -> None:
+    first = push_image(container, "acme/app", "latest", seed="a")
+    clock.ms += 1000
+    second = push_image(container, "acme/app", "latest", seed="b")
+    clock.ms += 1000
+    container.registry.restore_tag(NAME, LATEST, first.digest, ALICE)
+    clock.ms += 1000
+    expires = datetime.fromtimestamp((T0 + DAY_MS) / 1000, tz=UTC)
+    container.registry.set_tag_expiration(NAME, LATEST, expires, ALICE)
+
+    q = container.queries
+    rows, more = q.tag_lifetimes(NAME)
+    assert not more
+    assert [(r.digest, r.start_ms, r.end_ms, r.reversion) for r in rows] == [
+        (first.digest, T0 + 2000, T0 + DAY_MS, True),  # live, ends at its expiration
+        (second.digest, T0 + 1000, T0 + 2000, False),
+        (first.digest, T0, T0 + 1000, False),
+    ]
+    assert rows[0].size == len(b"layer a ") * 64  # the layers, not the manifest
+    assert q.resolve_tag(NAME, LATEST) == first.digest
+
+    clock.ms = T0 + DAY_MS
+    assert q.resolve_tag(NAME, LATEST) is None
+    assert q.tags(NAME) == [] and q.current_tags(NAME, 10) == []
+    assert q.tag_lifetimes(NAME, only_active=True) == ([], False)
+    assert q.repositories_with_due_expirations() == [NAME]
+    assert sweep_expired_tags(container) == 1
+    assert q.repositories_with_due_expirations() == []
+    assert [h.action for h in q.tag_history(NAME, LATEST)] == ["move", "move", "restore", "expire"]
+
+    assert verify(container, quiet=True).differences == ()
+
+
+def test_namespace_windows_are_in_the_views(container: Container) -> None:
+    container.access.create_user(AccountName("alice"), "", "alice-pw-12", SYSTEM)
+    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    assert container.tag_windows.seconds("acme") == 14 * 86400
+    container.access.set_org_tag_expiration_window(AccountName("acme"), 0, SYSTEM)
+    container.access.set_user_tag_expiration_window(AccountName("alice"), 86400, SYSTEM)
+    assert container.queries.tag_expiration_window("acme") == 0
+    assert container.tag_windows.seconds("alice") == 86400
+    assert verify(container, quiet=True).differences == ()
+
+
+def test_a_repository_deleted_loses_its_lifetimes(container: Container) -> None:
+    push_image(container, "acme/app", "latest")
+    container.registry.delete_repository(NAME, ALICE)
+    assert container.queries.tag_lifetimes(NAME) == ([], False)
+    assert verify(container, quiet=True).differences == ()
