@@ -1,12 +1,16 @@
 """``python -m bench``: cargohold beside the reference registry, in one run.
 
-Starts the reference registry (Debian's ``docker-registry``, distribution 2.8) and
-cargohold on the embedded default (SQLite + filesystem) twice, with ``--workers 1`` and
-``--workers 2`` on one shared data dir, each on a free 127.0.0.1 port, with throwaway data
-under a temporary directory. Loads the same content into each (``bench.populate``), then
-runs every measurement ``--repeat`` times, interleaved: each repeat runs it once on each
-registry, in an order rotated by one every repeat. Prints the table; writes it into
-``docs/benchmarks.md`` (a full run by default, or wherever ``--out`` says).
+Starts the registries chosen with ``--servers`` (all by default): the reference registry
+(Debian's ``docker-registry``, distribution 2.8), distribution v3 (built by
+``scripts/install-test-services``), cargohold on the embedded default (SQLite +
+filesystem) twice, with ``--workers 1`` and ``--workers 2`` on one shared data dir, and
+cargohold ``--workers 2`` on PostgreSQL + MinIO (both started as the test suite starts
+them), each on a free 127.0.0.1 port, with throwaway data under a temporary directory. A
+chosen registry that is not installed is an error, never a silent skip. Loads the same
+content into each (``bench.populate``), then runs every measurement ``--repeat`` times,
+interleaved: each repeat runs it once on each registry, in an order rotated by one every
+repeat. Prints the table; writes it into ``docs/benchmarks.md`` (a full run by default,
+or wherever ``--out`` says).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bench.measurements import (
     MEASUREMENTS,
     NAMES,
     RSS_LOAD,
+    SLOW,
     TAGS,
     Context,
     Measurement,
@@ -51,10 +56,19 @@ from bench.report import (
     table,
     write_page,
 )
-from bench.servers import REPO_ROOT, BenchError, Registry, cargohold, reference
+from bench.servers import FLAVOURS, REPO_ROOT, BenchError, Registry, cargohold, reference
 from bench.spec import FULL, QUICK, Profile
 
 DEFAULT_OUT = REPO_ROOT / "docs" / "benchmarks.md"
+# The columns, in table order: the references first (the first chosen is the ratios' base).
+SERVERS = ("reference", "reference-v3", "cargohold-1", "cargohold-2", "cargohold-pg")
+SERVER_HELP = {
+    "reference": "distribution 2.8 (Debian's docker-registry)",
+    "reference-v3": "distribution v3 (built by scripts/install-test-services)",
+    "cargohold-1": "embedded default, 1 worker",
+    "cargohold-2": "embedded default, 2 workers (the data dir of cargohold-1)",
+    "cargohold-pg": "PostgreSQL + MinIO, 2 workers",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         help=f"write the table into this page (default: {DEFAULT_OUT.relative_to(REPO_ROOT)} "
-        "for a full run of every measurement; nothing for --quick or --only)",
+        "for a full run of every measurement on every server; nothing for --quick, --only, "
+        "--skip, --skip-slow or fewer --servers)",
     )
     parser.add_argument(
         "--only", nargs="+", choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}"
+    )
+    parser.add_argument(
+        "--skip", nargs="+", choices=NAMES, default=[], metavar="NAME", help="leave these out"
+    )
+    parser.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help=f"leave out the slowest measurements ({', '.join(SLOW)})",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=SERVERS,
+        default=list(SERVERS),
+        metavar="NAME",
+        help="the columns (default: all): "
+        + "; ".join(f"{k}: {v}" for k, v in SERVER_HELP.items()),
     )
     parser.add_argument("--repeat", type=int, help="repeats per measurement (default 5)")
     parser.add_argument(
@@ -122,21 +154,91 @@ def _load_content(
 def _run(selected: Sequence[Measurement], registries: Sequence[Registry], ctx: Context) -> Samples:
     samples: Samples = {}
     for measurement in selected:
+        targets = [r for r in registries if measurement.applies(r)]
+        if measurement.once:
+            targets = targets[:1]
+        if not targets:
+            _log(f"{measurement.name}: none of the chosen servers runs it; left out")
+            continue
+        repeats = ctx.profile.repeat
+        if measurement.max_repeat is not None:
+            repeats = min(repeats, measurement.max_repeat)
         _log(f"{measurement.name}:")
-        for registry in registries:
+        for registry in targets:
             measurement.prepare(registry, ctx)
-        for repeat in range(ctx.profile.repeat):
-            shift = repeat % len(registries)
-            for registry in [*registries[shift:], *registries[:shift]]:
+        for repeat in range(repeats):
+            shift = repeat % len(targets)
+            for registry in [*targets[shift:], *targets[:shift]]:
                 values = measurement.run(registry, ctx, repeat)
                 for key, value in values.items():
                     samples.setdefault(key, {}).setdefault(registry.key, []).append(value)
                 shown = ", ".join(f"{k.split('/')[1]} {v:,.2f}" for k, v in values.items())
-                _log(f"  [{repeat + 1}/{ctx.profile.repeat}] {registry.label}: {shown}")
+                _log(f"  [{repeat + 1}/{repeats}] {registry.label}: {shown}")
     if LOADS & {m.name for m in selected}:
         for (key, _), peak in sorted(ctx.rss_peaks.items()):
             samples.setdefault(RSS_LOAD.key, {}).setdefault(key, []).append(peak)
     return samples
+
+
+def _start(stack: ExitStack, names: Sequence[str], workdir: Path) -> list[Registry]:
+    """Start the chosen servers (and PostgreSQL + MinIO for cargohold-pg), in table order."""
+    registries: list[Registry] = []
+    data = workdir / "cargohold-data"
+    for name in SERVERS:
+        if name not in names:
+            continue
+        if name == "reference":
+            label = f"reference ({FLAVOURS['2.8']})"
+            registries.append(stack.enter_context(reference(name, label, workdir / name)))
+        elif name == "reference-v3":
+            label = f"reference ({FLAVOURS['v3']})"
+            registries.append(
+                stack.enter_context(reference(name, label, workdir / name, flavour="v3"))
+            )
+        elif name in {"cargohold-1", "cargohold-2"}:
+            workers = int(name[-1])
+            label = f"cargohold, {workers} worker{'s' if workers > 1 else ''}"
+            registries.append(
+                stack.enter_context(
+                    cargohold(
+                        name,
+                        label,
+                        data,
+                        workdir / name,
+                        workers=workers,
+                        group="cargohold-sqlite",
+                    )
+                )
+            )
+        else:
+            from bench.services import minio, postgres
+
+            _log("  starting PostgreSQL and MinIO for cargohold-pg")
+            _, database = stack.enter_context(postgres())
+            bucket = "cargohold-bench"
+            s3, s3_data = stack.enter_context(minio(workdir / "minio", bucket))
+            env = {
+                "CARGOHOLD_DATABASE": database,
+                "CARGOHOLD_BLOB_STORE": "s3",
+                "CARGOHOLD_S3_ENDPOINT": s3.endpoint,
+                "CARGOHOLD_S3_BUCKET": bucket,
+                "CARGOHOLD_S3_ACCESS_KEY": s3.access_key,
+                "CARGOHOLD_S3_SECRET_KEY": s3.secret_key,
+            }
+            registries.append(
+                stack.enter_context(
+                    cargohold(
+                        name,
+                        "cargohold on PostgreSQL + MinIO, 2 workers",
+                        workdir / "cargohold-pg-data",
+                        workdir / name,
+                        workers=2,
+                        env=env,
+                        data_roots=(s3_data,),
+                    )
+                )
+            )
+    return registries
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,10 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("python -m bench: --repeat must be at least 1", file=sys.stderr)
             return 2
         profile = dataclasses.replace(profile, repeat=args.repeat)
-    selected = [m for m in MEASUREMENTS if not args.only or m.name in args.only]
+    skipped = set(args.skip) | (set(SLOW) if args.skip_slow else set())
+    selected = [
+        m for m in MEASUREMENTS if (not args.only or m.name in args.only) and m.name not in skipped
+    ]
     needs: set[str] = set().union(*(m.needs for m in selected))
     out = args.out
-    if out is None and not args.quick and not args.only:
+    if not any(name.startswith("cargohold") for name in args.servers):
+        print("python -m bench: --servers needs at least one cargohold", file=sys.stderr)
+        return 2
+    full = not skipped and set(args.servers) == set(SERVERS)
+    if out is None and not args.quick and not args.only and full:
         out = DEFAULT_OUT
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cargohold-bench-"))
@@ -167,23 +276,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         with ExitStack() as stack:
             _log(f"starting the registries (data under {workdir})")
-            ref = stack.enter_context(
-                reference("reference", "reference (distribution 2.8)", workdir / "reference")
-            )
-            data = workdir / "cargohold-data"
-            w1 = stack.enter_context(
-                cargohold("cargohold-1", "cargohold, 1 worker", data, workdir / "c1", workers=1)
-            )
-            w2 = stack.enter_context(
-                cargohold("cargohold-2", "cargohold, 2 workers", data, workdir / "c2", workers=2)
-            )
-            registries = [ref, w1, w2]
+            registries = _start(stack, args.servers, workdir)
             _log("loading content")
             big = make_blob(profile.big_blob, seed=1) if BIG in needs else None
             loading: dict[str, dict[str, float]] = {}
             images = {}
-            # The two cargohold servers share one data dir: load it once, through w1.
-            for registry in (ref, w1):
+            loaders: list[Registry] = []
+            # Registries of one group share a data dir: load it once, through the first.
+            for registry in registries:
+                if any(r.group == registry.group for r in loaders):
+                    continue
+                loaders.append(registry)
                 images[registry.key], loading[registry.key] = _load_content(
                     registry, needs, profile, big
                 )
@@ -192,23 +295,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx = Context(
                 profile=profile,
                 loader=loader,
-                image=images[w1.key],
+                image=next(iter(images.values())),
                 big=big,
-                workers={ref.key: 0, w1.key: 1, w2.key: 2},
+                workers={r.key: r.workers for r in registries},
+                workdir=workdir,
             )
             samples = _run(selected, registries, ctx)
         load_after = load_average()
-        columns = [Column(r.key, r.label, ctx.workers[r.key]) for r in registries]
-        table_text, misses = table(ALL_METRICS, samples, columns[0], columns[1:])
+        columns = [Column(r.key, r.label, r.workers, r.backend) for r in registries]
+        references = [c for c in columns if c.workers == 0]
+        cargoholds = [c for c in columns if c.workers > 0]
+        table_text, misses = table(ALL_METRICS, samples, references, cargoholds)
         wall = time.perf_counter() - started
         generated = section(
             profile=profile,
             table_text=table_text,
             misses=misses,
-            machine_rows=machine(loader_text, load_before, load_after),
+            machine_rows=machine(loader_text, load_before, load_after, args.servers),
             started=started_at,
             wall_seconds=wall,
-            loading=loading_table(profile, loading, ref, w1),
+            loading=loading_table(profile, loading, loaders),
             command=command,
         )
         print(generated)

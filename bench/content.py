@@ -33,10 +33,13 @@ class Blob:
             yield bytes(view[start : start + size])
 
 
-def make_blob(size: int, seed: int) -> Blob:
-    blocks = []
+def blocks(size: int, seed: int) -> Iterator[bytes]:
+    """The content of ``make_blob(size, seed)`` block by block, never all in memory."""
     for i in range(-(-size // BLOCK)):
-        stamp = seed.to_bytes(8, "big") + i.to_bytes(8, "big")
-        blocks.append(stamp + _BASE[16:])
-    data = b"".join(blocks)[:size]
+        stamp = (seed & (1 << 64) - 1).to_bytes(8, "big") + i.to_bytes(8, "big")
+        yield (stamp + _BASE[16:])[: min(BLOCK, size - i * BLOCK)]
+
+
+def make_blob(size: int, seed: int) -> Blob:
+    data = b"".join(blocks(size, seed))
     return Blob(data, "sha256:" + hashlib.sha256(data).hexdigest())

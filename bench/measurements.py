@@ -5,17 +5,21 @@ A ``Measurement`` is run once per registry per repeat and returns one value per
 ``prepare`` checks on every registry that the answer is right (a fast wrong answer is not
 a result) and warms it up. ``RSS_LOAD`` is not run by itself: it is the peak resident
 memory sampled during the request loads of each repeat.
+
+The write-side measurements (skopeo, concurrent pushes, read-your-writes, the big push's
+RSS) are in ``bench.writes``, the replay rebuild in ``bench.replay``; all are listed in
+``MEASUREMENTS`` here, in running order.
 """
 
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from bench.content import Blob, make_blob
 from bench.loadgen import Load, LoadResult, run_load
@@ -27,9 +31,29 @@ from bench.populate import (
     Image,
     tag_names,
 )
-from bench.servers import BenchError, Registry, tree_rss
+from bench.replay import REPLAY, prepare_replay, replay_rebuild
+from bench.servers import BenchError, Registry, RssSampler, tree_rss
 from bench.spec import Metric, MiB, Profile, Target
 from bench.v2 import MANIFEST_ACCEPT, Client
+from bench.writes import (
+    CONCURRENT_PUSH,
+    HUGE_PUSH_RATE,
+    HUGE_PUSH_RSS,
+    RYW_METRICS,
+    SKOPEO_BIG_METRICS,
+    SKOPEO_LAYERS_METRICS,
+    concurrent_push,
+    huge_push,
+    prepare_concurrent_push,
+    prepare_huge_push,
+    prepare_ryw,
+    prepare_skopeo,
+    read_your_writes,
+    skopeo_big,
+    skopeo_layers,
+)
+
+__all__ = ["RssSampler"]
 
 
 @dataclass
@@ -39,49 +63,42 @@ class Context:
     image: Image
     big: Blob | None
     workers: dict[str, int]  # registry key -> cargohold workers (0: the reference)
+    workdir: Path = field(default_factory=Path)  # scratch space of this run
     rss_peaks: dict[tuple[str, int], float] = field(default_factory=dict)
     catalog_sizes: dict[str, int] = field(default_factory=dict)
+    # What a measurement builds once per run (an event log, a client pool, ...).
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 Runner = Callable[[Registry, Context, int], dict[str, float]]
 Preparer = Callable[[Registry, Context], None]
 
 
+def _everywhere(registry: Registry) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Measurement:
+    """``applies`` picks the registries it runs on (all by default); ``max_repeat`` caps
+    its repeats (the slowest: the 4 GiB push, whose every repeat also costs 4 GiB of disk a
+    registry, the 512 MiB skopeo copies, the replay);
+    ``slow`` marks the ones ``--skip-slow`` leaves out; ``once`` runs it on the first
+    registry it applies to only."""
+
     name: str
     needs: frozenset[str]  # content from bench.populate: image, tags, catalog, big
     metrics: tuple[Metric, ...]
     run: Runner
     prepare: Preparer
+    applies: Callable[[Registry], bool] = _everywhere
+    max_repeat: int | None = None
+    slow: bool = False
+    # Run on the first registry it applies to only (a row of one column).
+    once: bool = False
 
 
 # -- request loads ------------------------------------------------------------------------
-
-
-class RssSampler:
-    """Samples ``tree_rss(pid)`` every ``interval`` seconds in a thread; ``peak`` in bytes."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = tree_rss(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, tree_rss(self.pid))
-
-    @contextmanager
-    def running(self) -> Iterator[RssSampler]:
-        self._thread.start()
-        try:
-            yield self
-        finally:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, tree_rss(self.pid))
 
 
 def _load_for(registry: Registry, method: str, path: str, accept: bool) -> Load:
@@ -373,8 +390,47 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("blob-get", frozenset({BIG}), (BLOB_GET,), _blob_get, _prepare_blob_get),
     Measurement("upload-monolithic", frozenset(), (UPLOAD_MONOLITHIC,), _upload(False), _nothing),
     Measurement("upload-streamed", frozenset(), (UPLOAD_STREAMED,), _upload(True), _nothing),
+    Measurement(
+        "skopeo-big",
+        frozenset(),
+        SKOPEO_BIG_METRICS,
+        skopeo_big,
+        prepare_skopeo,
+        max_repeat=3,
+        slow=True,
+    ),
+    Measurement("skopeo-layers", frozenset(), SKOPEO_LAYERS_METRICS, skopeo_layers, prepare_skopeo),
+    Measurement(
+        "concurrent-push",
+        frozenset(),
+        (CONCURRENT_PUSH,),
+        concurrent_push,
+        prepare_concurrent_push,
+    ),
+    Measurement("read-your-writes", frozenset({IMAGE}), RYW_METRICS, read_your_writes, prepare_ryw),
+    Measurement(
+        "replay-rebuild",
+        frozenset(),
+        (REPLAY,),
+        replay_rebuild,
+        prepare_replay,
+        applies=lambda registry: registry.backend == "sqlite",
+        max_repeat=3,
+        slow=True,
+        once=True,
+    ),
+    Measurement(
+        "huge-push-rss",
+        frozenset(),
+        (HUGE_PUSH_RSS, HUGE_PUSH_RATE),
+        huge_push,
+        prepare_huge_push,
+        max_repeat=2,
+        slow=True,
+    ),
 )
 NAMES = tuple(m.name for m in MEASUREMENTS)
+SLOW = tuple(m.name for m in MEASUREMENTS if m.slow)
 # Measurements whose runs feed RSS_LOAD.
 LOADS = frozenset({"manifest-get-tag", "manifest-get-digest", "blob-head", "tags-list", "catalog"})
 ALL_METRICS: tuple[Metric, ...] = (

@@ -7,7 +7,9 @@
   PUT by tag each (its blobs mounted from ``bench/image`` first).
 - ``catalog``: ``count`` repositories ``bench/catalog/rNNNNN``, each with the tiny image
   (both blobs mounted from ``bench/image``, then the manifest PUT).
-- ``big``: one large blob in ``bench/big``, pushed whole.
+- ``big``: one large blob in ``bench/big``, pushed whole, and a manifest naming it (so
+  that every registry lists ``bench/big`` in its catalog: distribution v3 leaves out a
+  repository without a manifest, 2.8 and cargohold do not).
 
 The many small writes go through ``PROCESSES`` client processes, each with its own
 keep-alive connection (one process would be bound by its GIL, and one connection by the
@@ -16,12 +18,13 @@ server's latency).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.content import Blob
-from bench.v2 import Client, tiny_image
+from bench.v2 import LAYER_TAR, OCI_CONFIG, OCI_MANIFEST, Client, tiny_image
 
 PROCESSES = 8
 IMAGE_REPO = "bench/image"
@@ -92,3 +95,13 @@ def push_catalog(url: str, image: Image, count: int) -> None:
 def push_big(url: str, blob: Blob) -> None:
     with Client(url) as client:
         client.push_blob(BIG_REPO, blob.data, blob.digest)
+        config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+        config_digest = client.push_blob(BIG_REPO, config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": LAYER_TAR, "digest": blob.digest, "size": blob.size}],
+        }
+        body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        client.put_manifest(BIG_REPO, "latest", body)

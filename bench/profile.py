@@ -167,7 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             big = make_blob(profile.big_blob, seed=1) if BIG in needs else None
             if big is not None:
                 populate.push_big(registry.url, big)
-            ctx = Context(profile, resolve_loader("auto"), image, big, {registry.key: args.workers})
+            ctx = Context(
+                profile,
+                resolve_loader("auto"),
+                image,
+                big,
+                {registry.key: args.workers},
+                workdir=workdir / "scratch",
+            )
             for measurement in selected:
                 _profile(measurement, registry, ctx, args.out, args)
         return 0

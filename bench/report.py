@@ -1,8 +1,11 @@
 """Turning samples into the markdown table, and the page it goes in.
 
 Every cell is the median of the repeats with the spread (min-max) beside it; the ratio
-is cargohold's median over the reference's. A metric with a target shows ✓ or ✗ after
-each ratio. ``write_page`` replaces only the part of ``docs/benchmarks.md`` between the
+is cargohold's median over the first reference's (distribution 2.8 when it ran; further
+reference columns stand beside it without a ratio). A metric with a target shows ✓ or ✗
+after each ratio (after the value for a target on cargohold's own value, such as RSS; a
+cargohold-only row has "—" for the references and the ratio). ``write_page`` replaces
+only the part of ``docs/benchmarks.md`` between the
 ``BEGIN``/``END`` markers, so the hand-written analysis around the figures survives a
 rerun; a page without the markers is written whole from ``PAGE``.
 """
@@ -10,8 +13,10 @@ rerun; a page without the markers is written whole from ``PAGE``.
 from __future__ import annotations
 
 import datetime
+import glob
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,25 +36,27 @@ Samples = dict[str, dict[str, list[float]]]  # metric key -> registry key -> one
 
 @dataclass(frozen=True)
 class Column:
-    """A registry's place in the table; ``workers`` 0 marks the reference."""
+    """A registry's place in the table; ``workers`` 0 marks the reference; ``backend``
+    is cargohold's (``sqlite`` for the embedded default, ``postgres``)."""
 
     key: str
     label: str
     workers: int
+    backend: str = "sqlite"
 
 
 @dataclass(frozen=True)
 class Miss:
     metric: Metric
     column: Column
-    ratio: float
+    ratio: float | None
     value: float
 
 
 def _format(value: float, unit: str) -> str:
     if unit == "req/s":
         return f"{value:,.0f}"
-    if unit == "ms":
+    if unit in {"ms", "s"}:
         return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
     return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
@@ -66,10 +73,17 @@ def _unit(metric: Metric) -> str:
 
 
 def table(
-    metrics: Sequence[Metric], samples: Samples, reference: Column, cargoholds: Sequence[Column]
+    metrics: Sequence[Metric],
+    samples: Samples,
+    references: Column | Sequence[Column],
+    cargoholds: Sequence[Column],
 ) -> tuple[str, list[Miss]]:
-    """The markdown table of every metric with samples, and the targets missed."""
-    head = ["measurement", "unit", reference.label]
+    """The markdown table of every metric with samples, and the targets missed.
+
+    The ratios are over the first of ``references``; a metric with no sample from it has
+    "—" as ratio (and a ✓/✗ only for a target on cargohold's own value)."""
+    refs = [references] if isinstance(references, Column) else list(references)
+    head = ["measurement", "unit", *(r.label for r in refs)]
     for column in cargoholds:
         head += [column.label, "ratio"]
     head.append("target")
@@ -77,25 +91,36 @@ def table(
     misses: list[Miss] = []
     for metric in metrics:
         by_registry = samples.get(metric.key, {})
-        ref_values = by_registry.get(reference.key)
-        if not ref_values:
+        if not any(by_registry.get(c.key) for c in [*refs, *cargoholds]):
             continue
-        ref_median = statistics.median(ref_values)
-        row = [metric.title, _unit(metric), _cell(ref_values, metric.unit)]
+        base = by_registry.get(refs[0].key) if refs else None
+        if not base and not metric.cargohold_only:
+            continue
+        base_median = statistics.median(base) if base else None
+        row = [metric.title, _unit(metric)]
+        for ref in refs:
+            values = by_registry.get(ref.key)
+            row.append(_cell(values, metric.unit) if values else "—")
         for column in cargoholds:
             values = by_registry.get(column.key)
             if not values:
-                row += ["n/a", "n/a"]
+                row += ["n/a" if not metric.cargohold_only else "—", "—"]
                 continue
             median = statistics.median(values)
-            ratio = median / ref_median if ref_median else float("inf")
+            ratio: float | None = None
+            if base_median is not None:
+                ratio = median / base_median if base_median else float("inf")
             mark = ""
-            if metric.target is not None:
-                met = metric.target.met(median, ratio, column.workers)
+            judged = metric.target is not None and (ratio is not None or metric.target.absolute)
+            if metric.target is not None and metric.target.embedded_only:
+                judged = judged and column.backend == "sqlite"
+            if judged and metric.target is not None:
+                met = metric.target.met(median, ratio or 0.0, column.workers)
                 mark = " ✓" if met else " ✗"
                 if not met:
                     misses.append(Miss(metric, column, ratio, median))
-            row += [_cell(values, metric.unit), f"{ratio:.2f}{mark}"]
+            ratio_text = f"{ratio:.2f}{mark}" if ratio is not None else f"—{mark}"
+            row += [_cell(values, metric.unit), ratio_text]
         row.append(metric.target.describe(metric.unit) if metric.target else "")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n", misses
@@ -107,8 +132,9 @@ def misses_text(misses: Sequence[Miss]) -> str:
     lines = ["Targets missed:", ""]
     for miss in misses:
         assert miss.metric.target is not None
+        ratio = f"ratio {miss.ratio:.2f} " if miss.ratio is not None else ""
         lines.append(
-            f"- {miss.metric.title}, {miss.column.label}: ratio {miss.ratio:.2f} "
+            f"- {miss.metric.title}, {miss.column.label}: {ratio}"
             f"({_format(miss.value, miss.metric.unit)} {miss.metric.unit}); target "
             f"{miss.metric.target.describe(miss.metric.unit)}"
         )
@@ -161,17 +187,42 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def machine(loader: str, load_before: str, load_after: str) -> list[tuple[str, str]]:
-    return [
+def _version(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=30)
+    except OSError:
+        return "unknown"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "?"
+
+
+def _service_versions() -> str:
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    pg = _version([f"{dirs[0]}/postgres", "--version"]) if dirs else "not installed"
+    minio = shutil.which("minio") or str(Path.home() / "go" / "bin" / "minio")
+    return f"{pg} (fsync off, as in the tests); {_version([minio, '--version'])}"
+
+
+def machine(
+    loader: str, load_before: str, load_after: str, servers: Sequence[str] = ("reference",)
+) -> list[tuple[str, str]]:
+    rows = [
         ("CPU", f"{_cpu_model()}, {os.cpu_count()} cores"),
         ("RAM", _memory()),
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("Python", sys.version.split()[0]),
-        ("reference registry", reference_version()),
-        ("cargohold", f"commit {cargohold_commit()}"),
+    ]
+    if "reference" in servers:
+        rows.append(("reference registry", reference_version()))
+    if "reference-v3" in servers:
+        rows.append(("reference registry v3", reference_version("v3")))
+    rows.append(("cargohold", f"commit {cargohold_commit()}"))
+    if "cargohold-pg" in servers:
+        rows.append(("PostgreSQL, MinIO", _service_versions()))
+    rows += [
         ("load generator", loader),
         ("load average (1, 5, 15 min) before / after", f"{load_before} / {load_after}"),
     ]
+    return rows
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -179,12 +230,8 @@ def machine(loader: str, load_before: str, load_after: str) -> list[tuple[str, s
 NOT_YET = """\
 ## Not yet measured
 
-The next increments of issue 5: cargohold on PostgreSQL + MinIO; skopeo push and pull of a
-512 MiB image and of a 50-layer image; 16 concurrent clients pushing small images; the
-read-your-writes wait under this harness (the README has the integration test's figures);
-`replay rebuild` of 1,000,000 events; RSS during a 4 GiB push (the README has the
-streaming test's figures); distribution v3; cargohold with access control on (token
-auth) as an extra column.
+The next increment of issue 5: cargohold with access control on (token auth) as an
+extra column.
 """
 
 PAGE = f"""\
@@ -219,12 +266,10 @@ def section(
 
 
 def loading_table(
-    profile: Profile,
-    phases: dict[str, dict[str, float]],
-    reference: Registry,
-    cargohold: Registry,
+    profile: Profile, phases: dict[str, dict[str, float]], loaders: Sequence[Registry]
 ) -> str:
-    """Seconds and rates of each loading phase, the reference beside cargohold."""
+    """Seconds and rates of each loading phase, one column per registry loaded (the
+    servers sharing a data dir were loaded once, through the first of them)."""
     what = {
         "tags": (f"{profile.tags:,} tags on one manifest (PUT by tag)", profile.tags, "tags/s"),
         "catalog": (
@@ -239,15 +284,16 @@ def loading_table(
         ),
     }
     head = f"loading ({populate.PROCESSES} client processes)"
-    lines = [f"| {head} | {reference.label} | {cargohold.label} |", "| --- | --- | --- |"]
+    lines = [
+        "| " + " | ".join([head, *(r.label for r in loaders)]) + " |",
+        "|" + " --- |" * (len(loaders) + 1),
+    ]
     for phase, (title, count, unit) in what.items():
-        ref, ours = phases[reference.key].get(phase), phases[cargohold.key].get(phase)
-        if ref is None or ours is None:
+        times = [phases.get(r.key, {}).get(phase) for r in loaders]
+        if any(t is None for t in times):
             continue
-        lines.append(
-            f"| {title} | {ref:.1f} s ({count / ref:,.0f} {unit}) "
-            f"| {ours:.1f} s ({count / ours:,.0f} {unit}) |"
-        )
+        cells = [f"{t:.1f} s ({count / t:,.0f} {unit})" for t in times if t is not None]
+        lines.append("| " + " | ".join([title, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -117,9 +117,12 @@ class Client:
         )
         return digest
 
-    def push_blob_streamed(self, name: str, chunks: Iterable[bytes], digest: str) -> None:
+    def push_blob_streamed(
+        self, name: str, chunks: Iterable[bytes], digest: str | Callable[[], str]
+    ) -> None:
         """Streamed upload: POST, one PATCH whose body is sent ``Transfer-Encoding:
-        chunked`` (as docker pushes a layer), then an empty PUT ``?digest=``."""
+        chunked`` (as docker pushes a layer), then an empty PUT ``?digest=``. ``digest``
+        may be a function called after the PATCH (a digest hashed while sending)."""
         location = self._start_upload(name)
         response, _ = self.request(
             "PATCH",
@@ -132,7 +135,8 @@ class Client:
         location = response.getheader("Location") or location
         parts = urlsplit(location)
         location = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.request("PUT", self._with_digest(location, digest), expect=201)
+        final = digest if isinstance(digest, str) else digest()
+        self.request("PUT", self._with_digest(location, final), expect=201)
 
     def mount(self, name: str, digest: str, source: str) -> None:
         path = f"/v2/{name}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}"

@@ -75,7 +75,12 @@ class Settings:
     cipher_key: str = field(default="", repr=False)
     # Bytes; waitress rejects larger request bodies. Default 64 GiB (multi-GiB layers).
     max_request_body_size: int = 64 * 1024**3
+    # Request threads per worker for uploads, blob downloads and writes: each holds its
+    # thread for as long as its client sends or reads.
     threads: int = 8
+    # Threads per worker for small reads (GET/HEAD of manifests, tags, catalog, blob
+    # HEAD): they never wait on a client, and more threads only fight over the GIL.
+    read_threads: int = 2
     # Processes sharing the listening socket (one waitress process is bound by the GIL).
     workers: int = 1
     # Snapshot a repository every N events, so a repository with 50k tags loads fast.
@@ -237,6 +242,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("auth_service must be a non-empty name without quotes")
     for name in (
         "threads",
+        "read_threads",
         "workers",
         "snapshot_interval",
         "upload_expiry_seconds",

@@ -50,6 +50,12 @@ instant and offset survive, the zone name does not (and PEP 495 makes an ambiguo
 time with fold=1 unequal to its fixed-offset twin). Decoding does not re-validate the value
 types' grammars: the log is the truth, and tightening a grammar later must not make
 history unreadable.
+
+PERF: decoded values of immutable types (UUIDs, digests, names, tags, actors, principals,
+enums) are memoised by payload in small per-code maps, so a snapshot of 10,000 tags on
+one manifest decodes that manifest's digest once, and a replay decodes the site id and
+the actors of a busy log once. Sharing one instance is safe because these types are
+frozen; the maps are cleared when full, so they stay bounded.
 """
 
 from __future__ import annotations
@@ -116,6 +122,8 @@ EXT_NAMESPACE_KIND: Final = 25
 EXT_API_SCOPE: Final = 26
 
 _ONE_MICROSECOND: Final = timedelta(microseconds=1)
+# Entries per memo map (see the module docstring) before it is cleared.
+MEMO_SIZE: Final = 16_384
 _DESCRIPTOR_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Descriptor))
 
 
@@ -192,9 +200,22 @@ def _encode_datetime(dt: datetime) -> tuple[int, bytes]:
     return EXT_DATETIME, _pack(fields)
 
 
+_ZONES: dict[int, timezone] = {}
+
+
+def _zone(offset_us: int) -> timezone:
+    # PERF: every event has a timestamp, nearly all in one zone (UTC): build it once.
+    tz = _ZONES.get(offset_us)
+    if tz is None:
+        tz = timezone(timedelta(microseconds=offset_us))
+        if len(_ZONES) < 64:
+            _ZONES[offset_us] = tz
+    return tz
+
+
 def _decode_datetime(payload: bytes) -> datetime:
     year, month, day, hour, minute, second, microsecond, offset_us, fold = _unpack(payload)
-    tz = None if offset_us is None else timezone(timedelta(microseconds=offset_us))
+    tz = None if offset_us is None else _zone(offset_us)
     return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=tz, fold=fold)
 
 
@@ -207,9 +228,37 @@ def _decode_descriptor(payload: bytes) -> Descriptor:
     return Descriptor(**fields)
 
 
+def _digest_prefix(algorithm: DigestAlgorithm) -> bytes:
+    """The bytes that start the payload of every digest of ``algorithm``: a msgpack
+    array of 2, the algorithm's name, and the bin header of its raw length."""
+    packed = _pack([algorithm.value, bytes(algorithm.hex_length // 2)])
+    return packed[: -(algorithm.hex_length // 2)]
+
+
+_DIGEST_PREFIXES: Final = {a: _digest_prefix(a) for a in DigestAlgorithm}
+_DIGEST_BY_PREFIX: Final = {p: a for a, p in _DIGEST_PREFIXES.items()}
+_DIGEST_PREFIX_LENGTH: Final = len(_DIGEST_PREFIXES[DigestAlgorithm.SHA256])
+if any(len(p) != _DIGEST_PREFIX_LENGTH for p in _DIGEST_BY_PREFIX):  # pragma: no cover
+    raise RuntimeError("digest payload prefixes differ in length")
+
+
+def _encode_digest(d: Digest) -> tuple[int, bytes]:
+    # PERF: the exact bytes of _pack([algorithm, raw]), without a nested pack.
+    return EXT_DIGEST, _DIGEST_PREFIXES[d.algorithm] + bytes.fromhex(d.hex)
+
+
 def _decode_digest(payload: bytes) -> Digest:
-    algorithm, raw = _unpack(payload)
-    return Digest(DigestAlgorithm(algorithm), raw.hex())
+    algorithm = _DIGEST_BY_PREFIX.get(payload[:_DIGEST_PREFIX_LENGTH])
+    if algorithm is None:  # not our encoder's exact form: decode it generically
+        name, raw = _unpack(payload)
+        algorithm = DigestAlgorithm(name)
+    else:
+        raw = payload[_DIGEST_PREFIX_LENGTH:]
+    hex_digest = raw.hex()
+    if len(hex_digest) != algorithm.hex_length:
+        raise ValueError(f"{algorithm.value} digest of {len(raw)} bytes in the log")
+    # PERF: bytes.hex() is lowercase hex by construction; skip re-validating it.
+    return Digest.trusted(algorithm, hex_digest)
 
 
 def _decode_actor(payload: bytes) -> Actor:
@@ -232,7 +281,7 @@ _ENCODERS: Final[dict[type, Callable[[Any], tuple[int, bytes]]]] = {
     datetime: _encode_datetime,
     Decimal: lambda d: (EXT_DECIMAL, str(d).encode()),
     tuple: lambda t: (EXT_TUPLE, _pack(list(t))),
-    Digest: lambda d: (EXT_DIGEST, _pack([d.algorithm.value, bytes.fromhex(d.hex)])),
+    Digest: _encode_digest,
     RepositoryName: lambda n: (EXT_REPOSITORY_NAME, str.encode(n)),
     Tag: lambda t: (EXT_TAG, str.encode(t)),
     MediaType: lambda m: (EXT_MEDIA_TYPE, str.encode(m)),
@@ -255,9 +304,27 @@ _ENCODERS: Final[dict[type, Callable[[Any], tuple[int, bytes]]]] = {
     ApiScope: lambda k: (EXT_API_SCOPE, k.value.encode()),
 }
 
+
+def _memo(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``decode`` memoised by payload (for immutable types only; see the module docstring)."""
+    cache: dict[bytes, Any] = {}
+    get = cache.get
+
+    def memoised(payload: bytes) -> Any:
+        value = get(payload)
+        if value is None:
+            value = decode(payload)
+            if len(cache) >= MEMO_SIZE:
+                cache.clear()
+            cache[payload] = value
+        return value
+
+    return memoised
+
+
 # NOTE: str subclasses are rebuilt with str.__new__, bypassing their grammar checks (see
 # the module docstring).
-_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
+_PLAIN_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     EXT_UUID: lambda p: UUID(bytes=p),
     EXT_DATETIME: _decode_datetime,
     EXT_DECIMAL: lambda p: Decimal(_text(p)),
@@ -284,4 +351,32 @@ _DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
     EXT_VISIBILITY: lambda p: Visibility(_text(p)),
     EXT_NAMESPACE_KIND: lambda p: NamespaceKind(_text(p)),
     EXT_API_SCOPE: lambda p: ApiScope(_text(p)),
+}
+
+#: The codes of immutable types, whose decoded values may be shared (memoised).
+_IMMUTABLE: Final = frozenset(
+    {
+        EXT_UUID,
+        EXT_DIGEST,
+        EXT_REPOSITORY_NAME,
+        EXT_TAG,
+        EXT_MEDIA_TYPE,
+        EXT_ACTOR,
+        EXT_ACTOR_KIND,
+        EXT_DIGEST_ALGORITHM,
+        EXT_ACCOUNT_NAME,
+        EXT_TEAM_NAME,
+        EXT_ROBOT_SHORT_NAME,
+        EXT_PRINCIPAL,
+        EXT_PRINCIPAL_KIND,
+        EXT_REPOSITORY_ROLE,
+        EXT_TEAM_ROLE,
+        EXT_VISIBILITY,
+        EXT_NAMESPACE_KIND,
+        EXT_API_SCOPE,
+    }
+)
+_DECODERS: Final[dict[int, Callable[[bytes], Any]]] = {
+    code: _memo(decode) if code in _IMMUTABLE else decode
+    for code, decode in _PLAIN_DECODERS.items()
 }

@@ -4,6 +4,12 @@ Every command is load, decide, save. ``save`` writes all events of one command a
 a version conflict (another writer saved the same repository first) is retried with a
 fresh load, so concurrent pushes to one tag all succeed and are all in its history. A
 command returns only once the read models show its effect (``ViewsWaiter``).
+
+PERF: the last repositories a process wrote stay in memory between commands
+(``WarmRepositories``); before each use one is fast-forwarded with the events stored
+after its version, so it is never staler than a fresh load. An event saved by another
+process between that read and our save makes the save fail on the version (the log's
+primary key), and the retry loads afresh, so a cached aggregate never decides wrongly.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import io
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
@@ -27,6 +34,7 @@ from cargohold.domain.accounts import Account, Organization, ctx_time
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
+    BlobUnknown,
     ConcurrentModification,
     DigestInvalid,
     DomainError,
@@ -64,6 +72,49 @@ class RegistryLog(Application[UUID]):
         merged["IS_SNAPSHOTTING_ENABLED"] = "y"
         merged.update(env or {})
         return Environment(name, merged)
+
+
+class WarmRepositories:
+    """The last ``size`` repositories saved by this process, kept for the next command.
+
+    ``load`` hands an aggregate out (taking it out of the cache) fast-forwarded to the
+    log's latest version, or loads it from the log; ``keep`` puts one back after it was
+    saved. An aggregate whose command failed is simply never kept: it may hold events
+    that were not saved. Thread-safe; the caller serialises commands per repository.
+    """
+
+    def __init__(self, log: Application[UUID], size: int = 256) -> None:
+        self._log = log
+        self._size = size
+        self._items: OrderedDict[UUID, Repository] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, repo_id: UUID) -> Repository:
+        """The repository as stored now. Raises ``AggregateNotFoundError``."""
+        with self._lock:
+            repo = self._items.pop(repo_id, None)
+        if repo is None:
+            loaded: Repository = self._log.repository.get(repo_id)
+            return loaded
+        # NOTE: each event checks that it follows the aggregate's version (mutate).
+        newer = self._log.events.get(originator_id=repo_id, gt=repo.version)
+        fresh: Repository | None = project_aggregate(repo, newer)
+        if fresh is None:  # pragma: no cover - a stored stream never ends in None
+            raise AggregateNotFoundError(repo_id)
+        return fresh
+
+    def keep(self, repo: Repository) -> None:
+        """Cache ``repo``, whose every event is saved, for the next command."""
+        if self._size <= 0 or repo.pending_events:
+            return
+        with self._lock:
+            self._items[repo.id] = repo
+            self._items.move_to_end(repo.id)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class ViewsWaiter(Protocol):
@@ -132,9 +183,11 @@ class RegistryService:
         retry: RetryPolicy | None = None,
         creation_grants: CreationGrants = no_creation_grants,
         tag_window: TagWindow = default_tag_window,
+        warm_repositories: int = 256,
     ) -> None:
         self.creation_grants = creation_grants
         self.tag_window = tag_window
+        self.warm = WarmRepositories(log, warm_repositories)
         self.sparse = sparse
         self._retry = retry or RetryPolicy()
         self._stripes = tuple(threading.Lock() for _ in range(64))
@@ -194,6 +247,7 @@ class RegistryService:
         expires_after = self._expires_after(manifest) if isinstance(reference, Tag) else None
 
         def decide(repo: Repository, ctx: EventContext) -> None:
+            known = digest in repo.manifests
             repo.push_manifest(manifest, ctx, self.sparse)
             if isinstance(reference, Tag):
                 before = repo.tags.get(reference)
@@ -203,7 +257,10 @@ class RegistryService:
                     repo.set_tag_expiration(reference, ctx_time(ctx) + expires_after, ctx)
             # The body is stored once the manifest is accepted, before the event that
             # says it exists. (A retry after a version conflict rewrites the same blob.)
-            self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
+            # PERF: re-tagging a manifest of the repository (CI pushing one image under
+            # many tags) does not write and fsync its body again when the store has it.
+            if not known or not self._has_blob(digest, len(body)):
+                self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
 
         self._execute(name, caller, decide)
         return manifest
@@ -288,7 +345,7 @@ class RegistryService:
                     client_address=caller.client_address,
                 )
                 try:
-                    repo: Repository = self.log.repository.get(repo_id)
+                    repo = self.warm.load(repo_id)
                 except AggregateNotFoundError:
                     if not create:
                         raise RepositoryUnknown(f"repository {name} is not known") from None
@@ -303,15 +360,18 @@ class RegistryService:
                 decide(repo, ctx)
                 try:
                     recordings = self.log.save(repo)
-                    break
                 except (IntegrityError, RecordConflictError):
                     # another writer saved this repository first: reload and retry
+                    # (``repo`` holds unsaved events now, so it is not kept)
                     attempt += 1
                     if self._retry.monotonic() >= deadline:
                         raise ConcurrentModification(
                             f"repository {name} is too busy; try again"
                         ) from None
                     self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
+                else:
+                    self.warm.keep(repo)
+                    break
         if recordings:
             self.views.wait_for(max(r.notification.id for r in recordings))
 
@@ -341,6 +401,12 @@ class RegistryService:
             return parse_manifest(body, None, digest)
         except DomainError:
             return None
+
+    def _has_blob(self, digest: Digest, size: int) -> bool:
+        try:
+            return self.blobs.stat(digest) == size
+        except BlobUnknown:
+            return False
 
     def _grant_initial(self, repo: Repository, caller: Caller, ctx: EventContext) -> None:
         for principal, role in self.creation_grants(repo.name, caller.actor):

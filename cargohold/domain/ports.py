@@ -18,7 +18,8 @@ class ByteSource(Protocol):
     """Anything with ``read(n) -> bytes`` that returns ``b""`` at end of stream.
 
     ``read(n)`` may return fewer than ``n`` bytes before the end; a file, a
-    ``BytesIO`` and a WSGI ``bounded_stream`` all qualify.
+    ``BytesIO`` and a WSGI ``bounded_stream`` all qualify. An adapter may use the
+    source's ``readinto(buffer)`` instead where it has one (same end-of-stream rule).
     """
 
     def read(self, size: int, /) -> bytes: ...
@@ -69,6 +70,9 @@ class BlobStore(ABC):
         an HTTP layer can answer 404/416 before it starts a response. If the blob is
         deleted between this call and the first chunk, iteration raises ``BlobUnknown``.
         Close the iterator (or exhaust it) to release the underlying file or connection.
+        An adapter may return an iterator that is also a read-only, seekable file over
+        exactly that range (positions 0 to the range's length): the filesystem store
+        does, so that a WSGI server can send it without buffering.
         """
 
     @abstractmethod

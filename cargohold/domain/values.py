@@ -33,6 +33,8 @@ NAME_MAX_LENGTH = 255
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # Image spec: digest ::= algorithm ":" encoded
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
+# PERF: one C-level match instead of a Python loop over 64 or 128 characters.
+_LOWER_HEX_RE = re.compile(r"[0-9a-f]*")
 # RFC 6838 restricted-name, plus optional parameters (which we keep verbatim).
 _RESTRICTED_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
 _MEDIA_TYPE_RE = re.compile(rf"{_RESTRICTED_NAME}/{_RESTRICTED_NAME}(?:\s*;.*)?")
@@ -69,6 +71,22 @@ class Digest:
     def __post_init__(self) -> None:
         if len(self.hex) != self.algorithm.hex_length or not _is_lower_hex(self.hex):
             raise DigestInvalid(f"invalid {self.algorithm.value} digest encoding: {self.hex!r}")
+        # PERF: views and responses render digests far more often than they are built.
+        object.__setattr__(self, "_text", f"{self.algorithm.value}:{self.hex}")
+
+    @classmethod
+    def trusted(cls, algorithm: DigestAlgorithm, hex: str) -> Digest:
+        """A digest built without checking ``hex``: only for values we produced ourselves
+        (``bytes.hex()`` of a stored raw digest is lowercase hex by construction).
+
+        PERF: the transcoder decodes every digest of a snapshot and of each event with
+        this; validating them all again made loading a 10,000-tag repository slow.
+        """
+        digest = object.__new__(cls)
+        object.__setattr__(digest, "algorithm", algorithm)
+        object.__setattr__(digest, "hex", hex)
+        object.__setattr__(digest, "_text", f"{algorithm.value}:{hex}")
+        return digest
 
     @classmethod
     def parse(cls, text: str) -> Digest:
@@ -90,7 +108,8 @@ class Digest:
         return cls(algorithm, h.hexdigest())
 
     def __str__(self) -> str:
-        return f"{self.algorithm.value}:{self.hex}"
+        text: str = self.__dict__["_text"]
+        return text
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Digest):
@@ -99,7 +118,7 @@ class Digest:
 
 
 def _is_lower_hex(text: str) -> bool:
-    return all(c in "0123456789abcdef" for c in text)
+    return _LOWER_HEX_RE.fullmatch(text) is not None
 
 
 class RepositoryName(str):

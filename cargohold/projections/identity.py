@@ -18,10 +18,39 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
+from cargohold.adapters.sql import Cursor, Params
 from cargohold.domain.access import OWNERS_TEAM, TeamRole
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.projections.base import Handler, ProjectionCorrupt, event_time
+from cargohold.projections.writes import BatchedWrites
+
+
+def _write(c: Cursor, table: str, sql: str, params: Params) -> None:
+    """Queue a write to ``table`` on a ``BatchedWrites`` cursor, else run it now."""
+    if isinstance(c, BatchedWrites):
+        c.defer(table, sql, params)
+    else:
+        c.execute(sql, params)
+
+
+def _name_of(c: Cursor, table: str, e: Any, what: str) -> str:
+    """The ``name`` of the row of ``table`` whose id is the event's originator."""
+    key = (table, e.originator_id)
+    names = c.names if isinstance(c, BatchedWrites) else {}
+    name = names.get(key)
+    if name is None:
+        row = c.execute(
+            f"SELECT name FROM {table} WHERE id = ?", (str(e.originator_id),)
+        ).fetchone()
+        if row is None:
+            raise ProjectionCorrupt(f"event for unknown {what} {e.originator_id}")
+        name = names[key] = str(row[0])
+    return name
+
+
+def _remember(c: Cursor, table: str, e: Any, name: str) -> None:
+    if isinstance(c, BatchedWrites):
+        c.names[(table, e.originator_id)] = name
 
 
 def _changed_one(c: Cursor, what: str, e: Any) -> None:
@@ -72,30 +101,23 @@ class IdentityProjector:
 
     @staticmethod
     def _account_name(c: Cursor, ns: str, e: Any) -> str:
-        row = c.execute(
-            f"SELECT name FROM {ns}accounts WHERE id = ?", (str(e.originator_id),)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"event for unknown account {e.originator_id}")
-        return str(row[0])
+        return _name_of(c, f"{ns}accounts", e, "account")
 
     @staticmethod
     def _org_name(c: Cursor, ns: str, e: Any) -> str:
-        row = c.execute(
-            f"SELECT name FROM {ns}organizations WHERE id = ?", (str(e.originator_id),)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"event for unknown organization {e.originator_id}")
-        return str(row[0])
+        return _name_of(c, f"{ns}organizations", e, "organization")
 
     # -- accounts ----------------------------------------------------------------------
 
     def _account_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "accounts",
             f"INSERT INTO {ns}accounts (name, id, email, superuser, created_at, position) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (str(e.name), str(e.originator_id), e.email, int(e.superuser), event_time(e), pos),
         )
+        _remember(c, f"{ns}accounts", e, str(e.name))
 
     def _password_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         # NOTE: nothing to write (hashes stay out of views); still stop on a stranger.
@@ -116,7 +138,9 @@ class IdentityProjector:
 
     def _api_token_issued(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         owner = self._account_name(c, ns, e)
-        c.execute(
+        _write(
+            c,
+            "api_tokens",
             f"INSERT INTO {ns}api_tokens (token_id, owner, token_hash, scopes, expires_at, "
             "description, created_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -141,7 +165,9 @@ class IdentityProjector:
     # -- namespaces --------------------------------------------------------------------
 
     def _namespace_claimed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "namespaces",
             f"INSERT INTO {ns}namespaces (name, kind, position) VALUES (?, ?, ?)",
             (str(e.name), e.kind.value, pos),
         )
@@ -152,26 +178,37 @@ class IdentityProjector:
         # NOTE: ``Organization.__init__`` makes the owners team (ADMIN) holding the owner,
         # who is also a member, without further events: write those rows here.
         org, owner = str(e.name), str(e.owner)
-        c.execute(
+        _write(
+            c,
+            "organizations",
             f"INSERT INTO {ns}organizations (name, id, created_at, position) VALUES (?, ?, ?, ?)",
             (org, str(e.originator_id), event_time(e), pos),
         )
-        c.execute(
+        _remember(c, f"{ns}organizations", e, org)
+        _write(
+            c,
+            "org_members",
             f"INSERT INTO {ns}org_members (org, username, position) VALUES (?, ?, ?)",
             (org, owner, pos),
         )
-        c.execute(
+        _write(
+            c,
+            "teams",
             f"INSERT INTO {ns}teams (org, team, role, description, position) "
             "VALUES (?, ?, ?, ?, ?)",
             (org, OWNERS_TEAM, TeamRole.ADMIN.value, "", pos),
         )
-        c.execute(
+        _write(
+            c,
+            "team_members",
             f"INSERT INTO {ns}team_members (org, team, username, position) VALUES (?, ?, ?, ?)",
             (org, OWNERS_TEAM, owner, pos),
         )
 
     def _member_added(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "org_members",
             f"INSERT INTO {ns}org_members (org, username, position) VALUES (?, ?, ?)",
             (self._org_name(c, ns, e), str(e.user), pos),
         )
@@ -185,7 +222,9 @@ class IdentityProjector:
         _changed_one(c, "org member", e)
 
     def _team_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "teams",
             f"INSERT INTO {ns}teams (org, team, role, description, position) "
             "VALUES (?, ?, ?, ?, ?)",
             (self._org_name(c, ns, e), str(e.team), e.role.value, e.description, pos),
@@ -212,7 +251,9 @@ class IdentityProjector:
         c.execute(f"DELETE FROM {ns}team_members WHERE org = ? AND team = ?", (org, team))
 
     def _team_member_added(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "team_members",
             f"INSERT INTO {ns}team_members (org, team, username, position) VALUES (?, ?, ?, ?)",
             (self._org_name(c, ns, e), str(e.team), str(e.user), pos),
         )
@@ -225,7 +266,9 @@ class IdentityProjector:
         _changed_one(c, "team member", e)
 
     def _robot_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "robots",
             f"INSERT INTO {ns}robots (namespace, short_name, token_hash, description, "
             "created_at, position) VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -254,7 +297,9 @@ class IdentityProjector:
         _changed_one(c, "robot", e)
 
     def _default_permission_set(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+        _write(
+            c,
+            "default_permissions",
             f"INSERT INTO {ns}default_permissions (org, principal_kind, principal_name, role, "
             "position) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (org, principal_kind, principal_name) DO UPDATE SET "

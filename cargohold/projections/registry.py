@@ -8,11 +8,16 @@ tracking position in one transaction. An event it does not know stops the projec
 A deleted repository loses its rows everywhere but in ``tag_history`` (the audit trail);
 its id and name move to ``deleted_repositories`` until a ``Recreated`` brings them back.
 So every query over ``repositories`` sees live repositories only, with no filter.
+
+PERF: the registry's handlers queue their row writes on a ``BatchedWrites`` cursor (see
+``writes``), which the runner flushes once per batch, and look a repository's name up
+once per batch. ``apply`` given a plain cursor wraps and flushes it itself.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
@@ -22,6 +27,7 @@ from cargohold.domain.values import Descriptor
 from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
 from cargohold.projections.identity import IdentityProjector
 from cargohold.projections.time_machine import TimeMachineProjector
+from cargohold.projections.writes import BatchedWrites
 
 __all__ = ["ProjectionCorrupt", "RegistryProjector", "UnknownEvent"]
 
@@ -33,11 +39,14 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _chained(first: Handler, then: Handler | None) -> Handler:
+_BatchedHandler = Callable[[BatchedWrites, str, Any, int], None]
+
+
+def _chained(first: Handler, then: _BatchedHandler | None) -> _BatchedHandler:
     if then is None:
         return first
 
-    def both(c: Cursor, ns: str, event: Any, position: int) -> None:
+    def both(c: BatchedWrites, ns: str, event: Any, position: int) -> None:
         first(c, ns, event, position)
         then(c, ns, event, position)
 
@@ -48,7 +57,7 @@ class RegistryProjector:
     """Applies one domain event at notification ``position`` into namespace ``ns``."""
 
     def __init__(self) -> None:
-        self._handlers: dict[type, Handler] = {
+        self._handlers: dict[type, Callable[[BatchedWrites, str, Any, int], None]] = {
             Repository.Created: self._created,
             Repository.BlobLinked: self._blob_linked,
             Repository.BlobUnlinked: self._blob_unlinked,
@@ -73,56 +82,73 @@ class RegistryProjector:
         return frozenset(self._handlers)
 
     def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
+        """Apply one event. On a ``BatchedWrites`` cursor its writes may stay queued
+        until the caller flushes it; on any other cursor they are done on return."""
         handler = self._handlers.get(type(event))
         if handler is None:
             raise UnknownEvent(
                 f"no projection for {type(event).__qualname__} at position {position}"
             )
-        handler(c, ns, event, position)
+        if isinstance(c, BatchedWrites):
+            handler(c, ns, event, position)
+            return
+        writes = BatchedWrites(c)
+        handler(writes, ns, event, position)
+        writes.flush()
 
     # -- helpers -----------------------------------------------------------------------
 
     @staticmethod
-    def _repository_name(c: Cursor, ns: str, event: Any) -> str:
+    def _repository_name(c: BatchedWrites, ns: str, event: Any) -> str:
+        repo_id = event.originator_id
+        name = c.repository_names.get(repo_id)
+        if name is not None:
+            return name
         row = c.execute(
-            f"SELECT name FROM {ns}repositories WHERE id = ?", (str(event.originator_id),)
+            f"SELECT name FROM {ns}repositories WHERE id = ?", (str(repo_id),)
         ).fetchone()
         if row is None:
-            raise ProjectionCorrupt(f"event for unknown repository {event.originator_id}")
-        return str(row[0])
+            raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
+        name = c.repository_names[repo_id] = str(row[0])
+        return name
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        c.execute(
+    def _created(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
+        c.defer(
+            "repositories",
             f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
             "VALUES (?, ?, ?, ?, ?)",
             # NOTE: every repository starts private (Created carries no visibility).
             (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, event_time(e), pos),
         )
+        c.repository_names[e.originator_id] = str(e.name)
 
-    def _blob_linked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _blob_linked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(
+        c.defer(
+            "blob_links",
             f"INSERT INTO {ns}blob_links (repository, digest, size, linked_at, position) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO UPDATE SET "
             "size = excluded.size, linked_at = excluded.linked_at, position = excluded.position",
             (repo, str(e.digest), e.size, event_time(e), pos),
         )
 
-    def _blob_unlinked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _blob_unlinked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(
+        c.defer(
+            "blob_links",
             f"DELETE FROM {ns}blob_links WHERE repository = ? AND digest = ?",
             (repo, str(e.digest)),
         )
 
-    def _manifest_pushed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _manifest_pushed(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         config: Descriptor | None = e.config
         subject: Descriptor | None = e.subject
         artifact_type = e.artifact_type or (config.media_type if config is not None else None)
-        c.execute(
+        c.defer(
+            "manifests",
             f"INSERT INTO {ns}manifests (repository, digest, media_type, size, config_digest, "
             "artifact_type, subject_digest, annotations, pushed_at, position) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -140,7 +166,8 @@ class RegistryProjector:
             ),
         )
         if subject is not None:
-            c.execute(
+            c.defer(
+                "referrers",
                 f"INSERT INTO {ns}referrers (repository, subject_digest, digest, media_type, "
                 "size, artifact_type, annotations, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -155,16 +182,25 @@ class RegistryProjector:
                 ),
             )
 
-    def _manifest_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _manifest_deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         digest = str(e.digest)
-        c.execute(f"DELETE FROM {ns}manifests WHERE repository = ? AND digest = ?", (repo, digest))
-        c.execute(f"DELETE FROM {ns}referrers WHERE repository = ? AND digest = ?", (repo, digest))
+        c.defer(
+            "manifests",
+            f"DELETE FROM {ns}manifests WHERE repository = ? AND digest = ?",
+            (repo, digest),
+        )
+        c.defer(
+            "referrers",
+            f"DELETE FROM {ns}referrers WHERE repository = ? AND digest = ?",
+            (repo, digest),
+        )
 
-    def _history(self, c: Cursor, ns: str, e: Any, pos: int, repo: str, action: str) -> None:
+    def _history(self, c: BatchedWrites, ns: str, e: Any, pos: int, repo: str, action: str) -> None:
         from_digest = e.from_digest if action == "move" else e.digest
         to_digest = e.to_digest if action == "move" else None
-        c.execute(
+        c.defer(
+            "tag_history",
             f"INSERT INTO {ns}tag_history (position, repository, tag, action, from_digest, "
             "to_digest, actor_kind, actor_name, site_id, hlc_wall, hlc_logical, request_id, at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -185,9 +221,10 @@ class RegistryProjector:
             ),
         )
 
-    def _tag_moved(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _tag_moved(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(
+        c.defer(
+            "tags",
             f"INSERT INTO {ns}tags (repository, tag, digest, updated_at, position) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, tag) DO UPDATE SET "
             "digest = excluded.digest, updated_at = excluded.updated_at, "
@@ -196,14 +233,17 @@ class RegistryProjector:
         )
         self._history(c, ns, e, pos, repo, "move")
 
-    def _tag_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _tag_deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag)))
+        c.defer(
+            "tags", f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag))
+        )
         self._history(c, ns, e, pos, repo, "delete")
 
-    def _permission_granted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _permission_granted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(
+        c.defer(
+            "repository_permissions",
             f"INSERT INTO {ns}repository_permissions (repository, principal_kind, "
             "principal_name, role, position) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (repository, principal_kind, principal_name) DO UPDATE SET "
@@ -211,43 +251,53 @@ class RegistryProjector:
             (repo, e.principal.kind.value, e.principal.name, e.role.value, pos),
         )
 
-    def _permission_revoked(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _permission_revoked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
-        c.execute(
+        c.defer(
+            "repository_permissions",
             f"DELETE FROM {ns}repository_permissions WHERE repository = ? "
             "AND principal_kind = ? AND principal_name = ?",
             (repo, e.principal.kind.value, e.principal.name),
         )
 
-    def _visibility_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _visibility_changed(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         self._repository_name(c, ns, e)  # stops loudly on an unknown repository
-        c.execute(
+        c.defer(
+            "repositories",
             f"UPDATE {ns}repositories SET visibility = ?, position = ? WHERE id = ?",
             (e.visibility.value, pos, str(e.originator_id)),
         )
 
-    def _deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         for table in _CONTENT_TABLES:
-            c.execute(f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
-        c.execute(f"DELETE FROM {ns}repositories WHERE id = ?", (str(e.originator_id),))
-        c.execute(
+            c.defer(table, f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
+        c.defer(
+            "repositories", f"DELETE FROM {ns}repositories WHERE id = ?", (str(e.originator_id),)
+        )
+        del c.repository_names[e.originator_id]
+        c.defer(
+            "deleted_repositories",
             f"INSERT INTO {ns}deleted_repositories (id, name, deleted_at, position) "
             "VALUES (?, ?, ?, ?)",
             (str(e.originator_id), repo, event_time(e), pos),
         )
 
-    def _recreated(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
+    def _recreated(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo_id = str(e.originator_id)
         row = c.execute(
             f"SELECT name FROM {ns}deleted_repositories WHERE id = ?", (repo_id,)
         ).fetchone()
         if row is None:
             raise ProjectionCorrupt(f"recreation of a repository not deleted: {repo_id}")
-        c.execute(f"DELETE FROM {ns}deleted_repositories WHERE id = ?", (repo_id,))
-        c.execute(
+        c.defer(
+            "deleted_repositories", f"DELETE FROM {ns}deleted_repositories WHERE id = ?", (repo_id,)
+        )
+        c.defer(
+            "repositories",
             f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
             "VALUES (?, ?, ?, ?, ?)",
             # NOTE: a recreated repository starts private and empty, like a new one.
             (repo_id, str(row[0]), Visibility.PRIVATE.value, event_time(e), pos),
         )
+        c.repository_names[e.originator_id] = str(row[0])

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from cargohold.adapters.sql import Cursor, Database
 from cargohold.projections.registry import RegistryProjector
 from cargohold.projections.schema import create_tables
+from cargohold.projections.writes import BatchedWrites
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class ProjectionRunner:
         source: EventSource,
         projector: RegistryProjector | None = None,
         *,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.db = db
@@ -91,9 +92,10 @@ class ProjectionRunner:
 
     # -- setup -------------------------------------------------------------------------
 
-    def create_tables(self, ns: str = "") -> None:
+    def create_tables(self, ns: str = "", *, indexes: bool = True) -> None:
+        """Create the views in ``ns`` (see ``schema.create_tables`` for ``indexes``)."""
         with self.db.transaction() as c:
-            create_tables(c, self.db.dialect, ns)
+            create_tables(c, self.db.dialect, ns, indexes=indexes)
             c.execute(
                 f"INSERT INTO {ns}tracking (name, position) VALUES (?, 0) "
                 "ON CONFLICT (name) DO NOTHING",
@@ -129,8 +131,11 @@ class ProjectionRunner:
         )
         if c.rowcount != 1:
             raise _LostRace()
+        writes = BatchedWrites(c)
+        apply = self.projector.apply
         for position, event in batch:
-            self.projector.apply(c, ns, event, position)
+            apply(writes, ns, event, position)
+        writes.flush()
         return last
 
     def catch_up(
@@ -142,32 +147,44 @@ class ProjectionRunner:
         """Apply every stored event past the tracked position (up to ``stop``); return the
         position reached. Safe to call from any thread and any process."""
         with self._lock:
-            position = self.position(ns)
-            while True:
-                batch = self.source.read(position, self.batch_size, stop)
-                if not batch:
-                    break
-                try:
-                    with self.db.transaction() as c:
-                        position = self.apply_batch(c, ns, position, batch)
-                except _LostRace:
-                    position = self.position(ns)
-                    continue
-                if progress is not None:
-                    progress(position)
-            if not ns:
-                self._known = max(self._known, position)
-            return position
+            return self._catch_up_locked(ns, stop, progress)
+
+    def _catch_up_locked(
+        self, ns: str, stop: int | None, progress: Callable[[int], None] | None
+    ) -> int:
+        # PERF: the live position this runner last saw is a safe start without a read:
+        # tracking never moves back, and if another process moved it further, the
+        # compare-and-set of the first batch fails and the position is read then.
+        position = self._known if not ns and self._known else self.position(ns)
+        while True:
+            batch = self.source.read(position, self.batch_size, stop)
+            if not batch:
+                break
+            try:
+                with self.db.transaction() as c:
+                    position = self.apply_batch(c, ns, position, batch)
+            except _LostRace:
+                position = self.position(ns)
+                continue
+            if progress is not None:
+                progress(position)
+        if not ns:
+            self._known = max(self._known, position)
+        return position
 
     def wait_for(self, position: int) -> None:
         """Return once the live views include notification ``position`` (read-your-writes)."""
         started = self._clock()
         if self._known < position:
-            reached = self.catch_up()
-            if reached < position:
-                raise RuntimeError(
-                    f"views stopped at {reached} before position {position}"
-                )  # pragma: no cover - the log never loses a saved event
+            with self._lock:
+                # PERF: concurrent commands queue here; the catch-up of the one before
+                # has often applied this command's events too.
+                if self._known < position:
+                    reached = self._catch_up_locked("", None, None)
+                    if reached < position:
+                        raise RuntimeError(
+                            f"views stopped at {reached} before position {position}"
+                        )  # pragma: no cover - the log never loses a saved event
         self.latency.add(self._clock() - started)
 
     # -- background polling ------------------------------------------------------------

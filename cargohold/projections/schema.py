@@ -288,8 +288,19 @@ VIEW_TABLES: tuple[Table, ...] = (
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
 
-def create_tables(c: Cursor, dialect: str, ns: str = "") -> None:
-    """Create every table (and its indexes) in namespace ``ns`` if absent. Idempotent."""
+#: Secondary indexes the projection itself reads through (its name lookups by id).
+PROJECTION_LOOKUPS: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
+    {("accounts", ("id",)), ("organizations", ("id",))}
+)
+
+
+def create_tables(c: Cursor, dialect: str, ns: str = "", *, indexes: bool = True) -> None:
+    """Create every table (and its indexes) in namespace ``ns`` if absent. Idempotent.
+
+    With ``indexes=False`` only the primary keys and ``PROJECTION_LOOKUPS`` are built:
+    PERF: a replay fills fresh tables faster without the other indexes and builds them
+    once at the end (``create_indexes``).
+    """
     for table in ALL_TABLES:
         cols = ", ".join(f"{name} {kind}" for name, kind in table.columns)
         c.execute(
@@ -297,11 +308,34 @@ def create_tables(c: Cursor, dialect: str, ns: str = "") -> None:
             f"({cols}, PRIMARY KEY ({', '.join(table.key)}))"
         )
         for columns in table.indexes:
-            index = f"{table.name}_{'_'.join(columns)}_idx"
-            # NOTE: SQLite puts the schema on the index name, PostgreSQL on the table
-            # (an index lives in its table's schema).
-            if dialect == "sqlite":
-                target = f"{ns}{index} ON {table.name}"
-            else:
-                target = f"{index} ON {ns}{table.name}"
-            c.execute(f"CREATE INDEX IF NOT EXISTS {target} ({', '.join(columns)})")
+            if indexes or (table.name, columns) in PROJECTION_LOOKUPS:
+                _create_index(c, dialect, ns, table, columns)
+
+
+def create_indexes(c: Cursor, dialect: str, ns: str = "") -> None:
+    """Create every secondary index in namespace ``ns`` if absent. Idempotent."""
+    for table in ALL_TABLES:
+        for columns in table.indexes:
+            _create_index(c, dialect, ns, table, columns)
+
+
+def drop_indexes(c: Cursor, dialect: str, ns: str = "") -> None:
+    """Drop every secondary index in namespace ``ns`` that ``create_indexes`` makes."""
+    for table in ALL_TABLES:
+        for columns in table.indexes:
+            c.execute(f"DROP INDEX IF EXISTS {ns}{_index_name(table, columns)}")
+
+
+def _index_name(table: Table, columns: tuple[str, ...]) -> str:
+    return f"{table.name}_{'_'.join(columns)}_idx"
+
+
+def _create_index(c: Cursor, dialect: str, ns: str, table: Table, columns: tuple[str, ...]) -> None:
+    index = _index_name(table, columns)
+    # NOTE: SQLite puts the schema on the index name, PostgreSQL on the table
+    # (an index lives in its table's schema).
+    if dialect == "sqlite":
+        target = f"{ns}{index} ON {table.name}"
+    else:
+        target = f"{index} ON {ns}{table.name}"
+    c.execute(f"CREATE INDEX IF NOT EXISTS {target} ({', '.join(columns)})")

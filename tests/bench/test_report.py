@@ -51,3 +51,33 @@ def test_a_rerun_replaces_only_the_generated_part(tmp_path: Path) -> None:
     assert "first figures" not in text
     assert text.index(BEGIN) < text.index("second figures") < text.index(END)
     assert text.index(END) < text.index("hand-written analysis")
+
+
+def test_further_references_stand_beside_the_first_without_a_ratio() -> None:
+    v3 = Column("v3", "reference v3", 0)
+    rate = Metric("r", "rate", "req/s", True, Target("ratio_at_least", 1.0))
+    samples: Samples = {"r": {"ref": [100.0], "v3": [200.0], "c1": [150.0]}}
+    text, misses = table([rate], samples, [REF, v3], [ONE])
+    header, _, row = text.splitlines()
+    assert header.split(" | ")[2:6] == ["reference", "reference v3", "cargohold, 1 worker", "ratio"]
+    assert "| 100 | 200 | 150 | 1.50 ✓ |" in row and misses == []
+
+
+def test_a_cargohold_only_row_has_no_reference_and_no_ratio() -> None:
+    replay = Metric("e", "replay", "events/s", True, Target("above", 50_000), cargohold_only=True)
+    samples: Samples = {"e": {"c1": [40_000.0, 42_000.0]}}
+    text, misses = table([replay], samples, [REF], [ONE, TWO])
+    row = text.splitlines()[2]
+    assert row.startswith("| replay | events/s ↑ | — | 41,000 (40,000-42,000) | — ✗ | — | — |")
+    assert ">= 50,000 events/s" in row
+    assert [(m.column.key, m.ratio) for m in misses] == [("c1", None)]
+
+
+def test_a_target_on_the_embedded_default_only_marks_its_columns() -> None:
+    pg = Column("pg", "cargohold on PostgreSQL", 2, "postgres")
+    rate = Metric(
+        "p", "pushes", "images/s", True, Target("ratio_at_least", 1.0, embedded_only=True)
+    )
+    samples: Samples = {"p": {"ref": [10.0], "c1": [12.0], "pg": [5.0]}}
+    text, misses = table([rate], samples, [REF], [ONE, pg])
+    assert "| 12.0 | 1.20 ✓ | 5.0 | 0.50 |" in text and misses == []

@@ -357,3 +357,36 @@ def test_sha512_blobs_and_manifests(client: falcon.testing.TestClient) -> None:
     r = put_manifest(client, "s/512", manifest_digest, body)
     assert r.status_code == 201 and r.headers["docker-content-digest"] == manifest_digest
     assert client.simulate_get(f"/v2/s/512/manifests/{manifest_digest}").content == body
+
+
+def test_cached_listings_and_manifests_follow_writes_made_by_another_process(
+    tmp_path: Path,
+) -> None:
+    """Two containers on one data dir, as two ``--workers`` share the views: what one
+    writes, the other's cached tag list and manifest bodies reflect at once."""
+    settings = load_settings(environ={}, overrides={"data_dir": tmp_path / "data", "auth": False})
+    first, second = bootstrap(settings), bootstrap(settings, create_tables=False)
+    try:
+        reader = falcon.testing.TestClient(create_app(first))
+        writer = falcon.testing.TestClient(create_app(second))
+        body = manifest_for(writer, "a/b")
+        assert put_manifest(writer, "a/b", "t1", body).status_code == 201
+        for _ in range(2):  # the second answer comes from the cache
+            assert reader.simulate_get("/v2/a/b/tags/list").json["tags"] == ["t1"]
+            assert reader.simulate_get("/v2/a/b/manifests/t1").content == body
+        page = reader.simulate_get("/v2/a/b/tags/list", params={"n": "1"})
+        assert page.json["tags"] == ["t1"] and "link" not in page.headers
+        assert put_manifest(writer, "a/b", "t2", body).status_code == 201
+        assert reader.simulate_get("/v2/a/b/tags/list").json["tags"] == ["t1", "t2"]
+        page = reader.simulate_get("/v2/a/b/tags/list", params={"n": "1"})
+        assert page.headers["link"] == '</v2/a/b/tags/list?n=1&last=t1>; rel="next"'
+        assert writer.simulate_delete("/v2/a/b/manifests/t1").status_code == 202
+        assert reader.simulate_get("/v2/a/b/tags/list").json["tags"] == ["t2"]
+        r = reader.simulate_get("/v2/a/b/manifests/t1")
+        assert r.status_code == 404 and code(r) == "MANIFEST_UNKNOWN"
+        assert writer.simulate_delete(f"/v2/a/b/manifests/{sha256(body)}").status_code == 202
+        r = reader.simulate_get(f"/v2/a/b/manifests/{sha256(body)}")
+        assert r.status_code == 404  # the body is still cached; the views say it is gone
+    finally:
+        first.close()
+        second.close()

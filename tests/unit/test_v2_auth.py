@@ -407,3 +407,32 @@ def test_failed_token_logins_from_one_address_do_not_lock_out_another(
     with pytest.raises(LoginThrottled):
         container.authenticator.basic("$token", good, "10.0.0.1")
     assert container.authenticator.basic("$token", good, "10.0.0.2").name == "alice"
+
+
+def test_a_method_missing_from_a_routes_action_map_needs_push(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler added to a resource without an entry in its route's action map must not
+    fall back to the base check (any valid credentials): it needs push."""
+    from cargohold.http.registry_v2.listing import TagsResource
+
+    calls: list[str] = []
+
+    def on_put(self: object, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        calls.append(name)
+
+    monkeypatch.setattr(TagsResource, "on_put", on_put, raising=False)
+    client = falcon.testing.TestClient(create_app(container))
+    assert push_image(client, "alice/app", basic("alice")).status_code == 201
+    container.registry.grant(
+        RepositoryName("alice/app"), Principal.user("bob"), RepositoryRole.READ, SYSTEM
+    )
+    assert client.simulate_get("/v2/alice/app/tags/list", headers=basic("bob")).status_code == 200
+    r = client.simulate_put("/v2/alice/app/tags/list", headers=basic("bob"))
+    assert r.status_code == 403 and code(r) == "DENIED"
+    r = client.simulate_put("/v2/alice/app/tags/list", headers=basic("carol"))
+    assert r.status_code == 403
+    assert calls == []
+    # Who may push passes the same check.
+    assert client.simulate_put("/v2/alice/app/tags/list", headers=basic("alice")).status_code == 200
+    assert calls == ["alice/app"]

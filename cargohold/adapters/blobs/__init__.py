@@ -84,28 +84,48 @@ class HashingReader:
 
 
 class HasherCache:
-    """Incremental ``sha256`` state per upload, valid at one staged size.
+    """Incremental hash state per upload, valid at one staged size for one algorithm.
 
     Purely an optimisation: an entry is trusted only when its size equals the staged
-    size it is asked for, and a missing entry (another process, a restart) means the
-    staged content gets rehashed at commit.
+    size it is asked for and its algorithm is the one asked for; a missing entry
+    (another process, a restart) means the staged content gets rehashed at commit.
+    Uploads start with a ``sha256`` entry (the digest clients use); a ``put`` that knows
+    its expected digest stores a hasher of that digest's algorithm instead, so content
+    is hashed once, with the algorithm that will be verified.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[int, Any]] = {}
+        self._entries: dict[str, tuple[int, DigestAlgorithm, Any]] = {}
 
-    def at(self, upload_id: str, size: int) -> Any | None:
-        """A copy of the hasher for ``upload_id`` if it covers exactly ``size`` bytes."""
+    def at(
+        self, upload_id: str, size: int, algorithm: DigestAlgorithm = DigestAlgorithm.SHA256
+    ) -> Any | None:
+        """A copy of the ``algorithm`` hasher for ``upload_id`` if it covers exactly ``size``
+        bytes."""
+        entry = self.entry(upload_id, size)
+        if entry is None or entry[0] is not algorithm:
+            return None
+        return entry[1]
+
+    def entry(self, upload_id: str, size: int) -> tuple[DigestAlgorithm, Any] | None:
+        """``(algorithm, a copy of the hasher)`` for ``upload_id`` if it covers exactly
+        ``size`` bytes, whatever its algorithm."""
         with self._lock:
             entry = self._entries.get(upload_id)
         if entry is None or entry[0] != size:
             return None
-        return entry[1].copy()
+        return entry[1], entry[2].copy()
 
-    def store(self, upload_id: str, size: int, hasher: Any) -> None:
+    def store(
+        self,
+        upload_id: str,
+        size: int,
+        hasher: Any,
+        algorithm: DigestAlgorithm = DigestAlgorithm.SHA256,
+    ) -> None:
         with self._lock:
-            self._entries[upload_id] = (size, hasher)
+            self._entries[upload_id] = (size, algorithm, hasher)
 
     def drop(self, upload_id: str) -> None:
         with self._lock:

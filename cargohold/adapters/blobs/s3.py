@@ -190,6 +190,9 @@ class S3BlobStore(BlobStore):
         expected_size: int | None = None,
     ) -> tuple[Digest, int]:
         upload_id = self.start_upload()
+        if expected is not None and expected.algorithm is not DigestAlgorithm.SHA256:
+            # Hash once, with the algorithm that is verified.
+            self._hashers.store(upload_id, 0, expected.algorithm.hasher(), expected.algorithm)
         try:
             size = self.append(upload_id, stream, 0)
             if expected_size is not None and size != expected_size:
@@ -233,8 +236,8 @@ class S3BlobStore(BlobStore):
         size = _total(self._staged(upload_id))
         if offset != size:
             raise RangeInvalid(f"append at offset {offset}, but the upload has {size} bytes")
-        hasher = self._hashers.at(upload_id, size)
-        reader = HashingReader(stream, [hasher] if hasher is not None else [], limit=length)
+        cached = self._hashers.entry(upload_id, size)
+        reader = HashingReader(stream, [cached[1]] if cached else [], limit=length)
         key = self._key(keys.upload_part(upload_id, offset))
         with self._errors("append to an upload"):
             try:
@@ -248,8 +251,8 @@ class S3BlobStore(BlobStore):
             if reader.count == 0:
                 self._client.remove_object(self._bucket, key)
         new_size = size + reader.count
-        if hasher is not None:
-            self._hashers.store(upload_id, new_size, hasher)
+        if cached is not None:
+            self._hashers.store(upload_id, new_size, cached[1], cached[0])
         else:
             self._hashers.drop(upload_id)
         return new_size
@@ -272,9 +275,7 @@ class S3BlobStore(BlobStore):
         size = _total(parts)
         if expected_size is not None and size != expected_size:
             raise SizeInvalid(f"upload has {size} bytes, not {expected_size}")
-        hasher = None
-        if expected.algorithm is DigestAlgorithm.SHA256:
-            hasher = self._hashers.at(upload_id, size)
+        hasher = self._hashers.at(upload_id, size, expected.algorithm)
         actual = hasher.hexdigest() if hasher is not None else self._hash(parts, expected.algorithm)
         check_digest(expected, actual)
         target = self._key(keys.blob(expected))

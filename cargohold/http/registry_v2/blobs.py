@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import falcon
 
 from cargohold.bootstrap import Container
@@ -11,6 +13,48 @@ from cargohold.http.auth.registry import PULL, RegistryAuth
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
+
+
+class RequestBody:
+    """A request body as a ``ByteSource``: at most ``length`` bytes of the WSGI input.
+
+    Like falcon's ``bounded_stream`` (never reads past the declared length, so a server
+    whose input is the raw socket cannot block), plus ``readinto``: the blob store then
+    fills one buffer for the whole copy instead of a new bytes object per chunk.
+    """
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self._stream = stream
+        self._remaining = length
+        self._readinto = getattr(stream, "readinto", None)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size is None or size < 0 or size > self._remaining:
+            size = self._remaining
+        if size == 0:
+            return b""
+        data = bytes(self._stream.read(size))
+        self._remaining -= len(data)
+        return data
+
+    def readinto(self, buffer: Any, /) -> int:
+        view = memoryview(buffer).cast("B")
+        if len(view) > self._remaining:
+            view = view[: self._remaining]
+        if not view:
+            return 0
+        if self._readinto is None:
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        n = int(self._readinto(view) or 0)
+        self._remaining -= n
+        return n
+
+
+def _body(req: falcon.Request) -> RequestBody:
+    # NOTE: waitress declares a chunked body's length once it has read it all.
+    return RequestBody(req.stream, req.content_length or 0)
 
 
 def _linked_size(container: Container, name: RepositoryName, digest: Digest) -> int:
@@ -93,7 +137,7 @@ class UploadsResource:
                 return
         elif req.get_param("digest") is not None:
             digest = _digest_param(req)
-            uploads.put(repo, req.bounded_stream, digest, req.content_length, caller)
+            uploads.put(repo, _body(req), digest, req.content_length, caller)
             self._created(resp, repo, digest)
             return
         upload_id = uploads.start(repo)
@@ -151,9 +195,7 @@ class UploadResource:
         repo = RepositoryName(name)
         offset, length = self._range(req)
         try:
-            size = self.container.uploads.append(
-                repo, upload_id, req.bounded_stream, offset, length
-            )
+            size = self.container.uploads.append(repo, upload_id, _body(req), offset, length)
         except RangeInvalid as e:
             self._refuse_range(resp, repo, upload_id, e)
         resp.status = falcon.HTTP_202
@@ -170,7 +212,7 @@ class UploadResource:
                 upload_id,
                 digest,
                 caller_of(req),
-                req.bounded_stream if (length or 0) > 0 else None,
+                _body(req) if (length or 0) > 0 else None,
                 offset,
                 length,
             )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import falcon
 
 from cargohold.bootstrap import Container
@@ -14,11 +17,49 @@ from cargohold.projections.queries import ManifestRow
 
 # The distribution spec asks registries to accept manifests of at least 4 MiB.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Manifest bodies kept in memory per worker process.
+BODY_CACHE_BYTES = 32 * 1024 * 1024
+
+
+class ManifestBodies:
+    """Manifest bodies by digest, least recently used out past ``max_bytes``.
+
+    PERF: a manifest's bytes never change under its digest (they were verified against
+    it when pushed), so a cached body needs no validation; the views still decide, per
+    request, whether the repository has the manifest. Saves a stat, an open and a read
+    of the blob store per GET.
+    """
+
+    def __init__(self, max_bytes: int = BODY_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._bodies: OrderedDict[Digest, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: Digest) -> bytes | None:
+        with self._lock:
+            body = self._bodies.get(digest)
+            if body is not None:
+                self._bodies.move_to_end(digest)
+            return body
+
+    def put(self, digest: Digest, body: bytes) -> None:
+        if len(body) > self.max_bytes // 4:
+            return
+        with self._lock:
+            if digest in self._bodies:
+                return
+            self._bodies[digest] = body
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._bodies.popitem(last=False)
+                self._bytes -= len(dropped)
 
 
 class ManifestResource:
     def __init__(self, container: Container) -> None:
         self.container = container
+        self.bodies = ManifestBodies()
 
     def _find(self, repo: RepositoryName, reference: str) -> ManifestRow:
         try:
@@ -33,8 +74,7 @@ class ManifestResource:
             if not q.repository_exists(repo):
                 raise RepositoryUnknown(f"repository {repo} is not known")
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in repository {repo}")
-        digest = ref if isinstance(ref, Digest) else q.resolve_tag(repo, ref)
-        row = None if digest is None else q.manifest(repo, digest)
+        row = q.manifest(repo, ref) if isinstance(ref, Digest) else q.tagged_manifest(repo, ref)
         if row is None:
             if not q.repository_exists(repo):
                 raise RepositoryUnknown(f"repository {repo} is not known")
@@ -54,7 +94,10 @@ class ManifestResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
         row = self._find(RepositoryName(name), reference)
-        body = b"".join(self.container.blobs.read(row.digest))
+        body = self.bodies.get(row.digest)
+        if body is None:
+            body = b"".join(self.container.blobs.read(row.digest))
+            self.bodies.put(row.digest, body)
         self._describe(resp, row)
         resp.data = body
 

@@ -41,8 +41,10 @@ class V2Base:
 
 _READ = {"GET": PULL, "HEAD": PULL}
 _WRITE = {"GET": PUSH, "HEAD": PUSH, "POST": PUSH, "PUT": PUSH, "PATCH": PUSH, "DELETE": PUSH}
-#: Per route: the action each method needs (see http/auth/registry.py); a method
-#: missing from the map needs no repository right (the token endpoint, the base check).
+#: Per route: the action each method needs (see http/auth/registry.py). A method the map
+#: leaves out needs push (fail closed: a handler added without its entry is not open to
+#: any caller); ``_OPEN`` (the token endpoint) and ``None`` (the base check) need no
+#: repository right.
 _OPEN: dict[str, str] = {}
 
 
@@ -116,7 +118,7 @@ class V2Router:
             handler = getattr(resource, f"on_{req.method.lower()}", None)
             if handler is not None and needs is not _OPEN:
                 name = m.groupdict().get("name")
-                action = None if needs is None else needs.get(req.method)
+                action = None if needs is None else needs.get(req.method, PUSH)
                 self.auth.require(req, None if name is None else RepositoryName(name), action)
             if handler is None:
                 allowed = sorted(
