@@ -8,6 +8,9 @@ tracking position in one transaction. An event it does not know stops the projec
 A deleted repository loses its rows everywhere but in ``tag_history`` (the audit trail);
 its id and name move to ``deleted_repositories`` until a ``Recreated`` brings them back.
 So every query over ``repositories`` sees live repositories only, with no filter.
+
+Every event also becomes one ``audit_log`` entry (``projections/audit.py``), written in
+the same transaction, before the event's own handler.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import Visibility
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
+from cargohold.projections.audit import AuditWriter
 from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
 from cargohold.projections.identity import IdentityProjector
 
@@ -36,6 +40,7 @@ class RegistryProjector:
     """Applies one domain event at notification ``position`` into namespace ``ns``."""
 
     def __init__(self) -> None:
+        self.audit = AuditWriter()
         self._handlers: dict[type, Handler] = {
             Repository.Created: self._created,
             Repository.BlobLinked: self._blob_linked,
@@ -63,6 +68,8 @@ class RegistryProjector:
             raise UnknownEvent(
                 f"no projection for {type(event).__qualname__} at position {position}"
             )
+        # NOTE: the audit entry first: it reads names the handler may move or remove.
+        self.audit.write(c, ns, event, position)
         handler(c, ns, event, position)
 
     # -- helpers -----------------------------------------------------------------------

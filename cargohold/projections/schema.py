@@ -218,6 +218,37 @@ API_TOKENS = Table(
     indexes=(("token_hash",), ("owner",)),
 )
 
+# -- the audit log ---------------------------------------------------------------------
+# One entry per event (projections/audit.py). ``time_ms`` is the epoch-millisecond copy of
+# ``time`` that range queries and keyset pages use; every index ends in the tie-breaker
+# ``position`` so a page is one index range scan, newest first.
+
+AUDIT_LOG = Table(
+    "audit_log",
+    (
+        ("position", I),
+        ("sequence", I),
+        ("kind", T),
+        ("time", T),
+        ("time_ms", I),
+        ("namespace", T),
+        ("repository", T),
+        ("performer_kind", T),
+        ("performer_name", T),
+        ("ip", T),
+        ("request_id", T),
+        ("metadata", T),  # JSON object
+    ),
+    key=("position", "sequence"),
+    indexes=(
+        ("time_ms", "position"),
+        ("namespace", "time_ms", "position"),
+        ("repository", "time_ms", "position"),
+        ("performer_name", "time_ms", "position"),
+        ("kind", "time_ms", "position"),
+    ),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -237,6 +268,7 @@ VIEW_TABLES: tuple[Table, ...] = (
     ROBOTS,
     DEFAULT_PERMISSIONS,
     API_TOKENS,
+    AUDIT_LOG,
 )
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 

@@ -1,4 +1,4 @@
-"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7 and 11).
+"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7, 10 and 11).
 
 Modules: ``router`` (the sink, routing, identification), ``errors`` (the one error
 table), ``guard`` (who may do what), ``request`` (bodies, queries, page tokens),
@@ -38,6 +38,11 @@ path                                                        methods             
 /repository/{ns}/{repo}/permissions/user/{username}/transitive  GET             permissions
 /repository/{namespace}/{repo}/permissions/team/            GET                 permissions
 /repository/{namespace}/{repo}/permissions/team/{team}      GET PUT DELETE      permissions
+/repository/{namespace}/{repo}/logs (also aggregatelogs)    GET                 logs
+/repository/{namespace}/{repo}/exportlogs                   GET POST            logs
+/organization/{org}/logs, aggregatelogs, exportlogs         GET (export: POST)  logs
+/user/logs, aggregatelogs, exportlogs                       GET (export: POST)  logs
+/superuser/logs, aggregatelogs, exportlogs                  GET (export: POST)  logs
 ==========================================================  ==================  ===========
 """
 
@@ -47,6 +52,7 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.http.api_v1 import (
+    logs,
     organizations,
     permissions,
     prototypes,
@@ -109,6 +115,7 @@ def build_router(container: Container) -> ApiV1Router:
         ),
         (_REPO + "/permissions/team", permissions.TeamPermissionsResource(c, g)),
         (_REPO + "/permissions/team/{team}", permissions.TeamPermissionResource(c, g)),
+        *logs.routes(c, g),
     ]
     for template, resource in routes:
         router.add(template, resource)
