@@ -97,7 +97,7 @@ def bootstrap(
         runner = ProjectionRunner(views_db, LogReader(log))
         sessions = SQLUploadSessions(views_db)
         throttle = SQLLoginThrottle(views_db)
-        access_log = BufferedAccessLog(views_db)
+        access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
         if create_tables:
             runner.create_tables()
             sessions.create_table()

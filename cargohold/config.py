@@ -82,6 +82,9 @@ class Settings:
     sparse_manifests: str = "index"
     # Abandoned chunked uploads are removed after this many seconds.
     upload_expiry_seconds: int = 24 * 3600
+    # Pulls and logins are buffered in memory and written to the audit log this often
+    # (or at 500 waiting), and at a clean shutdown.
+    access_log_flush_seconds: int = 1
     # Access control on /v2. With ``auth`` off every caller may push and pull anything,
     # anonymously (a throwaway cache or CI mirror). /api/v1 always authenticates.
     auth: bool = True
@@ -211,6 +214,7 @@ def _validate(s: Settings) -> None:
         "snapshot_interval",
         "upload_expiry_seconds",
         "token_ttl_seconds",
+        "access_log_flush_seconds",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")
