@@ -2,8 +2,12 @@
 
 ``access_log`` lives in the views database but is *not* a view: nothing in the event log
 describes a pull, so this table is its own source of truth (``replay rebuild`` never
-touches it). Its columns are the audit log's (``projections/audit.py``) with an ``id``
-(assigned by the database) instead of ``position, sequence``::
+touches it). Its counts per scope, day and kind (``access_counts``, for the aggregates;
+``projections/audit_counts.py``) are derived from it: each flush adds its batch's counts
+in the batch's transaction, and ``recount_access`` recomputes them (when the table is
+new on a data dir that has pulls, and at ``replay rebuild``). Its columns are the audit
+log's (``projections/audit.py``) with an ``id`` (assigned by the database) instead of
+``position, sequence``::
 
     access_log
         id              BIGINT PRIMARY KEY  increasing; ties on time_ms break on it
@@ -16,10 +20,11 @@ touches it). Its columns are the audit log's (``projections/audit.py``) with an 
 Writing: ``record`` appends to a deque under a lock and returns (the request thread
 never waits for the database). A background thread (``start``) flushes every
 ``interval`` seconds, or sooner once ``batch_size`` entries wait, each flush one INSERT
-batch in one transaction. A flush that fails is logged and retried at the next tick, the
-entries kept in order; the buffer is bounded (``max_buffered``): past it, the oldest
-entries are dropped, counted, and the count is logged at the next successful flush, so a
-long outage costs memory that is capped and a loss that is reported, never silent.
+batch (and its counts) in one transaction. A flush that fails is logged and retried at
+the next tick, the entries kept in order; the buffer is bounded (``max_buffered``): past
+it, the oldest entries are dropped, counted, and the count is logged at the next
+successful flush, so a long outage costs memory that is capped and a loss that is
+reported, never silent.
 ``close`` stops the thread and flushes what is left (``serve`` calls it after the server
 stops, so a clean shutdown loses nothing).
 """
@@ -36,11 +41,13 @@ from typing import Any
 from cargohold.adapters.sql import Cursor, Database
 from cargohold.domain.errors import StorageError
 from cargohold.domain.ports import AccessRecord
+from cargohold.projections import audit_counts
 from cargohold.projections.audit import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
 
 log = logging.getLogger(__name__)
 
 TABLE = "access_log"
+COUNTS = audit_counts.ACCESS_COUNTS
 #: Indexes: the same access paths as the audit log's, each ending in the tie-breaker.
 INDEXES = (
     ("time_ms", "id"),
@@ -66,6 +73,21 @@ def create_access_log_table(c: Cursor, dialect: str) -> None:
             f"CREATE INDEX IF NOT EXISTS {TABLE}_{'_'.join(index)}_idx "
             f"ON {TABLE} ({', '.join(index)})"
         )
+    audit_counts.create_counts_table(c, COUNTS)
+    counted = c.execute(f"SELECT 1 FROM {COUNTS} LIMIT 1").fetchone()
+    if counted is None and c.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is not None:
+        # NOTE: a data dir from before the counts: count what is there once.
+        recount_access(c, dialect)
+
+
+def recount_access(c: Cursor, dialect: str) -> None:
+    """Recompute ``access_counts`` from ``access_log`` (inside a write transaction).
+
+    On PostgreSQL the counts table is locked first: a flush that started earlier has
+    its increment in the recount or waits to add it after, never both or neither."""
+    if dialect == "postgres":
+        c.execute(f"LOCK TABLE {COUNTS} IN EXCLUSIVE MODE")
+    audit_counts.recount(c, TABLE, COUNTS)
 
 
 def row_of(entry: AccessRecord) -> tuple[Any, ...]:
@@ -174,7 +196,10 @@ class BufferedAccessLog:
         return written
 
     def _write(self, batch: Sequence[tuple[Any, ...]]) -> None:
+        counts = audit_counts.tally((r[0], r[2], r[3], r[4]) for r in batch)
         with self.db.transaction() as c:
+            # NOTE: the counts first, then the rows; see ``recount_access``.
+            audit_counts.add(c, COUNTS, counts)
             c.executemany(INSERT, batch)
 
     def _flush_logged(self) -> None:

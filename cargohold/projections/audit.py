@@ -4,7 +4,9 @@
 the same cursor and transaction as the other views, *before* the event's own handler (so
 a ``Deleted`` repository still has its name in ``repositories``, and a default
 permission that is about to be replaced is still there to tell "create" from "modify").
-The table is a view like any other: ``replay rebuild`` and ``verify`` cover it.
+The table is a view like any other: ``replay rebuild`` and ``verify`` cover it. Each
+entry also adds 1 to its rows of ``audit_counts`` (``audit_counts.py``: per scope, day
+and kind), which the aggregates read.
 
 Pulls and logins are not events; they go to the ``access_log`` table through
 ``cargohold.adapters.access_log`` (same columns, its own source of truth). The query
@@ -85,6 +87,7 @@ from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import Principal, PrincipalKind
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.repository import Repository
+from cargohold.projections import audit_counts
 from cargohold.projections.base import ProjectionCorrupt
 
 #: The kinds of the pulls and logins recorded in ``access_log``.
@@ -409,9 +412,9 @@ class AuditWriter:
             raise ProjectionCorrupt(f"audit kind {entry.kind!r} is not declared")
         moment: datetime = event.timestamp
         actor = event.actor
-        c.execute(
-            f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        insert_entry(
+            c,
+            ns,
             (
                 position,
                 0,
@@ -427,3 +430,20 @@ class AuditWriter:
                 dump_metadata(entry.metadata),
             ),
         )
+
+
+def insert_entry(c: Cursor, ns: str, row: tuple[Any, ...]) -> None:
+    """Insert one ``audit_log`` row (``position, sequence`` then ``ENTRY_COLUMNS``) and add
+    it to ``audit_counts``, in the caller's transaction."""
+    c.execute(
+        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        row,
+    )
+    kind, time_ms, namespace, repository = row[2], row[4], row[5], row[6]
+    # NOTE: the aggregates' counts, in the same transaction (audit_counts.py).
+    audit_counts.add(
+        c,
+        f"{ns}{audit_counts.AUDIT_COUNTS}",
+        dict.fromkeys(audit_counts.keys_of(kind, time_ms, namespace, repository), 1),
+    )

@@ -13,7 +13,9 @@ name, kinds. Several kinds run one query per kind and side (each an index range 
 ``(kind, time_ms, ...)`` or a filtered scan) and merge, rather than one ``IN`` that would
 have to sort every match.
 
-Aggregates (counts per kind per UTC day) group over the same filtered rows.
+Aggregates (counts per kind per UTC day) read the counts tables for the whole days of
+the range and group raw rows only for partial edge days and performer filters
+(``aggregate``); ``aggregate_raw`` groups every raw row, the reference they equal.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cargohold.adapters.sql import Cursor, Database
+from cargohold.projections import audit_counts
 from cargohold.projections.audit import ENTRY_COLUMNS
+from cargohold.projections.audit_counts import DAY_MS
 
-DAY_MS = 86_400_000
 AUDIT, ACCESS = 1, 0
 
 Key = tuple[int, int, int, int]  # (time_ms, source, a, b)
@@ -147,23 +151,96 @@ class AuditQueries:
     # -- aggregates --------------------------------------------------------------------
 
     def aggregate(self, f: LogFilter) -> list[KindCount]:
-        """Counts per kind per UTC day over the filtered entries, by day then kind."""
-        totals: dict[tuple[int, str], int] = {}
+        """Counts per kind per UTC day over the filtered entries, by day then kind.
+
+        The same answer as ``aggregate_raw``, read mostly from the counts tables
+        (``audit_counts.py``): the whole UTC days inside the range from the scope's
+        rows, the partial days at its edges (a range from "now - 1 day", the endpoints'
+        default) from raw rows. A performer filter counts raw rows (the performer's own,
+        through the ``(performer_name, time_ms)`` index): the counts have no performer.
+        """
+        totals: Counter[tuple[int, str]] = Counter()
+        scope = _scope(f)
         with self.db.transaction(write=False) as c:
-            for table, _ in _SIDES.values():
-                where, params = _where(f, None)
-                if f.kinds is not None:
-                    where.append(f"kind IN ({', '.join('?' for _ in f.kinds)})")
-                    params.extend(sorted(f.kinds))
-                rows = c.execute(
-                    f"SELECT time_ms / {DAY_MS} AS day, kind, COUNT(*) FROM {table} "
-                    f"WHERE {' AND '.join(where)} GROUP BY day, kind",
-                    params,
-                ).fetchall()
-                for day, kind, count in rows:
-                    k = (int(day) * DAY_MS, str(kind))
-                    totals[k] = totals.get(k, 0) + int(count)
-        return [KindCount(kind, day, n) for (day, kind), n in sorted(totals.items())]
+            if scope is None:
+                self._count_raw(c, f, f.start_ms, f.end_ms, totals)
+                return _kind_counts(totals)
+            first = -(-f.start_ms // DAY_MS) * DAY_MS  # the first whole day's midnight
+            last = f.end_ms // DAY_MS * DAY_MS  # the midnight after the last whole day
+            if first >= last:
+                self._count_raw(c, f, f.start_ms, f.end_ms, totals)
+                return _kind_counts(totals)
+            self._count_days(c, f, scope, first, last, totals)
+            if f.start_ms < first:
+                self._count_raw(c, f, f.start_ms, first, totals)
+            if last < f.end_ms:
+                self._count_raw(c, f, last, f.end_ms, totals)
+        return _kind_counts(totals)
+
+    def aggregate_raw(self, f: LogFilter) -> list[KindCount]:
+        """``aggregate`` by counting every matching row (the reference; slow at scale)."""
+        totals: Counter[tuple[int, str]] = Counter()
+        with self.db.transaction(write=False) as c:
+            self._count_raw(c, f, f.start_ms, f.end_ms, totals)
+        return _kind_counts(totals)
+
+    @staticmethod
+    def _count_days(
+        c: Cursor,
+        f: LogFilter,
+        scope: str,
+        first: int,
+        last: int,
+        totals: Counter[tuple[int, str]],
+    ) -> None:
+        for table in (audit_counts.AUDIT_COUNTS, audit_counts.ACCESS_COUNTS):
+            where = "scope = ? AND day >= ? AND day < ?"
+            params: list[Any] = [scope, first, last]
+            if f.kinds is not None:
+                where += f" AND kind IN ({', '.join('?' for _ in f.kinds)})"
+                params.extend(sorted(f.kinds))
+            for day, kind, n in c.execute(
+                f"SELECT day, kind, n FROM {table} WHERE {where}", params
+            ).fetchall():
+                totals[int(day), str(kind)] += int(n)
+
+    @staticmethod
+    def _count_raw(
+        c: Cursor, f: LogFilter, start_ms: int, end_ms: int, totals: Counter[tuple[int, str]]
+    ) -> None:
+        bounded = LogFilter(start_ms, end_ms, f.namespace, f.repository, f.performer, f.kinds)
+        for table, _ in _SIDES.values():
+            where, params = _where(bounded, None)
+            if f.kinds is not None:
+                where.append(f"kind IN ({', '.join('?' for _ in f.kinds)})")
+                params.extend(sorted(f.kinds))
+            rows = c.execute(
+                f"SELECT time_ms / {DAY_MS} AS day, kind, COUNT(*) FROM {table} "
+                f"WHERE {' AND '.join(where)} GROUP BY day, kind",
+                params,
+            ).fetchall()
+            for day, kind, count in rows:
+                totals[int(day) * DAY_MS, str(kind)] += int(count)
+
+
+def _scope(f: LogFilter) -> str | None:
+    """The counts scope that answers ``f``'s filters exactly; ``None``: count raw rows."""
+    if f.performer is not None:
+        return None
+    if f.repository is not None:
+        # NOTE: a repository's entries all have its namespace; another namespace too
+        # would be a filter the counts cannot answer.
+        ns = f.repository.partition("/")[0]
+        if f.namespace is not None and f.namespace != ns:
+            return None
+        return audit_counts.repository_scope(f.repository)
+    if f.namespace is not None:
+        return audit_counts.namespace_scope(f.namespace)
+    return audit_counts.SCOPE_ALL
+
+
+def _kind_counts(totals: Counter[tuple[int, str]]) -> list[KindCount]:
+    return [KindCount(kind, day, n) for (day, kind), n in sorted(totals.items()) if n]
 
 
 def _where(f: LogFilter, kind: str | None) -> tuple[list[str], list[Any]]:

@@ -249,6 +249,14 @@ AUDIT_LOG = Table(
     ),
 )
 
+# Entries per scope ('*' | 'n:<namespace>' | 'r:<ns/name>'), UTC day and kind, for the
+# aggregates (projections/audit_counts.py); written with each ``audit_log`` entry.
+AUDIT_COUNTS = Table(
+    "audit_counts",
+    (("scope", T), ("day", I), ("kind", T), ("n", I)),
+    key=("scope", "day", "kind"),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -269,6 +277,7 @@ VIEW_TABLES: tuple[Table, ...] = (
     DEFAULT_PERMISSIONS,
     API_TOKENS,
     AUDIT_LOG,
+    AUDIT_COUNTS,
 )
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
