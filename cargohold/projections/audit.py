@@ -78,6 +78,7 @@ tokens are left out.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -404,7 +405,16 @@ class AuditWriter:
     def __init__(self, mapper: AuditMapper | None = None) -> None:
         self.mapper = mapper or AuditMapper()
 
-    def write(self, c: Cursor, ns: str, event: Any, position: int) -> None:
+    def write(
+        self,
+        c: Cursor,
+        ns: str,
+        event: Any,
+        position: int,
+        counts: Counter[audit_counts.CountKey] | None = None,
+    ) -> None:
+        """Insert the event's entry; its counts go to ``counts`` when given (the caller
+        adds them to ``audit_counts`` before its transaction ends), else at once."""
         entry = self.mapper.entry(c, ns, event)
         if entry is None:
             return
@@ -429,21 +439,26 @@ class AuditWriter:
                 event.request_id,
                 dump_metadata(entry.metadata),
             ),
+            counts,
         )
 
 
-def insert_entry(c: Cursor, ns: str, row: tuple[Any, ...]) -> None:
+def insert_entry(
+    c: Cursor,
+    ns: str,
+    row: tuple[Any, ...],
+    counts: Counter[audit_counts.CountKey] | None = None,
+) -> None:
     """Insert one ``audit_log`` row (``position, sequence`` then ``ENTRY_COLUMNS``) and add
-    it to ``audit_counts``, in the caller's transaction."""
+    it to ``audit_counts`` in the caller's transaction: at once, or, given ``counts``, to
+    ``counts``, which the caller adds (``audit_counts.add``) before it commits."""
     c.execute(
         f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         row,
     )
-    kind, time_ms, namespace, repository = row[2], row[4], row[5], row[6]
-    # NOTE: the aggregates' counts, in the same transaction (audit_counts.py).
-    audit_counts.add(
-        c,
-        f"{ns}{audit_counts.AUDIT_COUNTS}",
-        dict.fromkeys(audit_counts.keys_of(kind, time_ms, namespace, repository), 1),
-    )
+    keys = audit_counts.keys_of(row[2], row[4], row[5], row[6])  # kind, time_ms, ns, repo
+    if counts is not None:
+        counts.update(keys)
+    else:
+        audit_counts.add(c, f"{ns}{audit_counts.AUDIT_COUNTS}", dict.fromkeys(keys, 1))

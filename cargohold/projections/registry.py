@@ -16,13 +16,16 @@ the same transaction, before the event's own handler.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import Visibility
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
+from cargohold.projections import audit_counts
 from cargohold.projections.audit import AuditWriter
+from cargohold.projections.audit_counts import CountKey
 from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
 from cargohold.projections.identity import IdentityProjector
 
@@ -62,15 +65,30 @@ class RegistryProjector:
         """The event classes this projector applies; any other stops it."""
         return frozenset(self._handlers)
 
-    def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
+    def apply(
+        self,
+        c: Cursor,
+        ns: str,
+        event: Any,
+        position: int,
+        counts: Counter[CountKey] | None = None,
+    ) -> None:
+        """Apply ``event``. Its audit counts are upserted at once, or, given ``counts``,
+        added to it for ``add_counts`` at the end of the batch (PERF: a batch of 1,000
+        events then costs a few hundred upserts instead of up to three per event)."""
         handler = self._handlers.get(type(event))
         if handler is None:
             raise UnknownEvent(
                 f"no projection for {type(event).__qualname__} at position {position}"
             )
         # NOTE: the audit entry first: it reads names the handler may move or remove.
-        self.audit.write(c, ns, event, position)
+        self.audit.write(c, ns, event, position, counts)
         handler(c, ns, event, position)
+
+    @staticmethod
+    def add_counts(c: Cursor, ns: str, counts: Counter[CountKey]) -> None:
+        """Add the audit counts gathered by ``apply`` (in the same transaction)."""
+        audit_counts.add(c, f"{ns}{audit_counts.AUDIT_COUNTS}", counts)
 
     # -- helpers -----------------------------------------------------------------------
 

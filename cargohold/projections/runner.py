@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cargohold.adapters.sql import Cursor, Database
+from cargohold.projections.audit_counts import CountKey
 from cargohold.projections.registry import RegistryProjector
 from cargohold.projections.schema import create_tables
 
@@ -129,8 +130,10 @@ class ProjectionRunner:
         )
         if c.rowcount != 1:
             raise _LostRace()
+        counts: collections.Counter[CountKey] = collections.Counter()
         for position, event in batch:
-            self.projector.apply(c, ns, event, position)
+            self.projector.apply(c, ns, event, position, counts)
+        self.projector.add_counts(c, ns, counts)
         return last
 
     def catch_up(

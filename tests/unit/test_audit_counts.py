@@ -7,6 +7,7 @@ Random entries go in through the real write paths (``insert_entry``, the project
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,32 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> SQLiteDatabase:
 
 
 def _load(db: SQLiteDatabase, batch: list[Any], batch_size: int) -> None:
+    """Audit entries as the projection writes them (in batches of ``batch_size``, their
+    counts added at each batch's end; size 1: each entry's at once), access entries
+    through the access log's flush (batches of ``batch_size``)."""
     with db.transaction() as c:
         for table in ("audit_log", "audit_counts", "access_log", "access_counts"):
             c.execute(f"DELETE FROM {table}")
     access = BufferedAccessLog(db, batch_size=batch_size)
-    with db.transaction() as c:
-        for position, (source, kind, t, namespace, repository, performer) in enumerate(batch):
-            at = datetime.fromtimestamp(t / 1000, UTC)
-            if source == "access":
-                access.record(
-                    AccessRecord(kind, at, Actor(ActorKind.USER, performer), namespace, repository)
-                )
-                continue
-            row = (position + 1, 0, kind, iso(at), t, namespace, repository, "user", performer)
-            insert_entry(c, "", (*row, None, None, "{}"))
+    audit = [(i, e) for i, e in enumerate(batch) if e[0] == "log"]
+    for start in range(0, len(audit), batch_size):
+        counts: Counter[audit_counts.CountKey] | None = None if batch_size == 1 else Counter()
+        with db.transaction() as c:
+            for position, (_, kind, t, namespace, repository, performer) in audit[
+                start : start + batch_size
+            ]:
+                at = datetime.fromtimestamp(t / 1000, UTC)
+                row = (position + 1, 0, kind, iso(at), t, namespace, repository, "user")
+                insert_entry(c, "", (*row, performer, None, None, "{}"), counts)
+            if counts is not None:
+                audit_counts.add(c, audit_counts.AUDIT_COUNTS, counts)
+    for source, kind, t, namespace, repository, performer in batch:
+        if source != "access":
+            continue
+        at = datetime.fromtimestamp(t / 1000, UTC)
+        access.record(
+            AccessRecord(kind, at, Actor(ActorKind.USER, performer), namespace, repository)
+        )
     access.flush()
 
 
