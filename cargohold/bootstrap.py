@@ -15,6 +15,7 @@ from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 
+from cargohold.adapters.access_log import BufferedAccessLog
 from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.credentials import (
     Argon2PasswordHasher,
@@ -47,6 +48,7 @@ from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import SparsePolicy
 from cargohold.domain.values import Actor, ActorKind, RepositoryName
 from cargohold.projections.access_queries import AccessQueries
+from cargohold.projections.audit_queries import AuditQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay.chain import AuditChain
@@ -73,9 +75,12 @@ class Container:
     signer: TokenSigner
     audit_chain: AuditChain
     tag_windows: TagWindows
+    access_log: BufferedAccessLog
+    audit_queries: AuditQueries
 
     def close(self) -> None:
         self.runner.stop()
+        self.access_log.close()  # NOTE: writes the buffered pulls and logins first
         self.views_db.close()
         self.log.close()
 
@@ -102,10 +107,12 @@ def bootstrap(
         runner = ProjectionRunner(views_db, LogReader(log))
         sessions = SQLUploadSessions(views_db)
         throttle = SQLLoginThrottle(views_db)
+        access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
         if create_tables:
             runner.create_tables()
             sessions.create_table()
             throttle.create_table()
+            access_log.create_table()
         runner.catch_up()
         signer = JWTSigner(_signing_key(settings), issuer=settings.auth_service)
         audit_chain = AuditChain(views_db, log.recorder, signer)
@@ -138,7 +145,9 @@ def bootstrap(
     hasher = hasher or Argon2PasswordHasher()
     minter = HashedTokenMinter()
     access = AccessService(log, runner, clock, site_id, hasher, minter, access_queries, registry)
-    authenticator = Authenticator(log, site_id, hasher, minter, access_queries, throttle)
+    authenticator = Authenticator(
+        log, site_id, hasher, minter, access_queries, throttle, recorder=access_log
+    )
     return Container(
         settings=settings,
         site_id=site_id,
@@ -155,6 +164,8 @@ def bootstrap(
         signer=signer,
         audit_chain=audit_chain,
         tag_windows=tag_windows,
+        access_log=access_log,
+        audit_queries=AuditQueries(views_db),
     )
 
 

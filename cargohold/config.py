@@ -96,6 +96,9 @@ class Settings:
     # DEFAULT_TAG_EXPIRATION and TAG_EXPIRATION_OPTIONS), as durations like "2w".
     default_tag_expiration: str = "2w"
     tag_expiration_options: str = "0s,1d,1w,2w,4w"
+    # Pulls and logins are buffered in memory and written to the audit log this often
+    # (or at 500 waiting), and at a clean shutdown.
+    access_log_flush_seconds: int = 1
     # Access control on /v2. With ``auth`` off every caller may push and pull anything,
     # anonymously (a throwaway cache or CI mirror). /api/v1 always authenticates.
     auth: bool = True
@@ -247,6 +250,7 @@ def _validate(s: Settings) -> None:
         "snapshot_interval",
         "upload_expiry_seconds",
         "token_ttl_seconds",
+        "access_log_flush_seconds",
     ):
         if getattr(s, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1")

@@ -12,6 +12,11 @@ Three kinds of credentials, as Quay and the Docker clients use them:
 Every attempt passes the ``LoginThrottle`` first (per account and per source address);
 every failure says only "invalid credentials", whichever part was wrong.
 
+Every attempt is also recorded for the audit log (``AccessRecorder``): ``login_success``
+or ``login_failure`` with the credential type (password, robot token, API token) and the
+username tried, never the secret; a throttled attempt is a failure with reason
+``throttled``.
+
 PERF: a verified password is remembered (keyed by a hash of the stored hash and of the
 password, never the password itself) so that clients sending Basic auth on every /v2
 request pay argon2 once; a password change makes the stored hash differ, so the memory
@@ -46,6 +51,7 @@ from cargohold.domain.accounts import Account
 from cargohold.domain.authorization import Caller as AuthorizationCaller
 from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter
 from cargohold.domain.errors import CredentialsInvalid, InvalidInput, LoginThrottled
+from cargohold.domain.ports import AccessRecord, AccessRecorder, NoAccessRecorder
 from cargohold.domain.values import Actor, ActorKind
 
 #: The user names under which a Basic password is an API token (Quay's convention).
@@ -143,6 +149,7 @@ class Authenticator:
         throttle: LoginThrottle,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         remember: int = 4096,
+        recorder: AccessRecorder | None = None,
     ) -> None:
         self.log = log
         self.site_id = site_id
@@ -154,12 +161,73 @@ class Authenticator:
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self._lock = threading.Lock()
+        self.recorder: AccessRecorder = recorder or NoAccessRecorder()
 
-    def basic(self, username: str, secret: str, address: str) -> Identity:
+    def basic(
+        self, username: str, secret: str, address: str, request_id: str | None = None
+    ) -> Identity:
         """The identity behind HTTP Basic credentials; see the module docstring.
 
         Raises ``LoginThrottled`` (before checking anything) and ``CredentialsInvalid``.
+        Records the attempt (``request_id`` ties it to its request).
         """
+        try:
+            identity = self._basic(username, secret, address)
+        except (CredentialsInvalid, LoginThrottled) as e:
+            reason = "throttled" if isinstance(e, LoginThrottled) else "invalid credentials"
+            self._record(
+                "login_failure", Actor.anonymous(), username, secret, address, request_id, reason
+            )
+            raise
+        self._record("login_success", identity.actor, username, secret, address, request_id)
+        return identity
+
+    def _record(
+        self,
+        kind: str,
+        performer: Actor,
+        username: str,
+        secret: str,
+        address: str,
+        request_id: str | None,
+        reason: str | None = None,
+    ) -> None:
+        # NOTE: never the secret; only the username tried (cut to a sane length).
+        tried = username[:255]
+        metadata: dict[str, str] = {"type": self._credential_type(username, secret)}
+        metadata["username"] = tried
+        if reason is not None:
+            metadata["reason"] = reason
+        namespace = performer.name.partition("+")[0] if performer.name else None
+        if namespace is None and username not in TOKEN_USERNAMES:
+            # A failure shows in the logs of the namespace it tried to log in to.
+            candidate = tried.partition("+")[0]
+            try:
+                namespace = str(AccountName(candidate))
+            except InvalidInput:
+                namespace = None
+        self.recorder.record(
+            AccessRecord(
+                kind=kind,
+                at=self._now(),
+                performer=performer,
+                namespace=namespace,
+                ip=address,
+                request_id=request_id,
+                metadata=metadata,
+            )
+        )
+
+    def _credential_type(self, username: str, secret: str) -> str:
+        if username in TOKEN_USERNAMES or (
+            "+" not in username and self.minter.looks_like_token(secret)
+        ):
+            return "api_token"
+        if "+" in username:
+            return "robot_token"
+        return "password"
+
+    def _basic(self, username: str, secret: str, address: str) -> Identity:
         account_key = username.lower()[:300]
         if username in TOKEN_USERNAMES:
             # NOTE: "$token" is not an account: counting its failures together would let
@@ -177,9 +245,9 @@ class Authenticator:
         self.throttle.succeeded(account_key, address)
         return identity
 
-    def bearer_api_token(self, token: str, address: str) -> Identity:
+    def bearer_api_token(self, token: str, address: str, request_id: str | None = None) -> Identity:
         """The identity of an API token sent as ``Authorization: Bearer``."""
-        return self.basic("$token", token, address)
+        return self.basic("$token", token, address, request_id)
 
     # -- the checks --------------------------------------------------------------------
 

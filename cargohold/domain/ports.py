@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
-from cargohold.domain.values import Digest
+from cargohold.domain.values import Actor, Digest
 
 
 class ByteSource(Protocol):
@@ -191,3 +193,40 @@ class BlobStore(ABC):
         Called once at startup. Raises ``StorageError`` with a one-line message naming
         what is wrong (missing bucket, unwritable directory, unreachable endpoint).
         """
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """One pull or login for the audit log: a fact that is not an event (it changes
+    nothing), so it goes to a stream of its own (see ``AccessRecorder``).
+
+    ``performer`` is who acted (anonymous for a failed login or an anonymous pull),
+    ``metadata`` a JSON-able object that never holds a secret.
+    """
+
+    kind: str  # "pull_repo" | "login_success" | "login_failure"
+    at: datetime
+    performer: Actor
+    namespace: str | None = None
+    repository: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class AccessRecorder(Protocol):
+    """Where pulls and logins are recorded.
+
+    ``record`` must return at once, whatever the storage is doing (it sits on the pull
+    path): adapters buffer and write in batches. A record may be lost only by a crash or
+    by a storage outage long enough to overflow the buffer, which the adapter reports.
+    """
+
+    def record(self, entry: AccessRecord) -> None: ...
+
+
+class NoAccessRecorder:
+    """Records nothing (tools and tests that do not audit)."""
+
+    def record(self, entry: AccessRecord) -> None:
+        return None

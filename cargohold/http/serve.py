@@ -236,6 +236,7 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     server.channel_class = _refusing_tls(server.channel_class)
     stop = threading.Event()
     container.runner.start()
+    container.access_log.start()
     janitor = threading.Thread(target=_janitor, args=(container, stop), daemon=True)
     janitor.start()
     threading.Thread(target=_sealer, args=(container, stop), daemon=True).start()
@@ -261,6 +262,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     with contextlib.suppress(OSError, ValueError):
         server.run()
     stop.set()
+    # Write the buffered pulls and logins: a clean stop loses none.
+    container.access_log.close()
     try:  # seal what was written last, so a clean stop leaves nothing unsealed
         container.audit_chain.seal()
     except Exception:

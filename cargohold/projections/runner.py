@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cargohold.adapters.sql import Cursor, Database
+from cargohold.projections.audit_counts import CountKey
 from cargohold.projections.registry import RegistryProjector
 from cargohold.projections.schema import create_tables
 from cargohold.projections.writes import BatchedWrites
@@ -133,9 +134,11 @@ class ProjectionRunner:
             raise _LostRace()
         writes = BatchedWrites(c)
         apply = self.projector.apply
+        counts: collections.Counter[CountKey] = collections.Counter()
         for position, event in batch:
-            apply(writes, ns, event, position)
+            apply(writes, ns, event, position, counts)
         writes.flush()
+        self.projector.add_counts(c, ns, counts)
         return last
 
     def catch_up(

@@ -262,6 +262,45 @@ NAMESPACE_SETTINGS = Table(
     key=("name",),
 )
 
+# -- the audit log ---------------------------------------------------------------------
+# One entry per event (projections/audit.py). ``time_ms`` is the epoch-millisecond copy of
+# ``time`` that range queries and keyset pages use; every index ends in the tie-breaker
+# ``position`` so a page is one index range scan, newest first.
+
+AUDIT_LOG = Table(
+    "audit_log",
+    (
+        ("position", I),
+        ("sequence", I),
+        ("kind", T),
+        ("time", T),
+        ("time_ms", I),
+        ("namespace", T),
+        ("repository", T),
+        ("performer_kind", T),
+        ("performer_name", T),
+        ("ip", T),
+        ("request_id", T),
+        ("metadata", T),  # JSON object
+    ),
+    key=("position", "sequence"),
+    indexes=(
+        ("time_ms", "position"),
+        ("namespace", "time_ms", "position"),
+        ("repository", "time_ms", "position"),
+        ("performer_name", "time_ms", "position"),
+        ("kind", "time_ms", "position"),
+    ),
+)
+
+# Entries per scope ('*' | 'n:<namespace>' | 'r:<ns/name>'), UTC day and kind, for the
+# aggregates (projections/audit_counts.py); written with each ``audit_log`` entry.
+AUDIT_COUNTS = Table(
+    "audit_counts",
+    (("scope", T), ("day", I), ("kind", T), ("n", I)),
+    key=("scope", "day", "kind"),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -284,6 +323,8 @@ VIEW_TABLES: tuple[Table, ...] = (
     TAG_LIFETIMES,
     MANIFEST_SIZES,
     NAMESPACE_SETTINGS,
+    AUDIT_LOG,
+    AUDIT_COUNTS,
 )
 ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 

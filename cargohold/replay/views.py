@@ -6,7 +6,9 @@ or a PostgreSQL schema), using the same projector as the live runner:
 - ``rebuild`` then swaps them in: one transaction that holds the live tracking row (so
   the live projection cannot advance meanwhile), applies to the scratch views whatever
   the live ones saw since, replaces every live table's rows with the scratch rows, and
-  sets the live position. Readers see the old views or the new ones, never a mix.
+  sets the live position. Readers see the old views or the new ones, never a mix. The
+  same transaction recounts ``access_counts`` from ``access_log`` (derived, though
+  not from the log).
 - ``verify`` builds scratch views up to the live position, then, holding the live
   tracking row, catches them up to the live position and compares table by table,
   returning every row found on one side only.
@@ -24,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cargohold.adapters.access_log import recount_access
 from cargohold.adapters.eventstore import LogReader
 from cargohold.adapters.sql import Cursor, Database, PostgresDatabase, SQLiteDatabase
 from cargohold.bootstrap import Container
@@ -159,6 +162,9 @@ def rebuild(container: Container, *, quiet: bool = False) -> ReplayResult:
                 )
             if rebuild_indexes:
                 create_indexes(c, db.dialect)
+            # NOTE: not a view, but derived data all the same: the pulls' and logins'
+            # counts are recomputed from access_log (which rebuild never changes).
+            recount_access(c, db.dialect)
             c.execute(
                 "UPDATE tracking SET position = ? WHERE name = ?", (position, PROJECTION_NAME)
             )

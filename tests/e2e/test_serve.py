@@ -180,3 +180,56 @@ def test_first_start_prints_the_generated_admin_password_once(tmp_path: Path) ->
             assert r.status == 200
     assert "superuser 'admin'" not in server.output()
     assert password not in server.output()
+
+
+def _send(method: str, url: str, body: bytes = b"", content_type: str = "") -> int:
+    request = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return int(r.status)
+
+
+def test_no_pull_is_lost_on_a_clean_shutdown(tmp_path: Path) -> None:
+    """Pulls are buffered in memory (flushed about once a second): a SIGTERM right after
+    them must still write every one to ``access_log``."""
+    import hashlib
+    import sqlite3
+
+    port = free_port()
+    data = tmp_path / "data"
+    pulls = 40
+    # NOTE: a flush interval far beyond the test, so only the shutdown flush can write them.
+    env = {"CARGOHOLD_ACCESS_LOG_FLUSH_SECONDS": "3600"}
+    with serving(
+        "--data-dir", str(data), "--listen", f"127.0.0.1:{port}", cwd=tmp_path, env=env
+    ) as server:
+        url = server.url
+        config = b'{"architecture":"amd64","os":"linux"}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        assert _send("POST", f"{url}/v2/acme/app/blobs/uploads/?digest={digest}", config) == 201
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": digest,
+                    "size": len(config),
+                },
+                "layers": [],
+            }
+        ).encode()
+        media_type = "application/vnd.oci.image.manifest.v1+json"
+        assert _send("PUT", f"{url}/v2/acme/app/manifests/v1", manifest, media_type) == 201
+        for _ in range(pulls):
+            status, _, body = get(f"{url}/v2/acme/app/manifests/v1")
+            assert status == 200 and body == manifest
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=20) == 0
+    with sqlite3.connect(data / "views.sqlite") as db:
+        rows = db.execute(
+            "SELECT repository, metadata FROM access_log WHERE kind = 'pull_repo'"
+        ).fetchall()
+    assert len(rows) == pulls
+    assert all(repo == "acme/app" and json.loads(meta)["tag"] == "v1" for repo, meta in rows)

@@ -165,10 +165,10 @@ class _FailingProjector(RegistryProjector):
         super().__init__()
         self.fail_at = fail_at
 
-    def apply(self, c: Cursor, ns: str, event: Any, position: int) -> None:
+    def apply(self, c: Cursor, ns: str, event: Any, position: int, counts: Any = None) -> None:
         if position == self.fail_at:
             raise RuntimeError("simulated crash")
-        super().apply(c, ns, event, position)
+        super().apply(c, ns, event, position, counts)
 
 
 def _save_without_projecting(container: Container, name: str, tags: int) -> None:

@@ -1,4 +1,4 @@
-"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7 and 11).
+"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7, 10 and 11).
 
 Modules: ``router`` (the sink, routing, identification), ``errors`` (the one error
 table), ``guard`` (who may do what), ``request`` (bodies, queries, page tokens),
@@ -41,6 +41,11 @@ path                                                        methods             
 /repository/{namespace}/{repo}/tag/                         GET                 tags
 /repository/{namespace}/{repo}/tag/{tag}                    PUT DELETE          tags
 /repository/{namespace}/{repo}/tag/{tag}/restore            POST                tags
+/repository/{namespace}/{repo}/logs (also aggregatelogs)    GET                 logs
+/repository/{namespace}/{repo}/exportlogs                   GET POST            logs
+/organization/{org}/logs, aggregatelogs, exportlogs         GET (export: POST)  logs
+/user/logs, aggregatelogs, exportlogs                       GET (export: POST)  logs
+/superuser/logs, aggregatelogs, exportlogs                  GET (export: POST)  logs
 ==========================================================  ==================  ===========
 """
 
@@ -50,6 +55,7 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.http.api_v1 import (
+    logs,
     organizations,
     permissions,
     prototypes,
@@ -116,6 +122,7 @@ def build_router(container: Container) -> ApiV1Router:
         (_REPO + "/tag", tags.TagListResource(c, g)),
         (_REPO + "/tag/{tag}", tags.TagResource(c, g)),
         (_REPO + "/tag/{tag}/restore", tags.TagRestoreResource(c, g)),
+        *logs.routes(c, g),
     ]
     for template, resource in routes:
         router.add(template, resource)

@@ -27,6 +27,7 @@ from falcon.routing import CompiledRouter
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
 from cargohold.http.api_v1.errors import ApiError, render_exception
 from cargohold.http.auth.credentials import Basic, Bearer, address_of, credentials_of
+from cargohold.http.registry_v2.context import request_id_of
 
 PREFIX = "/api/v1"
 #: Matches the whole of every path under /api/v1 (DOTALL and \\Z: a percent-encoded line
@@ -74,7 +75,11 @@ class ApiV1Router:
         """Who sent ``req``. Raises ``CredentialsInvalid`` and ``LoginThrottled``."""
         creds = credentials_of(req)
         if isinstance(creds, Bearer):
-            return self.authenticator.bearer_api_token(creds.token, address_of(req))
+            return self.authenticator.bearer_api_token(
+                creds.token, address_of(req), request_id_of(req)
+            )
         if isinstance(creds, Basic):
-            return self.authenticator.basic(creds.username, creds.secret, address_of(req))
+            return self.authenticator.basic(
+                creds.username, creds.secret, address_of(req), request_id_of(req)
+            )
         return ANONYMOUS

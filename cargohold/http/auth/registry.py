@@ -49,6 +49,7 @@ from cargohold.domain.errors import (
 )
 from cargohold.domain.values import RepositoryName
 from cargohold.http.auth.credentials import Basic, Bearer, address_of, credentials_of
+from cargohold.http.registry_v2.context import request_id_of
 from cargohold.http.registry_v2.errors import V2Error
 
 PULL, PUSH, DELETE = "pull", "push", "delete"
@@ -168,7 +169,9 @@ class RegistryAuth:
         if isinstance(creds, Bearer):
             authorized = self._from_token(creds.token)
         elif isinstance(creds, Basic):
-            identity = self.authenticator.basic(creds.username, creds.secret, address_of(req))
+            identity = self.authenticator.basic(
+                creds.username, creds.secret, address_of(req), request_id_of(req)
+            )
             authorized = Authorized(identity, catalog=identity.has_scope(ApiScope.REPO_READ))
         else:
             authorized = Authorized(ANONYMOUS, catalog=True)
@@ -350,7 +353,9 @@ class TokenResource:
         if isinstance(creds, Bearer):
             raise CredentialsInvalid("log in with basic credentials to get a token")
         if isinstance(creds, Basic):
-            identity = self.auth.authenticator.basic(creds.username, creds.secret, address_of(req))
+            identity = self.auth.authenticator.basic(
+                creds.username, creds.secret, address_of(req), request_id_of(req)
+            )
         else:
             identity = ANONYMOUS
         scopes: list[str] = []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from datetime import UTC, datetime
 
 import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import ManifestUnknown, ReferenceInvalid, RepositoryUnknown
+from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Digest, RepositoryName, Tag, parse_reference
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.context import caller_of
@@ -93,13 +95,38 @@ class ManifestResource:
         self._describe(resp, self._find(RepositoryName(name), reference))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
-        row = self._find(RepositoryName(name), reference)
+        repo = RepositoryName(name)
+        row = self._find(repo, reference)
         body = self.bodies.get(row.digest)
         if body is None:
             body = b"".join(self.container.blobs.read(row.digest))
             self.bodies.put(row.digest, body)
         self._describe(resp, row)
         resp.data = body
+        self._record_pull(req, repo, reference, row)
+
+    def _record_pull(
+        self, req: falcon.Request, repo: RepositoryName, reference: str, row: ManifestRow
+    ) -> None:
+        """A ``pull_repo`` entry for the audit log (buffered: costs no database write)."""
+        caller = caller_of(req)
+        namespace, _, short = repo.partition("/")
+        metadata: dict[str, str] = {"namespace": namespace, "repo": short}
+        if reference != str(row.digest):
+            metadata["tag"] = reference
+        metadata["manifest_digest"] = str(row.digest)
+        self.container.access_log.record(
+            AccessRecord(
+                kind="pull_repo",
+                at=datetime.now(UTC),
+                performer=caller.actor,
+                namespace=namespace,
+                repository=str(repo),
+                ip=caller.client_address,
+                request_id=caller.request_id,
+                metadata=metadata,
+            )
+        )
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
         repo = RepositoryName(name)
