@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,6 +24,7 @@ class FakeChannel:
     command: str
     path: str
     release: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
     served: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -30,6 +32,7 @@ class FakeChannel:
         return [FakeRequest(self.command, self.path)]
 
     def service(self) -> None:
+        self.started.set()
         self.release.wait(10)
         self.served.set()
 
@@ -61,6 +64,11 @@ def test_small_reads_are_answered_while_long_requests_hold_every_other_thread() 
     try:
         for slow in [*downloads, upload]:
             lanes.add_task(slow)
+        # Both long-request threads are busy before the read arrives.
+        deadline = time.monotonic() + 10
+        while sum(s.started.is_set() for s in [*downloads, upload]) < 2:
+            assert time.monotonic() < deadline, "the long-request threads never started"
+            time.sleep(0.01)
         read = FakeChannel("GET", "/v2/a/b/manifests/latest")
         read.release.set()
         lanes.add_task(read)
