@@ -167,8 +167,8 @@ class LaneDispatcher:
     they hand the GIL to each other at every sqlite call and socket operation (~320 futex
     calls per manifest GET, measured with strace; 5-8 with these lanes). But one thread
     alone would make every client wait behind a slow blob download or upload. So small
-    reads, which never block on a client, queue for ``read_threads`` (2 by default: few
-    handoffs, and one slow read does not hold up the rest), and the long requests keep a
+    reads, which never block on a client, queue for ``read_threads`` (1 by default: no
+    handoffs between reading threads; measured, 2 and 4 were slower), and the long requests keep a
     pool of their own (``threads``), whose threads sleep while there is nothing long to
     do. A channel is re-queued for each of its requests, so a keep-alive connection
     moves between the lanes as its requests do. NOTE: ``_dispatcher`` is ``create_server``'s
