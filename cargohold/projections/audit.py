@@ -100,7 +100,7 @@ from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.repository import Repository
 from cargohold.projections import audit_counts
 from cargohold.projections.base import ProjectionCorrupt
-from cargohold.projections.writes import BatchedWrites
+from cargohold.projections.writes import BatchedWrites, write
 
 #: The kinds of the pulls and logins recorded in ``access_log``.
 PULL_REPO = "pull_repo"
@@ -525,10 +525,7 @@ def insert_entry(
         f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
-    if isinstance(c, BatchedWrites):
-        c.defer("audit_log", sql, row)  # PERF: one executemany per batch
-    else:
-        c.execute(sql, row)
+    write(c, "audit_log", sql, row)  # PERF: batched on a BatchedWrites cursor
     keys = audit_counts.keys_of(row[2], row[4], row[5], row[6])  # kind, time_ms, ns, repo
     if counts is not None:
         counts.update(keys)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
+from cargohold.projections.writes import write
 
 Handler = Callable[[Cursor, str, Any, int], None]
 
@@ -27,3 +28,32 @@ class ProjectionCorrupt(Exception):
 def event_time(event: Any) -> str:
     """The event's timestamp as ISO 8601 text (what ``*_at`` columns hold)."""
     return str(event.timestamp.isoformat())
+
+
+def record_tag_history(
+    c: Cursor, ns: str, e: Any, pos: int, repo: str, action: str, from_: Any, to: Any
+) -> None:
+    """One ``tag_history`` row for tag event ``e`` (``action``: move, delete, restore,
+    expire; ``from_``/``to``: the digests, or None) with the event's provenance."""
+    write(
+        c,
+        "tag_history",
+        f"INSERT INTO {ns}tag_history (position, repository, tag, action, from_digest, "
+        "to_digest, actor_kind, actor_name, site_id, hlc_wall, hlc_logical, request_id, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            pos,
+            repo,
+            str(e.tag),
+            action,
+            None if from_ is None else str(from_),
+            None if to is None else str(to),
+            e.actor.kind.value,
+            e.actor.name,
+            str(e.site_id),
+            e.hlc.wall_ms,
+            e.hlc.logical,
+            e.request_id,
+            event_time(e),
+        ),
+    )

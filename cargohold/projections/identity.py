@@ -18,19 +18,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cargohold.adapters.sql import Cursor, Params
+from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import OWNERS_TEAM, TeamRole
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.projections.base import Handler, ProjectionCorrupt, event_time
-from cargohold.projections.writes import BatchedWrites
-
-
-def _write(c: Cursor, table: str, sql: str, params: Params) -> None:
-    """Queue a write to ``table`` on a ``BatchedWrites`` cursor, else run it now."""
-    if isinstance(c, BatchedWrites):
-        c.defer(table, sql, params)
-    else:
-        c.execute(sql, params)
+from cargohold.projections.writes import BatchedWrites, write
 
 
 def _name_of(c: Cursor, table: str, e: Any, what: str) -> str:
@@ -110,7 +102,7 @@ class IdentityProjector:
     # -- accounts ----------------------------------------------------------------------
 
     def _account_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "accounts",
             f"INSERT INTO {ns}accounts (name, id, email, superuser, created_at, position) "
@@ -138,7 +130,7 @@ class IdentityProjector:
 
     def _api_token_issued(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         owner = self._account_name(c, ns, e)
-        _write(
+        write(
             c,
             "api_tokens",
             f"INSERT INTO {ns}api_tokens (token_id, owner, token_hash, scopes, expires_at, "
@@ -165,7 +157,7 @@ class IdentityProjector:
     # -- namespaces --------------------------------------------------------------------
 
     def _namespace_claimed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "namespaces",
             f"INSERT INTO {ns}namespaces (name, kind, position) VALUES (?, ?, ?)",
@@ -178,27 +170,27 @@ class IdentityProjector:
         # NOTE: ``Organization.__init__`` makes the owners team (ADMIN) holding the owner,
         # who is also a member, without further events: write those rows here.
         org, owner = str(e.name), str(e.owner)
-        _write(
+        write(
             c,
             "organizations",
             f"INSERT INTO {ns}organizations (name, id, created_at, position) VALUES (?, ?, ?, ?)",
             (org, str(e.originator_id), event_time(e), pos),
         )
         _remember(c, f"{ns}organizations", e, org)
-        _write(
+        write(
             c,
             "org_members",
             f"INSERT INTO {ns}org_members (org, username, position) VALUES (?, ?, ?)",
             (org, owner, pos),
         )
-        _write(
+        write(
             c,
             "teams",
             f"INSERT INTO {ns}teams (org, team, role, description, position) "
             "VALUES (?, ?, ?, ?, ?)",
             (org, OWNERS_TEAM, TeamRole.ADMIN.value, "", pos),
         )
-        _write(
+        write(
             c,
             "team_members",
             f"INSERT INTO {ns}team_members (org, team, username, position) VALUES (?, ?, ?, ?)",
@@ -206,7 +198,7 @@ class IdentityProjector:
         )
 
     def _member_added(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "org_members",
             f"INSERT INTO {ns}org_members (org, username, position) VALUES (?, ?, ?)",
@@ -222,7 +214,7 @@ class IdentityProjector:
         _changed_one(c, "org member", e)
 
     def _team_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "teams",
             f"INSERT INTO {ns}teams (org, team, role, description, position) "
@@ -251,7 +243,7 @@ class IdentityProjector:
         c.execute(f"DELETE FROM {ns}team_members WHERE org = ? AND team = ?", (org, team))
 
     def _team_member_added(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "team_members",
             f"INSERT INTO {ns}team_members (org, team, username, position) VALUES (?, ?, ?, ?)",
@@ -266,7 +258,7 @@ class IdentityProjector:
         _changed_one(c, "team member", e)
 
     def _robot_created(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "robots",
             f"INSERT INTO {ns}robots (namespace, short_name, token_hash, description, "
@@ -297,7 +289,7 @@ class IdentityProjector:
         _changed_one(c, "robot", e)
 
     def _default_permission_set(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
-        _write(
+        write(
             c,
             "default_permissions",
             f"INSERT INTO {ns}default_permissions (org, principal_kind, principal_name, role, "

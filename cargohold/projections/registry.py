@@ -31,7 +31,13 @@ from cargohold.domain.values import Descriptor
 from cargohold.projections import audit_counts
 from cargohold.projections.audit import AuditWriter
 from cargohold.projections.audit_counts import CountKey
-from cargohold.projections.base import Handler, ProjectionCorrupt, UnknownEvent, event_time
+from cargohold.projections.base import (
+    Handler,
+    ProjectionCorrupt,
+    UnknownEvent,
+    event_time,
+    record_tag_history,
+)
 from cargohold.projections.identity import IdentityProjector
 from cargohold.projections.time_machine import TimeMachineProjector
 from cargohold.projections.writes import BatchedWrites
@@ -221,31 +227,6 @@ class RegistryProjector:
             (repo, digest),
         )
 
-    def _history(self, c: BatchedWrites, ns: str, e: Any, pos: int, repo: str, action: str) -> None:
-        from_digest = e.from_digest if action == "move" else e.digest
-        to_digest = e.to_digest if action == "move" else None
-        c.defer(
-            "tag_history",
-            f"INSERT INTO {ns}tag_history (position, repository, tag, action, from_digest, "
-            "to_digest, actor_kind, actor_name, site_id, hlc_wall, hlc_logical, request_id, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                pos,
-                repo,
-                str(e.tag),
-                action,
-                None if from_digest is None else str(from_digest),
-                None if to_digest is None else str(to_digest),
-                e.actor.kind.value,
-                e.actor.name,
-                str(e.site_id),
-                e.hlc.wall_ms,
-                e.hlc.logical,
-                e.request_id,
-                event_time(e),
-            ),
-        )
-
     def _tag_moved(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         c.defer(
@@ -256,14 +237,14 @@ class RegistryProjector:
             "position = excluded.position",
             (repo, str(e.tag), str(e.to_digest), event_time(e), pos),
         )
-        self._history(c, ns, e, pos, repo, "move")
+        record_tag_history(c, ns, e, pos, repo, "move", e.from_digest, e.to_digest)
 
     def _tag_deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         c.defer(
             "tags", f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag))
         )
-        self._history(c, ns, e, pos, repo, "delete")
+        record_tag_history(c, ns, e, pos, repo, "delete", e.digest, None)
 
     def _permission_granted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)

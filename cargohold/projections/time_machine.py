@@ -20,7 +20,7 @@ from typing import Any
 from cargohold.adapters.sql import Cursor
 from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.repository import Repository, epoch_ms
-from cargohold.projections.base import Handler, ProjectionCorrupt, event_time
+from cargohold.projections.base import Handler, ProjectionCorrupt, event_time, record_tag_history
 
 
 def _repository_name(c: Cursor, ns: str, e: Any) -> str:
@@ -134,7 +134,7 @@ class TimeMachineProjector:
             "position = excluded.position",
             (repo, tag, str(e.to_digest), event_time(e), pos),
         )
-        self._history(c, ns, e, pos, repo, "restore", e.from_digest, e.to_digest)
+        record_tag_history(c, ns, e, pos, repo, "restore", e.from_digest, e.to_digest)
 
     def _tag_expiration_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
@@ -162,37 +162,12 @@ class TimeMachineProjector:
         tag = str(e.tag)
         self._end(c, ns, repo, tag, epoch_ms(e.expires_at), pos)
         c.execute(f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, tag))
-        self._history(c, ns, e, pos, repo, "expire", e.digest, None)
+        record_tag_history(c, ns, e, pos, repo, "expire", e.digest, None)
 
     def _repository_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
         for table in ("tag_lifetimes", "manifest_sizes"):
             c.execute(f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
-
-    @staticmethod
-    def _history(
-        c: Cursor, ns: str, e: Any, pos: int, repo: str, action: str, from_: Any, to: Any
-    ) -> None:
-        c.execute(
-            f"INSERT INTO {ns}tag_history (position, repository, tag, action, from_digest, "
-            "to_digest, actor_kind, actor_name, site_id, hlc_wall, hlc_logical, request_id, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                pos,
-                repo,
-                str(e.tag),
-                action,
-                None if from_ is None else str(from_),
-                None if to is None else str(to),
-                e.actor.kind.value,
-                e.actor.name,
-                str(e.site_id),
-                e.hlc.wall_ms,
-                e.hlc.logical,
-                e.request_id,
-                event_time(e),
-            ),
-        )
 
     # -- namespaces --------------------------------------------------------------------
 

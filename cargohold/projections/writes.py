@@ -78,3 +78,11 @@ class BatchedWrites(Cursor):
     @property
     def rowcount(self) -> int:
         return self._c.rowcount
+
+
+def write(c: Cursor, table: str, sql: str, params: Params) -> None:
+    """Queue a write to ``table`` on a ``BatchedWrites`` cursor, else run it now."""
+    if isinstance(c, BatchedWrites):
+        c.defer(table, sql, params)
+    else:
+        c.execute(sql, params)
