@@ -1,4 +1,5 @@
-"""``cargohold`` command line: ``serve``, ``replay rebuild | verify | audit-seal | audit-verify``.
+"""``cargohold`` command line: ``serve [--as-of TIME]``,
+``replay rebuild | verify | as-of TIME | audit-seal | audit-verify``.
 
 Every command takes the same options (``--data-dir``, ``--listen``, ``--config``), on top
 of ``CARGOHOLD_*`` environment variables. Configuration and startup problems print one
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from cargohold.bootstrap import Container, StartupError, bootstrap, ensure_admin
-from cargohold.config import ConfigError, Settings, load_settings
+from cargohold.config import ConfigError, Settings, load_settings, parse_instant
 from cargohold.domain.errors import StorageError
 
 EXIT_OK = 0
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="processes sharing the listening socket (default 1)"
     )
+    serve.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="serve the registry as it stood at TIME, read-only (see 'replay as-of')",
+    )
     replay = commands.add_parser("replay", help="rebuild or verify the read models")
     actions = replay.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser(
@@ -56,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser(
         "verify", parents=[common], help="compare the live views with a fresh replay"
     )
+    as_of = actions.add_parser(
+        "as-of",
+        parents=[common],
+        help="build the views of the registry as it stood at TIME and keep them",
+        description="Build the read models as they stood at TIME: an ISO 8601 date or "
+        "time, UTC unless it carries an offset (2026-11-24, 2026-11-24T15:00:00Z, "
+        "2026-11-24T16:00+01:00), or @ and epoch seconds. They are kept for "
+        "'serve --as-of TIME'; a later build resumes from them.",
+    )
+    as_of.add_argument("time", metavar="TIME")
+    as_of.add_argument("--drop", action="store_true", help="remove the kept views instead")
     actions.add_parser(
         "audit-seal",
         parents=[common],
@@ -81,6 +98,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "blob_store": args.blob_store,
             "threads": getattr(args, "threads", None),
             "workers": getattr(args, "workers", None),
+            "as_of": getattr(args, "as_of", None),
         },
     )
 
@@ -94,7 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         sock = _bind(settings) if args.command == "serve" else None
-        container = bootstrap(settings)
+        if settings.as_of:
+            container = _bootstrap_as_of(settings, quiet=args.quiet)
+        else:
+            container = bootstrap(settings)
+        at_ms = parse_instant(args.time) if getattr(args, "action", None) == "as-of" else None
     except (ConfigError, StartupError) as e:
         print(f"cargohold: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -106,12 +128,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if sock is not None:
             return _serve(container, sock)
+        if at_ms is not None:
+            return _as_of(container, at_ms, drop=args.drop, quiet=args.quiet)
         return _replay(container, args.action, quiet=args.quiet)
     except StorageError as e:
         print(f"cargohold: {e.message}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         container.close()
+
+
+def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
+    from cargohold.replay.views import progress_bar
+
+    advance, bar = progress_bar(0, f"views as of {settings.as_of}", quiet)
+    try:
+        return bootstrap(settings, as_of_progress=advance)
+    finally:
+        bar.close()
+
+
+def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
+    from cargohold.replay import as_of
+    from cargohold.replay.views import progress_bar
+
+    settings = container.settings
+    if drop:
+        found = as_of.drop(settings, container.views_db, at_ms)
+        what = "removed" if found else "there were no"
+        print(f"{what} views as of {as_of.stamp(at_ms)} ({as_of.location(settings, at_ms)})")
+        return EXIT_OK
+    db = as_of.open_views(settings, container.views_db, at_ms)
+    advance, bar = progress_bar(container.runner.position(), "as-of", quiet)
+    try:
+        views = as_of.build(
+            settings,
+            container.log,
+            container.views_db,
+            db,
+            at_ms,
+            now_ms=container.queries.now_ms(),
+            progress=advance,
+        )
+    except as_of.AsOfError as e:
+        print(f"cargohold: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        bar.close()
+        db.close()
+    last = (
+        "no events"
+        if views.last_event_ms is None
+        else f"the last {as_of.stamp(views.last_event_ms)}"
+    )
+    print(
+        f"views as of {as_of.stamp(at_ms)}: the log up to position {views.position} "
+        f"({last}); {views.access_entries} pulls and logins; kept in {views.location}"
+    )
+    if not views.final:
+        print("no later event yet: a later build may add events stamped up to that moment")
+    print(f"serve them with: cargohold serve --as-of {as_of.stamp(at_ms)}")
+    return EXIT_OK
 
 
 def _bind(settings: Settings) -> socket.socket:
@@ -127,7 +204,7 @@ def _serve(container: Container, sock: socket.socket) -> int:
     from cargohold.http.serve import announce, serve_with, serve_workers
 
     settings = container.settings
-    password = ensure_admin(container)
+    password = None if container.read_only else ensure_admin(container)
     if password is not None:
         # NOTE: the one place a secret is printed, on purpose, once: the operator needs it.
         print(

@@ -47,6 +47,7 @@
     ├── AccessDenied                known caller, not allowed                    (403 DENIED)
     ├── LoginThrottled              too many failed logins; wait                 (429)
     ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
+    ├── ReadOnly                    a write to the registry as of a moment       (405 UNSUPPORTED)
     └── StorageError                a backing store failed (not the caller's fault)
 
 ``CredentialsInvalid`` (a login that failed) is not ``CredentialInvalid`` (an empty
@@ -245,6 +246,10 @@ class LoginThrottled(DomainError):
 
 class TokenInvalid(DomainError):
     """A bearer token is malformed, forged, expired, not yet valid, or for another audience."""
+
+
+class ReadOnly(DomainError):
+    """A write sent to a registry that serves its past (``serve --as-of``)."""
 
 
 class StorageError(DomainError):
