@@ -9,6 +9,7 @@ line to stderr and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 import sys
@@ -111,12 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(quiet_start)
     try:
         settings = _settings(args)
-        sock = _bind(settings) if args.command == "serve" else None
-        if settings.as_of:
-            container = _bootstrap_as_of(settings, quiet=args.quiet)
-        else:
-            container = bootstrap(settings)
         at_ms = parse_instant(args.time) if getattr(args, "action", None) == "as-of" else None
+        sock = _bind(settings) if args.command == "serve" else None
+        if sock is not None and settings.as_of:
+            container = _bootstrap_as_of(settings, quiet=args.quiet)
+        else:  # NOTE: only serve serves a moment; replay works on the live views
+            container = bootstrap(dataclasses.replace(settings, as_of=""))
     except (ConfigError, StartupError) as e:
         print(f"cargohold: {e}", file=sys.stderr)
         return EXIT_CONFIG
