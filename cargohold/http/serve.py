@@ -25,6 +25,7 @@ from cargohold.commands.registry import Caller
 from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor
+from cargohold.http.streaming_bodies import streaming_channel
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
         ident="cargohold",
         clear_untrusted_proxy_headers=True,
     )
-    server.channel_class = _refusing_tls(server.channel_class)
+    # NOTE: the TLS refusal looks at the first bytes before anything parses them.
+    server.channel_class = _refusing_tls(streaming_channel(server.channel_class))
     stop = threading.Event()
     # NOTE: the live views stay current also when serving a past moment: they decide
     # who may read it (revocations take effect). Pulls and logins are recorded.

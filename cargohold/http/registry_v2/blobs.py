@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import falcon
@@ -16,16 +17,18 @@ from cargohold.http.registry_v2.errors import V2Error
 
 
 class RequestBody:
-    """A request body as a ``ByteSource``: at most ``length`` bytes of the WSGI input.
+    """A request body as a ``ByteSource``: at most ``length`` bytes of the WSGI input,
+    or (``length`` ``None``: a chunked body streamed, see ``http/streaming_bodies.py``)
+    all of it, the input ending where the body does.
 
     Like falcon's ``bounded_stream`` (never reads past the declared length, so a server
     whose input is the raw socket cannot block), plus ``readinto``: the blob store then
     fills one buffer for the whole copy instead of a new bytes object per chunk.
     """
 
-    def __init__(self, stream: Any, length: int) -> None:
+    def __init__(self, stream: Any, length: int | None) -> None:
         self._stream = stream
-        self._remaining = length
+        self._remaining = sys.maxsize if length is None else length
         self._readinto = getattr(stream, "readinto", None)
 
     def read(self, size: int = -1, /) -> bytes:
@@ -53,7 +56,10 @@ class RequestBody:
 
 
 def _body(req: falcon.Request) -> RequestBody:
-    # NOTE: waitress declares a chunked body's length once it has read it all.
+    # NOTE: waitress declares a chunked body's length once it has read it all; a chunked
+    # body streamed to us ends where the input does (``wsgi.input_terminated``).
+    if req.content_length is None and req.env.get("wsgi.input_terminated"):
+        return RequestBody(req.stream, None)
     return RequestBody(req.stream, req.content_length or 0)
 
 
