@@ -25,6 +25,7 @@ from cargohold.commands.registry import Caller
 from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor
+from cargohold.http.inline_reads import InlineReads, serves_inline
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +176,10 @@ class LaneDispatcher:
     test shim (waitress 3.0): any object with ``add_task``, ``set_thread_count``, ``shutdown``.
     """
 
-    def __init__(self, read_threads: int, threads: int) -> None:
+    def __init__(self, read_threads: int, threads: int, inline: InlineReads | None = None) -> None:
         from waitress.task import ThreadedTaskDispatcher
 
+        self.inline = inline  # tiny reads answered on the loop itself (http/inline_reads.py)
         self.reads = ThreadedTaskDispatcher()
         self.others = ThreadedTaskDispatcher()
         self.reads.set_thread_count(read_threads)
@@ -185,9 +187,10 @@ class LaneDispatcher:
 
     def add_task(self, task: Any) -> None:
         request = task.requests[0] if getattr(task, "requests", None) else None
-        quick = request is not None and _is_quick_read(
-            str(request.command or ""), str(request.path or "")
-        )
+        method, path = ("", "") if request is None else (request.command, request.path)
+        quick = request is not None and _is_quick_read(str(method or ""), str(path or ""))
+        if quick and self.inline is not None and self.inline.take(task, method, path):
+            return
         (self.reads if quick else self.others).add_task(task)
 
     def set_thread_count(self, count: int) -> None:
@@ -213,10 +216,12 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     # NOTE: waitress warns "Task queue depth is N" for every request that finds no idle
     # thread; with few threads by design under load that is a log line per request.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    inline = InlineReads() if serves_inline(settings) else None
+    lanes = LaneDispatcher(settings.read_threads, settings.threads, inline)
     server: Any = waitress.create_server(
         create_app(container),
         sockets=[sock],
-        _dispatcher=LaneDispatcher(settings.read_threads, settings.threads),
+        _dispatcher=lanes,
         threads=settings.threads,
         # NOTE: waitress refuses a body whose length *equals* its limit; we mean "at most".
         max_request_body_size=settings.max_request_body_size + 1,
@@ -234,6 +239,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
         clear_untrusted_proxy_headers=True,
     )
     server.channel_class = _refusing_tls(server.channel_class)
+    if inline is not None:
+        inline.install(server, lanes.reads)  # NOTE: on this thread, which runs the loop
     stop = threading.Event()
     container.runner.start()
     container.access_log.start()
