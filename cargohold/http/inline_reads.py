@@ -29,7 +29,9 @@ turns it off). What keeps the loop safe while it answers:
 
 from __future__ import annotations
 
+import copy
 import re
+import sys
 import threading
 from typing import Any
 
@@ -67,21 +69,34 @@ class InlineReads:
     def on_loop(self) -> bool:
         return threading.get_ident() == self.loop_thread
 
-    def take(self, channel: Any, method: str, path: str) -> bool:
-        """Keep ``channel``'s next request for the loop (True), or leave it to a lane.
+    def take(self, channel: Any, method: str, path: str, lane: Any) -> bool:
+        """Keep ``channel``'s next request for the loop (True), or leave it to ``lane``.
 
         NOTE: waitress calls ``add_task`` holding the channel's ``requests_lock``, which
-        ``service`` takes too: the channel serves it after its read returns, not here."""
-        if not (self.on_loop() and is_tiny_read(method, path)):
+        ``service`` takes too: the channel serves it after its read returns, not here.
+        While the loop is answering on the channel, a request for a lane is held back
+        too, until the answer is sent: no other thread may touch the channel's output
+        before that (``inline_channel``)."""
+        if not self.on_loop():
             return False
-        channel.inline_pending = True
-        return True
+        if is_tiny_read(method, path):
+            channel.inline_pending = True
+            return True
+        if getattr(channel, "answering", False):
+            channel.deferred_lane = lane
+            return True
+        return False
 
     def install(self, server: Any, reads: Any) -> None:
         """Serve on ``server``'s loop (to be called on the thread that will run it);
         ``reads`` is the lane for pipelined requests whose output is backed up."""
         self.loop_thread = threading.get_ident()
-        server.channel_class = inline_channel(server.channel_class, self, reads)
+        # PERF: while the loop answers, waitress queues the answer instead of sending its
+        # header and its body as they are written (two sends, two packets): the channel
+        # sends them together once the answer is complete.
+        queueing = copy.copy(server.adj)
+        queueing.send_bytes = sys.maxsize
+        server.channel_class = inline_channel(server.channel_class, self, reads, queueing)
         pull = server.pull_trigger
 
         def pull_trigger() -> None:
@@ -92,22 +107,43 @@ class InlineReads:
         server.pull_trigger = pull_trigger
 
 
-def inline_channel(channel_class: type[Any], inline: InlineReads, reads: Any) -> type[Any]:
-    """A waitress channel that serves the requests ``inline`` kept for the loop."""
+def inline_channel(
+    channel_class: type[Any], inline: InlineReads, reads: Any, queueing: Any
+) -> type[Any]:
+    """A waitress channel that serves the requests ``inline`` kept for the loop;
+    ``queueing`` is waitress's ``adj`` with a ``send_bytes`` that never flushes."""
 
     class InlineChannel(channel_class):  # type: ignore[misc]
         inline_pending = False
+        answering = False
+        deferred_lane: Any = None
+        adj: Any  # waitress's Adjustments, set by the base class
 
         def handle_read(self) -> None:
             super().handle_read()
             # ``service`` re-queues the channel (``add_task``) for a pipelined next
             # request, which may mark it again.
+            served = False
             while self.inline_pending:
                 self.inline_pending = False
                 if self.total_outbufs_len > self.adj.outbuf_high_watermark:
-                    reads.add_task(self)  # backed up: its thread waits for the drain
-                    return
-                self.service()
+                    self.deferred_lane = reads  # backed up: its thread waits for the drain
+                    break
+                adj = self.adj
+                self.adj, self.answering = queueing, True
+                try:
+                    self.service()
+                finally:
+                    self.adj, self.answering = adj, False
+                served = True
+            if served and self.total_outbufs_len:
+                # As ``handle_write`` would on the next turn of the loop (no task thread
+                # has this channel: see ``take``); what the socket does not take now is
+                # sent when it is writable again.
+                self._flush_exception(self._flush_some)
+            if self.deferred_lane is not None:
+                lane, self.deferred_lane = self.deferred_lane, None
+                lane.add_task(self)
 
         def _flush_outbufs_below_high_watermark(self) -> None:
             if inline.on_loop():

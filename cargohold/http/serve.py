@@ -189,9 +189,10 @@ class LaneDispatcher:
         request = task.requests[0] if getattr(task, "requests", None) else None
         method, path = ("", "") if request is None else (request.command, request.path)
         quick = request is not None and _is_quick_read(str(method or ""), str(path or ""))
-        if quick and self.inline is not None and self.inline.take(task, method, path):
+        lane = self.reads if quick else self.others
+        if self.inline is not None and self.inline.take(task, method, path, lane):
             return
-        (self.reads if quick else self.others).add_task(task)
+        lane.add_task(task)
 
     def set_thread_count(self, count: int) -> None:
         # NOTE: waitress calls this only for a dispatcher of its own making.

@@ -146,3 +146,24 @@ def test_a_tiny_read_parsed_on_the_loop_is_kept_for_the_loop_and_others_are_queu
         assert not getattr(queued, "inline_pending", False)
     finally:
         assert lanes.shutdown(cancel_pending=True, timeout=5)
+
+
+def test_while_the_loop_answers_on_a_channel_its_next_lane_request_waits_for_the_answer() -> None:
+    """A pipelined blob GET behind an inline answer must not start on a task thread
+    before that answer is sent: both would write the channel's output at once."""
+    inline = InlineReads()
+    inline.loop_thread = threading.get_ident()
+    lanes = LaneDispatcher(read_threads=1, threads=1, inline=inline)
+    download = FakeChannel("GET", "/v2/a/b/blobs/sha256:00")
+    download.release.set()
+    try:
+        download.answering = True  # type: ignore[attr-defined]
+        lanes.add_task(download)
+        assert download.deferred_lane is lanes.others  # type: ignore[attr-defined]
+        assert not download.started.wait(0.2), "started before the inline answer was sent"
+        download.answering = False  # type: ignore[attr-defined]
+        download.deferred_lane = None  # type: ignore[attr-defined]
+        lanes.add_task(download)
+        assert download.served.wait(5)
+    finally:
+        assert lanes.shutdown(cancel_pending=True, timeout=5)
