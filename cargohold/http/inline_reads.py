@@ -50,9 +50,15 @@ def serves_inline(settings: Settings) -> bool:
     )
 
 
-def is_tiny_read(method: str, path: str) -> bool:
+def is_tiny_read(method: str, path: str, authorization: str = "") -> bool:
     """Whether a request is answered from memory or one indexed query of the views,
-    with a bounded answer, and no client or lock to wait for."""
+    with a bounded answer, and no client or lock to wait for.
+
+    NOTE: not with Basic credentials: checking a password hashes it (argon2, tens of
+    milliseconds), which would stall every connection of the loop; such requests keep
+    the read lane. A bearer token is checked once and then remembered (JWTSigner)."""
+    if authorization[:6].lower() == "basic ":
+        return False
     if method == "GET":
         return _TINY_GET.match(path) is not None
     if method == "HEAD":
@@ -79,7 +85,9 @@ class InlineReads:
         before that (``inline_channel``)."""
         if not self.on_loop():
             return False
-        if is_tiny_read(method, path):
+        request = channel.requests[0] if channel.requests else None
+        authorization = "" if request is None else request.headers.get("AUTHORIZATION", "")
+        if is_tiny_read(method, path, authorization):
             channel.inline_pending = True
             return True
         if getattr(channel, "answering", False):

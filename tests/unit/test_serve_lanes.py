@@ -17,6 +17,7 @@ from cargohold.http.serve import LaneDispatcher, _is_quick_read
 class FakeRequest:
     command: str
     path: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +105,14 @@ def test_small_reads_are_answered_while_long_requests_hold_every_other_thread() 
 )
 def test_which_reads_are_tiny(method: str, path: str, tiny: bool) -> None:
     assert is_tiny_read(method, path) is tiny
+
+
+@pytest.mark.parametrize("path", ["/v2/", "/v2/a/b/manifests/latest"])
+def test_a_read_with_a_password_to_check_is_not_tiny(path: str) -> None:
+    """Hashing a password (argon2) on the loop would stall every connection."""
+    assert not is_tiny_read("GET", path, "Basic YWRtaW46cGFzc3dvcmQ=")
+    assert not is_tiny_read("GET", path, "basic YWRtaW46cGFzc3dvcmQ=")
+    assert is_tiny_read("GET", path, "Bearer eyJ0eXAiOiJKV1QifQ.e30.sig")
 
 
 @pytest.mark.parametrize(
