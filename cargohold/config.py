@@ -83,6 +83,11 @@ class Settings:
     # (PERF: 16 connections of manifest GETs on 2 cores: 1 worker 535-693 req/s with 1
     # read thread, 212 with 2, 360 with 4; 2 workers 2,914 with 1, 2,502 with 2).
     read_threads: int = 1
+    # Answer the smallest reads (manifest GET/HEAD, blob HEAD, tags/list, /v2/) on
+    # waitress's event-loop thread, without a thread handoff (PERF: about half the CPU
+    # per manifest GET; see http/inline_reads.py). Only with SQLite and filesystem blobs,
+    # whose reads never wait on a network; ignored with PostgreSQL or S3.
+    inline_reads: bool = True
     # Processes sharing the listening socket (one waitress process is bound by the GIL).
     workers: int = 1
     # Snapshot a repository every N events, so a repository with 50k tags loads fast.

@@ -25,6 +25,7 @@ from cargohold.commands.registry import Caller
 from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor
+from cargohold.http.inline_reads import InlineReads, serves_inline
 from cargohold.http.streaming_bodies import streaming_channel
 
 log = logging.getLogger(__name__)
@@ -178,9 +179,10 @@ class LaneDispatcher:
     test shim (waitress 3.0): any object with ``add_task``, ``set_thread_count``, ``shutdown``.
     """
 
-    def __init__(self, read_threads: int, threads: int) -> None:
+    def __init__(self, read_threads: int, threads: int, inline: InlineReads | None = None) -> None:
         from waitress.task import ThreadedTaskDispatcher
 
+        self.inline = inline  # tiny reads answered on the loop itself (http/inline_reads.py)
         self.reads = ThreadedTaskDispatcher()
         self.others = ThreadedTaskDispatcher()
         self.reads.set_thread_count(read_threads)
@@ -188,10 +190,12 @@ class LaneDispatcher:
 
     def add_task(self, task: Any) -> None:
         request = task.requests[0] if getattr(task, "requests", None) else None
-        quick = request is not None and _is_quick_read(
-            str(request.command or ""), str(request.path or "")
-        )
-        (self.reads if quick else self.others).add_task(task)
+        method, path = ("", "") if request is None else (request.command, request.path)
+        quick = request is not None and _is_quick_read(str(method or ""), str(path or ""))
+        lane = self.reads if quick else self.others
+        if self.inline is not None and self.inline.take(task, method, path, lane):
+            return
+        lane.add_task(task)
 
     def set_thread_count(self, count: int) -> None:
         # NOTE: waitress calls this only for a dispatcher of its own making.
@@ -216,10 +220,12 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     # NOTE: waitress warns "Task queue depth is N" for every request that finds no idle
     # thread; with few threads by design under load that is a log line per request.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    inline = InlineReads() if serves_inline(settings) else None
+    lanes = LaneDispatcher(settings.read_threads, settings.threads, inline)
     server: Any = waitress.create_server(
         create_app(container),
         sockets=[sock],
-        _dispatcher=LaneDispatcher(settings.read_threads, settings.threads),
+        _dispatcher=lanes,
         threads=settings.threads,
         # NOTE: waitress refuses a body whose length *equals* its limit; we mean "at most".
         max_request_body_size=settings.max_request_body_size + 1,
@@ -238,6 +244,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     )
     # NOTE: the TLS refusal looks at the first bytes before anything parses them.
     server.channel_class = _refusing_tls(streaming_channel(server.channel_class))
+    if inline is not None:
+        inline.install(server, lanes.reads)  # NOTE: on this thread, which runs the loop
     stop = threading.Event()
     # NOTE: the live views stay current also when serving a past moment: they decide
     # who may read it (revocations take effect). Pulls and logins are recorded.

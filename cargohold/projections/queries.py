@@ -302,11 +302,9 @@ class RegistryQueries:
 
     def visibility(self, name: RepositoryName) -> str | None:
         """ "public" or "private", or None for an unknown repository."""
-        with self.db.transaction(write=False) as c:
-            row = c.execute(
-                "SELECT visibility FROM repositories WHERE name = ?", (str(name),)
-            ).fetchone()
-        return None if row is None else str(row[0])
+        # PERF: one statement, no BEGIN/COMMIT (an anonymous pull asks this every time).
+        rows = self.db.query("SELECT visibility FROM repositories WHERE name = ?", (str(name),))
+        return str(rows[0][0]) if rows else None
 
     def permissions(self, name: RepositoryName) -> list[tuple[str, str, str]]:
         """Explicit grants on a repository: (principal kind, principal name, role)."""

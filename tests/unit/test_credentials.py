@@ -188,6 +188,38 @@ def test_jwt_tampered_payload_and_signature() -> None:
         signer.verify(f"{header}.{payload}.{flipped}", "aud")
 
 
+def test_a_remembered_jwt_still_expires_and_binds_its_audience_and_bytes() -> None:
+    """Verified tokens are remembered (PERF): that must never widen what is accepted."""
+    clock = FakeClock()
+    signer = make_signer(clock)
+    token = signer.issue("alice", ACCESS, "aud", 60)
+    assert signer.verify(token, "aud")["sub"] == "alice"
+    with pytest.raises(TokenInvalid):
+        signer.verify(token, "elsewhere")
+    header, payload, signature = token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    with pytest.raises(TokenInvalid):
+        signer.verify(f"{header}.{payload}.{flipped}", "aud")
+    with pytest.raises(TokenInvalid):
+        signer.verify(token + " ", "aud")
+    clock.advance(60 + 29)
+    assert signer.verify(token, "aud")["sub"] == "alice"  # within the leeway
+    clock.advance(1)
+    for _ in range(2):  # once dropped as expired, and again from scratch
+        with pytest.raises(TokenInvalid, match="expired"):
+            signer.verify(token, "aud")
+
+
+def test_remembered_jwts_are_bounded() -> None:
+    signer = make_signer(FakeClock())
+    signer.VERIFIED_TOKENS = 3
+    tokens = [signer.issue(f"u{i}", [], "aud", 60) for i in range(5)]
+    for token in tokens:
+        signer.verify(token, "aud")
+    assert len(signer._verified) == 3
+    assert [signer.verify(t, "aud")["sub"] for t in tokens] == [f"u{i}" for i in range(5)]
+
+
 def test_jwt_from_another_key_is_refused() -> None:
     clock = FakeClock()
     ours, theirs = make_signer(clock), make_signer(clock)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 import falcon
 
@@ -19,7 +19,8 @@ def request_id_of(req: falcon.Request) -> str:
     if existing:
         return str(existing)
     given = req.get_header("X-Request-ID")
-    rid = given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    # PERF: 32 random hex digits, as uuid4().hex gave, without building a UUID (~5 us).
+    rid = given if given and _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
     req.context.request_id = rid
     return rid
 
