@@ -177,16 +177,16 @@ def _check_here(container: Container, survey: _Survey) -> dict[str, int]:
                 f"{what} ({stream_id}) continues from version {incoming.first}, but this "
                 f"site has it up to version {version}: import the earlier bundle first"
             )
-        elif version == 0 and incoming.created is not None:
-            clash = _name_taken(container, *incoming.created, stream_id)
-            if clash:
-                problems.append(clash)
+    _refuse(problems + _conflicts(container, survey, have))
+    return have
+
+
+def _refuse(problems: list[str]) -> None:
     if problems:
         raise ImportRefused(
             f"refused: {len(problems)} conflict(s) with this site; nothing was imported",
             problems,
         )
-    return have
 
 
 _WHAT = {
@@ -197,28 +197,60 @@ _WHAT = {
 }
 
 
-def _name_taken(container: Container, kind: str, name: str, stream_id: str) -> str | None:
-    """Why creating ``name`` (of ``kind``) in a new stream would clash here, or None."""
+def _conflicts(container: Container, survey: _Survey, have: dict[str, int]) -> list[str]:
+    """Every name the bundle would create here that this site has in another stream."""
+    new = {
+        stream_id: incoming.created
+        for stream_id, incoming in survey.streams.items()
+        if incoming.created is not None and have[stream_id] == 0
+    }
+    namespaces = {name for kind, name in new.values() if kind == "namespace"}
+    problems: list[str] = []
+    with container.views_db.transaction(write=False) as c:
+        for stream_id, (kind, name) in new.items():
+            if _taken(c, kind, name, stream_id):
+                problems.append(
+                    f"{_WHAT[kind]} {name} already exists at this site in another stream "
+                    "(created here, or imported from a third site): the bundle's is another"
+                )
+            namespace = name.split("/", 1)[0]
+            # NOTE: a new repository must go into a namespace from the same origin as
+            # itself, never into one of this site's own.
+            if (
+                kind == "repository"
+                and namespace not in namespaces
+                and _local_namespace(c, namespace, str(container.site_id))
+            ):
+                problems.append(
+                    f"repository {name} would go into namespace {namespace}, "
+                    "which is this site's own"
+                )
+    return problems
+
+
+def _taken(c: Any, kind: str, name: str, stream_id: str) -> bool:
+    """Whether ``name`` (of ``kind``) is used here by another stream than ``stream_id``."""
+    if kind == "namespace":  # a claim's stream is new here: any claim of it is another
+        return c.execute("SELECT 1 FROM namespaces WHERE name = ?", (name,)).fetchone() is not None
     if kind == "repository":
         sql = (
             "SELECT id FROM repositories WHERE name = ? "
             "UNION SELECT id FROM deleted_repositories WHERE name = ?"
         )
         params: tuple[str, ...] = (name, name)
-    elif kind == "account":
-        sql, params = "SELECT id FROM accounts WHERE name = ?", (name,)
-    elif kind == "organization":
-        sql, params = "SELECT id FROM organizations WHERE name = ?", (name,)
     else:
-        sql, params = "SELECT kind FROM namespaces WHERE name = ?", (name,)
-    with container.views_db.transaction(write=False) as c:
-        rows = [str(r[0]) for r in c.execute(sql, params).fetchall()]
-    if not any(r != stream_id for r in rows):
-        return None
-    return (
-        f"{_WHAT[kind]} {name} already exists at this site in another stream (created here "
-        "or imported from a third site); the bundle's is a different one"
-    )
+        table = "accounts" if kind == "account" else "organizations"
+        sql, params = f"SELECT id FROM {table} WHERE name = ?", (name,)
+    return any(str(r[0]) != stream_id for r in c.execute(sql, params).fetchall())
+
+
+def _local_namespace(c: Any, name: str, site_id: str) -> bool:
+    row = c.execute(
+        "SELECT 1 FROM namespaces WHERE name = ? AND name NOT IN (SELECT name FROM "
+        "stream_origins WHERE kind = 'namespace' AND site_id <> ?)",
+        (name, site_id),
+    ).fetchone()
+    return row is not None
 
 
 class _ChunkSource:
@@ -262,7 +294,12 @@ def import_bundle(
     """
     survey = _verify(container, path, quiet)
     have = _check_here(container, survey)
+    conflicts_checked = False
     recorder = container.log.recorder
+    transcoder = container.log.mapper.transcoder
+    handled = container.runner.projector.event_classes
+    seen: dict[str, _Incoming] = {}
+    topics: dict[str, type] = {}
     mapper = container.log.mapper
     blobs = blobs_present = blob_bytes = events = present = 0
     batch: list[StoredEvent] = []
@@ -281,6 +318,9 @@ def import_bundle(
         events += len(batch)
         bar.update(len(batch))
         batch.clear()
+        # NOTE: the views follow batch by batch, so that imported names are read-only
+        # here (and visible) as soon as they are in the log.
+        container.runner.catch_up()
         if after_batch is not None:
             after_batch(events)
 
@@ -308,12 +348,21 @@ def import_bundle(
                     blob_bytes += frame.size
                 blob_bar.update(frame.size)
             elif isinstance(frame, EventFrame):
-                version = have[frame.originator_id]
+                if not conflicts_checked:
+                    # NOTE: again, after the blobs (which may have taken long): a name
+                    # created here meanwhile would otherwise meet the imported one.
+                    _refuse(_conflicts(container, survey, have))
+                    conflicts_checked = True
+                # The file was verified; it is read again, so check again what is applied.
+                _check_event(frame, seen, topics, handled, transcoder, str(path))
+                version = have.get(frame.originator_id)
+                if version is None:
+                    raise BundleError(f"{path} changed while it was being imported")
                 if frame.version <= version:
                     present += 1
                     continue
-                if frame.version != version + 1:  # pragma: no cover - checked above
-                    raise BundleError(f"event {frame.originator_id} v{frame.version}: a gap")
+                if frame.version != version + 1:
+                    raise BundleError(f"{path} changed while it was being imported")
                 have[frame.originator_id] = frame.version
                 batch.append(
                     StoredEvent(

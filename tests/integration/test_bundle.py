@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cargohold import cli
 from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.registry import Caller
@@ -75,9 +77,14 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         for fixture in ("postgres_url", "minio_server", "minio_bucket"):
             request.getfixturevalue(fixture)
 
-    def make(name: str, kind: str = "sqlite", key: str | None = None) -> Container:
+    def make(
+        name: str, kind: str = "sqlite", key: str | None = None, wall_ms: Any = None
+    ) -> Container:
+        extra = {} if wall_ms is None else {"wall_ms": wall_ms}
         c = bootstrap(
-            _settings(request, kind, tmp_path / name, key), hasher=Argon2PasswordHasher.cheap()
+            _settings(request, kind, tmp_path / name, key),
+            hasher=Argon2PasswordHasher.cheap(),
+            **extra,
         )
         opened.append(c)
         return c
@@ -419,3 +426,43 @@ def test_blobs_larger_than_a_chunk_stream_through(site: Site, tmp_path: Path) ->
     assert [len(c) for c in chunks] == [CHUNK, CHUNK, size - 2 * CHUNK]
     import_bundle(dest, tmp_path / "b.bundle", quiet=True)
     assert _blob(dest, digest) == big
+
+
+def test_the_expiry_of_an_imported_tag_is_left_to_its_origin(site: Site, tmp_path: Path) -> None:
+    now = [1_900_000_000_000]
+    source, dest = site("a", wall_ms=lambda: now[0]), site("b", wall_ms=lambda: now[0])
+    push_image(source, "alice/x", "latest", caller=SYSTEM)
+    expires = datetime.fromtimestamp(now[0] / 1000 + 60, tz=UTC)
+    source.registry.set_tag_expiration(RepositoryName("alice/x"), Tag("latest"), expires, SYSTEM)
+    export_bundle(source, tmp_path / "b.bundle", quiet=True)
+    import_bundle(dest, tmp_path / "b.bundle", quiet=True)
+    now[0] += 120_000
+    assert dest.queries.repositories_with_due_expirations() == ["alice/x"]
+    assert dest.queries.repositories_with_due_expirations(site_id=str(dest.site_id)) == []
+    before = dest.log.recorder.max_notification_id()
+    dest.registry.expire_tags(RepositoryName("alice/x"), SYSTEM)  # quietly nothing
+    assert dest.log.recorder.max_notification_id() == before
+    assert dest.queries.resolve_tag(RepositoryName("alice/x"), Tag("latest")) is None  # hidden
+
+
+def test_the_commands_print_one_line_and_exit_1_on_a_bad_bundle(
+    site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = site("a")
+    push_image(source, "alice/x", "latest", caller=SYSTEM)
+    source.close()
+    data = str(tmp_path / "a")
+    bundle = tmp_path / "b.bundle"
+    assert cli.main(["export", "--quiet", "--data-dir", data, str(bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "next export: --since " in out
+    (tmp_path / "cut.bundle").write_bytes(bundle.read_bytes()[:-10])
+    other = str(tmp_path / "c")
+    assert cli.main(["import", "--quiet", "--data-dir", other, str(tmp_path / "cut.bundle")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated" in err and "Traceback" not in err
+    assert cli.main(["import", "--quiet", "--data-dir", data, str(bundle)]) == 1
+    assert "exported by this site" in capsys.readouterr().err
+    assert cli.main(["import", "--data-dir", other, str(bundle)]) == 0
+    captured = capsys.readouterr()
+    assert "imported " in captured.out and "events" in captured.err  # progress on stderr
