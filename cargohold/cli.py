@@ -262,12 +262,15 @@ def _bundle(container: Container, args: argparse.Namespace) -> int:
                 patterns=parse_patterns(args.repos),
                 quiet=args.quiet,
             )
+            if not ex.repositories:
+                print("cargohold: warning: no repository matches", file=sys.stderr)
             for digest in ex.missing_blobs:
                 print(
                     f"cargohold: warning: blob {digest} is not in the blob store", file=sys.stderr
                 )
             print(
-                f"exported {ex.events} events (log positions {ex.after}+1 to {ex.through}) and "
+                f"exported {ex.repositories} repositories: {ex.events} events "
+                f"(log positions {ex.after}+1 to {ex.through}) and "
                 f"{ex.blobs} blobs ({ex.blob_bytes} bytes) to {path} ({ex.size} bytes); "
                 f"next export: --since {ex.through}"
             )

@@ -158,6 +158,7 @@ class ExportResult:
     blob_bytes: int
     size: int
     missing_blobs: tuple[str, ...]
+    repositories: int = 0  # matched by the patterns (new or not)
 
 
 def _users_named(event: Any) -> list[str]:
@@ -194,6 +195,7 @@ class _Plan:
     since: dict[UUID, int]  # stream -> export its events after this position
     blobs: dict[Digest, None]  # in order of first reference
     events: int
+    repositories: int = 0  # selected by the patterns
 
 
 def _scan(
@@ -253,6 +255,7 @@ def _scan(
         for user, pos in streams[stream_id].users:
             need(("account", "namespace"), user, max(pos, at))
     plan = _Plan(since={}, blobs=blobs, events=0)
+    plan.repositories = sum(1 for s in streams.values() if s.selected)
     for stream_id, at in needed.items():
         stream = streams[stream_id]
         # NOTE: a stream needed only since ``since`` went in no earlier bundle: whole.
@@ -311,6 +314,7 @@ def export_bundle(
         blob_bytes=counts.blob_bytes,
         size=size,
         missing_blobs=tuple(missing),
+        repositories=plan.repositories,
     )
 
 
