@@ -136,7 +136,8 @@ class Replicas(Protocol):
         are this site's or unknown."""
 
     def namespace_origin(self, name: str) -> UUID | None:
-        """The other site that owns the user or organisation ``name``; None otherwise."""
+        """The other site that owns the user or organisation ``name``, or repositories in
+        that namespace; None otherwise."""
 
     def foreign_account(self, name: str) -> UUID | None:
         """The stream id of the account ``name`` imported from another site, or None."""

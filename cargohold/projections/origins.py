@@ -26,10 +26,18 @@ class StreamOrigins:
         self.db = db
         self.site_id = site_id
 
-    def _foreign(self, pairs: list[tuple[str, str]]) -> tuple[UUID, UUID] | None:
-        """``(stream id, origin site)`` of the first foreign stream among ``(kind, name)``."""
+    def _foreign(
+        self, pairs: list[tuple[str, str]], namespace: str | None = None
+    ) -> tuple[UUID, UUID] | None:
+        """``(stream id, origin site)`` of the first foreign stream among ``(kind, name)``,
+        or (given ``namespace``) among the repositories in that namespace."""
         where = " OR ".join("(kind = ? AND name = ?)" for _ in pairs)
         params: list[str] = [v for pair in pairs for v in pair]
+        if namespace is not None:
+            # NOTE: a range rather than LIKE (whose _ would match any character); "0"
+            # is the character after "/", so this is every name starting "<namespace>/".
+            where += " OR (kind = 'repository' AND name >= ? AND name < ?)"
+            params += [f"{namespace}/", f"{namespace}0"]
         with self.db.transaction(write=False) as c:
             row = c.execute(
                 f"SELECT id, site_id FROM stream_origins WHERE ({where}) AND site_id <> ? "
@@ -39,14 +47,18 @@ class StreamOrigins:
         return None if row is None else (UUID(row[0]), UUID(row[1]))
 
     def repository_origin(self, name: RepositoryName) -> UUID | None:
-        """The other site that owns repository ``name`` or its namespace; None when both
-        are this site's or unknown."""
-        found = self._foreign([("repository", str(name)), ("namespace", name.namespace)])
+        """The other site that owns repository ``name`` or its namespace (or repositories
+        in it); None when both are this site's or unknown."""
+        namespace = name.namespace
+        found = self._foreign(
+            [("repository", str(name)), ("namespace", namespace)], namespace=namespace
+        )
         return None if found is None else found[1]
 
     def namespace_origin(self, name: str) -> UUID | None:
-        """The other site that owns the user or organisation ``name``; None otherwise."""
-        found = self._foreign([("namespace", name)])
+        """The other site that owns the user or organisation ``name``, or repositories in
+        that namespace (imported where it has no owner); None otherwise."""
+        found = self._foreign([("namespace", name)], namespace=name)
         return None if found is None else found[1]
 
     def foreign_account(self, name: str) -> UUID | None:

@@ -214,17 +214,10 @@ def _conflicts(container: Container, survey: _Survey, have: dict[str, int]) -> l
                     "(created here, or imported from a third site): the bundle's is another"
                 )
             namespace = name.split("/", 1)[0]
-            # NOTE: a new repository must go into a namespace from the same origin as
-            # itself, never into one of this site's own.
-            if (
-                kind == "repository"
-                and namespace not in namespaces
-                and _local_namespace(c, namespace, str(container.site_id))
-            ):
-                problems.append(
-                    f"repository {name} would go into namespace {namespace}, "
-                    "which is this site's own"
-                )
+            if kind == "repository" and namespace not in namespaces:
+                trouble = _namespace_trouble(c, namespace, str(container.site_id))
+                if trouble:
+                    problems.append(f"repository {name} needs namespace {namespace}, {trouble}")
     return problems
 
 
@@ -244,13 +237,19 @@ def _taken(c: Any, kind: str, name: str, stream_id: str) -> bool:
     return any(str(r[0]) != stream_id for r in c.execute(sql, params).fetchall())
 
 
-def _local_namespace(c: Any, name: str, site_id: str) -> bool:
+def _namespace_trouble(c: Any, name: str, site_id: str) -> str | None:
+    """Why a new imported repository cannot go into namespace ``name`` here, or None.
+
+    NOTE: it may go into a namespace imported too, or into none (with access control
+    off, a push creates repositories in namespaces nobody owns, and a bundle ``--since``
+    holds a namespace only when it changed), but never into one of this site's own.
+    """
     row = c.execute(
         "SELECT 1 FROM namespaces WHERE name = ? AND name NOT IN (SELECT name FROM "
         "stream_origins WHERE kind = 'namespace' AND site_id <> ?)",
         (name, site_id),
     ).fetchone()
-    return row is not None
+    return None if row is None else "which is this site's own"
 
 
 class _ChunkSource:

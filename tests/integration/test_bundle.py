@@ -466,3 +466,29 @@ def test_the_commands_print_one_line_and_exit_1_on_a_bad_bundle(
     assert cli.main(["import", "--data-dir", other, str(bundle)]) == 0
     captured = capsys.readouterr()
     assert "imported " in captured.out and "events" in captured.err  # progress on stderr
+
+
+def test_a_new_repository_never_goes_into_a_namespace_of_this_site(
+    site: Site, tmp_path: Path
+) -> None:
+    source, dest, third = site("a"), site("b"), site("c")
+    populate(source)
+    first = export_bundle(source, tmp_path / "1.bundle", patterns=("alice/*",), quiet=True)
+    import_bundle(dest, tmp_path / "1.bundle", quiet=True)
+    push_image(source, "acme/new", "latest", seed="n", caller=ALICE)
+    export_bundle(
+        source, tmp_path / "2.bundle", since=first.through, patterns=("acme/*",), quiet=True
+    )
+    # A site with an acme of its own refuses the repository acme/new.
+    third.access.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
+    with pytest.raises(ImportRefused) as refused:
+        import_bundle(third, tmp_path / "2.bundle", quiet=True)
+    assert any("this site's own" in p for p in refused.value.problems), refused.value.problems
+    # Where acme is nobody's (the bundle holds no acme: it did not change), it goes in,
+    # and the name acme is taken from then on.
+    import_bundle(dest, tmp_path / "2.bundle", quiet=True)
+    assert "acme/new" in dest.queries.catalog()
+    with pytest.raises(NameTaken):
+        dest.access.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
+    with pytest.raises(ReplicatedReadOnly):
+        push_image(dest, "acme/other", "latest", caller=SYSTEM)
