@@ -308,7 +308,7 @@ class BundleReader:
                 raise self._bad("it ends before its trailer (truncated)")
             if blob_left:
                 if not isinstance(obj, bytes) or not 0 < len(obj) <= min(CHUNK, blob_left):
-                    raise self._bad("a blob's content is cut short")
+                    raise self._bad("a blob's content does not match its size")
                 blob_left -= len(obj)
                 yield obj
                 continue
