@@ -330,14 +330,14 @@ def test_a_blob_that_does_not_match_its_digest_is_refused(site: Site, tmp_path: 
     at = data.index(layer) + 3
     # A consistent forgery: the content changed and the checksum recomputed, so only the
     # blob's own digest can tell.
-    forged = _rewrite_trailer(bytearray(data), at)
+    forged = _rewrite_trailer(bytearray(data), at, tmp_path / "forged.bundle")
     with pytest.raises(BundleError, match=f"blob {image.layers[0]} .*does not match"):
         import_bundle(dest, forged, quiet=True)
     assert not dest.blobs.exists(image.layers[0])
     assert dest.log.recorder.max_notification_id() in (None, 0)
 
 
-def _rewrite_trailer(data: bytearray, at: int) -> Path:
+def _rewrite_trailer(data: bytearray, at: int, out: Path) -> Path:
     import hashlib
 
     import msgpack
@@ -353,7 +353,6 @@ def _rewrite_trailer(data: bytearray, at: int) -> Path:
             break
         start = unpacker.tell()
     trailer[1]["sha256"] = hashlib.sha256(bytes(data[:start])).hexdigest()
-    out = Path(str(at) + "-forged.bundle").absolute()
     out.write_bytes(bytes(data[:start]) + msgpack.packb(trailer))
     return out
 
