@@ -6,6 +6,7 @@ failure into a one-line ``StartupError`` for the CLI to print.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable
@@ -48,10 +49,13 @@ from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import SparsePolicy
 from cargohold.domain.values import Actor, ActorKind, RepositoryName
 from cargohold.projections.access_queries import AccessQueries
+from cargohold.projections.as_of import AsOfAccessQueries, AsOfRegistryQueries
 from cargohold.projections.audit_queries import AuditQueries
 from cargohold.projections.origins import StreamOrigins
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay import as_of as as_of_views
+from cargohold.replay.as_of import AsOfViews
 from cargohold.replay.chain import AuditChain
 
 
@@ -78,10 +82,22 @@ class Container:
     tag_windows: TagWindows
     access_log: BufferedAccessLog
     audit_queries: AuditQueries
+    #: Who may do what: the live rules, also when serving the registry as of a moment
+    #: (``access_queries`` then shows that moment's teams and grants).
+    authorization: AccessQueries
+    #: Set when serving the registry as it stood at a moment, read-only.
+    as_of: AsOfViews | None = None
+    as_of_db: Database | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.as_of is not None
 
     def close(self) -> None:
         self.runner.stop()
         self.access_log.close()  # NOTE: writes the buffered pulls and logins first
+        if self.as_of_db is not None:
+            self.as_of_db.close()
         self.views_db.close()
         self.log.close()
 
@@ -92,11 +108,15 @@ def bootstrap(
     create_tables: bool = True,
     hasher: PasswordHasher | None = None,
     wall_ms: Callable[[], int] = system_wall_ms,
+    as_of_progress: Callable[[int], None] | None = None,
 ) -> Container:
     """Open (and, with ``create_tables``, migrate) every store; catch the views up.
 
     ``hasher`` replaces argon2id's production parameters (tests use cheap ones);
     ``wall_ms`` is the wall clock of events and of tag expiry (tests drive it).
+    With ``settings.as_of``, the container serves the registry as of that moment,
+    read-only: its views are built (with ``create_tables``, reporting to
+    ``as_of_progress``) or opened as built (without: the workers of ``serve``).
     """
     data_dir = Path(settings.data_dir)
     _prepare_data_dir(data_dir)
@@ -160,7 +180,7 @@ def bootstrap(
         recorder=access_log,
         replicas=replicas,
     )
-    return Container(
+    container = Container(
         settings=settings,
         site_id=site_id,
         log=log,
@@ -178,6 +198,59 @@ def bootstrap(
         tag_windows=tag_windows,
         access_log=access_log,
         audit_queries=AuditQueries(views_db),
+        authorization=access_queries,
+    )
+    at_ms = settings.as_of_ms
+    if at_ms is None:
+        return container
+    try:
+        return _as_of(container, at_ms, wall_ms(), create_tables, as_of_progress)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _as_of(
+    live: Container,
+    at_ms: int,
+    now_ms: int,
+    build: bool,
+    progress: Callable[[int], None] | None,
+) -> Container:
+    """``live`` turned into the registry as of ``at_ms``: the queries read the views of
+    that moment; authentication and authorisation stay live (``projections/as_of.py``)."""
+    settings = live.settings
+    db = as_of_views.open_views(settings, live.views_db, at_ms)
+    try:
+        views = as_of_views.build(
+            settings,
+            live.log,
+            live.views_db,
+            db,
+            at_ms,
+            now_ms=now_ms,
+            progress=progress,
+            refresh=build,
+        )
+    except as_of_views.AsOfError as e:
+        db.close()
+        raise StartupError(str(e)) from e
+    except BaseException:
+        db.close()
+        raise
+    queries = AsOfRegistryQueries(db, at_ms, live.queries)
+    return dataclasses.replace(
+        live,
+        queries=queries,
+        access_queries=AsOfAccessQueries(db, live.access_queries),
+        audit_queries=AuditQueries(db),
+        tag_windows=TagWindows(
+            queries.tag_expiration_window,
+            default_tag_expiration(settings),
+            tag_expiration_options(settings),
+        ),
+        as_of=views,
+        as_of_db=db,
     )
 
 

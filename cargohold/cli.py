@@ -1,5 +1,5 @@
-"""``cargohold`` command line: ``serve``, ``replay rebuild | verify | audit-seal | audit-verify``,
-``export``, ``import``.
+"""``cargohold`` command line: ``serve [--as-of TIME]``,
+``replay rebuild | verify | as-of TIME | audit-seal | audit-verify``, ``export``, ``import``.
 
 ``export [--since POSITION] [--repos PATTERN] FILE`` writes a bundle of repositories (with
 their history, permissions, the users and organisations they need, and their blobs) for
@@ -16,6 +16,7 @@ line to stderr and exit 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import socket
 import sys
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cargohold.bootstrap import Container, StartupError, bootstrap, ensure_admin
-from cargohold.config import ConfigError, Settings, load_settings
+from cargohold.config import ConfigError, Settings, load_settings, parse_instant
 from cargohold.domain.errors import StorageError
 
 EXIT_OK = 0
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="processes sharing the listening socket (default 1)"
     )
+    serve.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="serve the registry as it stood at TIME, read-only (see 'replay as-of')",
+    )
     replay = commands.add_parser("replay", help="rebuild or verify the read models")
     actions = replay.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser(
@@ -65,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser(
         "verify", parents=[common], help="compare the live views with a fresh replay"
     )
+    as_of = actions.add_parser(
+        "as-of",
+        parents=[common],
+        help="build the views of the registry as it stood at TIME and keep them",
+        description="Build the read models as they stood at TIME: an ISO 8601 date or "
+        "time, UTC unless it carries an offset (2026-11-24, 2026-11-24T15:00:00Z, "
+        "2026-11-24T16:00+01:00), or @ and epoch seconds. They are kept for "
+        "'serve --as-of TIME'; a later build resumes from them.",
+    )
+    as_of.add_argument("time", metavar="TIME")
+    as_of.add_argument("--drop", action="store_true", help="remove the kept views instead")
     actions.add_parser(
         "audit-seal",
         parents=[common],
@@ -91,6 +108,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "blob_store": args.blob_store,
             "threads": getattr(args, "threads", None),
             "workers": getattr(args, "workers", None),
+            "as_of": getattr(args, "as_of", None),
         },
     )
 
@@ -103,8 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(quiet_start)
     try:
         settings = _settings(args)
+        at_ms = parse_instant(args.time) if getattr(args, "action", None) == "as-of" else None
         sock = _bind(settings) if args.command == "serve" else None
-        container = bootstrap(settings)
+        if sock is not None and settings.as_of:
+            container = _bootstrap_as_of(settings, quiet=args.quiet)
+        else:  # NOTE: only serve serves a moment; replay works on the live views
+            container = bootstrap(dataclasses.replace(settings, as_of=""))
     except (ConfigError, StartupError) as e:
         print(f"cargohold: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -118,12 +140,67 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(container, sock)
         if args.command in ("export", "import"):
             return _bundle(container, args)
+        if at_ms is not None:
+            return _as_of(container, at_ms, drop=args.drop, quiet=args.quiet)
         return _replay(container, args.action, quiet=args.quiet)
     except StorageError as e:
         print(f"cargohold: {e.message}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
         container.close()
+
+
+def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
+    from cargohold.replay.views import progress_bar
+
+    advance, bar = progress_bar(0, f"views as of {settings.as_of}", quiet)
+    try:
+        return bootstrap(settings, as_of_progress=advance)
+    finally:
+        bar.close()
+
+
+def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
+    from cargohold.replay import as_of
+    from cargohold.replay.views import progress_bar
+
+    settings = container.settings
+    if drop:
+        found = as_of.drop(settings, container.views_db, at_ms)
+        what = "removed" if found else "there were no"
+        print(f"{what} views as of {as_of.stamp(at_ms)} ({as_of.location(settings, at_ms)})")
+        return EXIT_OK
+    db = as_of.open_views(settings, container.views_db, at_ms)
+    advance, bar = progress_bar(container.runner.position(), "as-of", quiet)
+    try:
+        views = as_of.build(
+            settings,
+            container.log,
+            container.views_db,
+            db,
+            at_ms,
+            now_ms=container.queries.now_ms(),
+            progress=advance,
+        )
+    except as_of.AsOfError as e:
+        print(f"cargohold: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        bar.close()
+        db.close()
+    last = (
+        "no events"
+        if views.last_event_ms is None
+        else f"the last {as_of.stamp(views.last_event_ms)}"
+    )
+    print(
+        f"views as of {as_of.stamp(at_ms)}: the log up to position {views.position} "
+        f"({last}); {views.access_entries} pulls and logins; kept in {views.location}"
+    )
+    if not views.final:
+        print("no later event yet: a later build may add events stamped up to that moment")
+    print(f"serve them with: cargohold serve --as-of {as_of.stamp(at_ms)}")
+    return EXIT_OK
 
 
 def _bind(settings: Settings) -> socket.socket:
@@ -139,7 +216,7 @@ def _serve(container: Container, sock: socket.socket) -> int:
     from cargohold.http.serve import announce, serve_with, serve_workers
 
     settings = container.settings
-    password = ensure_admin(container)
+    password = None if container.read_only else ensure_admin(container)
     if password is not None:
         # NOTE: the one place a secret is printed, on purpose, once: the operator needs it.
         print(

@@ -24,7 +24,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -114,6 +114,9 @@ class Settings:
     # The first start's superuser ``admin`` gets this password; empty: one is generated
     # and printed once.
     admin_password: str = field(default="", repr=False)
+    # Serve the registry as it stood at this moment, read-only (``serve --as-of``): an
+    # ISO 8601 date or time (UTC unless it names an offset), or ``@`` + epoch seconds.
+    as_of: str = ""
 
     @property
     def host(self) -> str:
@@ -130,6 +133,11 @@ class Settings:
     @property
     def postgres(self) -> PostgresSettings:
         return _parse_postgres_url(self.database)
+
+    @property
+    def as_of_ms(self) -> int | None:
+        """``as_of`` in epoch milliseconds, or ``None`` when serving the live registry."""
+        return parse_instant(self.as_of) if self.as_of else None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -258,6 +266,31 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"setting {name!r} must be at least 1")
     if s.max_request_body_size < 1:
         raise ConfigError("setting 'max_request_body_size' must be positive")
+    if s.as_of:
+        s.as_of_ms  # noqa: B018 - parses, raising ConfigError on an unclear moment
+
+
+def parse_instant(text: str) -> int:
+    """A moment given by an operator, in epoch milliseconds (``ConfigError`` if unclear).
+
+    Accepted: ISO 8601 dates and times (``2026-11-24``, ``2026-11-24T15:00``,
+    ``2026-11-24 15:00:00.250+01:00``, ``...Z``), read as UTC unless they carry an
+    offset (a date alone is its first moment, 00:00 UTC); or ``@`` and epoch seconds
+    (``@1795532400``, fractions allowed).
+    """
+    raw = text.strip()
+    try:
+        if raw.startswith("@"):
+            return round(float(raw[1:]) * 1000)
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"not a moment: {text[:60]!r} (use an ISO 8601 date or time such as "
+            "2026-11-24T15:00:00Z, or @ and epoch seconds)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
 
 
 def _split_listen(listen: str) -> tuple[str, int]:

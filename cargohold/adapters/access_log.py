@@ -90,6 +90,31 @@ def recount_access(c: Cursor, dialect: str) -> None:
     audit_counts.recount(c, TABLE, COUNTS)
 
 
+def copy_access_log(source: Database, target: Database, until_ms: int, batch: int = 5000) -> int:
+    """Make ``target``'s ``access_log`` (created if missing) hold exactly ``source``'s
+    entries up to ``until_ms`` (inclusive), in their order, with their counts; returns
+    how many. For the registry as of a moment: its audit log shows the pulls and logins
+    up to then. One transaction on ``target``: a reader sees the old copy or the new."""
+    cols = ", ".join(ENTRY_COLUMNS)
+    copied = 0
+    with target.transaction() as c:
+        create_access_log_table(c, target.dialect)
+        c.execute(f"DELETE FROM {TABLE}")
+        after = -1
+        while True:
+            rows = source.query(
+                f"SELECT id, {cols} FROM {TABLE} WHERE time_ms <= ? AND id > ? ORDER BY id LIMIT ?",
+                (until_ms, after, batch),
+            )
+            if not rows:
+                break
+            after = int(rows[-1][0])
+            c.executemany(INSERT, [row[1:] for row in rows])
+            copied += len(rows)
+        recount_access(c, target.dialect)
+    return copied
+
+
 def row_of(entry: AccessRecord) -> tuple[Any, ...]:
     return (
         entry.kind,

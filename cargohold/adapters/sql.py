@@ -193,12 +193,21 @@ class _PostgresCursor(Cursor):
 
 
 class PostgresDatabase(Database):
-    """PostgreSQL through a psycopg 3 connection pool."""
+    """PostgreSQL through a psycopg 3 connection pool.
+
+    With ``schema``, every connection resolves unqualified names in that schema alone
+    (its ``search_path``): the same statements then read and write a second set of views
+    (the registry as of a moment) without seeing the live ones.
+    """
 
     dialect = "postgres"
 
-    def __init__(self, pg: PostgresSettings, *, pool_size: int = 8) -> None:
+    def __init__(
+        self, pg: PostgresSettings, *, pool_size: int = 8, schema: str | None = None
+    ) -> None:
         self.settings = pg
+        self.schema = schema
+        options = {} if schema is None else {"options": f"-c search_path={_identifier(schema)}"}
         conninfo = psycopg.conninfo.make_conninfo(
             host=pg.host,
             port=pg.port,
@@ -206,6 +215,7 @@ class PostgresDatabase(Database):
             password=pg.password,
             dbname=pg.dbname,
             connect_timeout=10,
+            **options,
         )
         with _translate():
             # Fail fast, with the server's own reason, before the pool starts retrying.

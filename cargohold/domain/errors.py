@@ -48,6 +48,7 @@
     │   └── ReplicatedReadOnly   the name is replicated from another site and managed there
     ├── LoginThrottled              too many failed logins; wait                 (429)
     ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
+    ├── ReadOnly                    a write to the registry as of a moment       (405 UNSUPPORTED)
     └── StorageError                a backing store failed (not the caller's fault)
 
 ``CredentialsInvalid`` (a login that failed) is not ``CredentialInvalid`` (an empty
@@ -251,6 +252,10 @@ class LoginThrottled(DomainError):
 
 class TokenInvalid(DomainError):
     """A bearer token is malformed, forged, expired, not yet valid, or for another audience."""
+
+
+class ReadOnly(DomainError):
+    """A write sent to a registry that serves its past (``serve --as-of``)."""
 
 
 class StorageError(DomainError):

@@ -64,6 +64,6 @@ def registry_auth(container: Container) -> RegistryAuth:
         token_ttl=settings.token_ttl_seconds,
         signer=container.signer,
         authenticator=container.authenticator,
-        access=container.access_queries,
+        access=container.authorization,
         repositories=container.queries,
     )

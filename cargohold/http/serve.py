@@ -51,8 +51,10 @@ def announce(settings: Settings, sock: socket.socket) -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     workers = f", {settings.workers} workers" if settings.workers > 1 else ""
+    past = f", read-only as of {settings.as_of}" if settings.as_of else ""
     print(
-        f"cargohold listening on http://{shown}:{port} (data in {settings.data_dir}{workers})",
+        f"cargohold listening on http://{shown}:{port} "
+        f"(data in {settings.data_dir}{workers}{past})",
         flush=True,
     )
 
@@ -235,12 +237,13 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     )
     server.channel_class = _refusing_tls(server.channel_class)
     stop = threading.Event()
+    # NOTE: the live views stay current also when serving a past moment: they decide
+    # who may read it (revocations take effect). Pulls and logins are recorded.
     container.runner.start()
     container.access_log.start()
-    janitor = threading.Thread(target=_janitor, args=(container, stop), daemon=True)
-    janitor.start()
-    threading.Thread(target=_sealer, args=(container, stop), daemon=True).start()
-    threading.Thread(target=_tag_sweeper, args=(container, stop), daemon=True).start()
+    if not container.read_only:  # the writers: the log's own server does their work
+        for chore in (_janitor, _sealer, _tag_sweeper):
+            threading.Thread(target=chore, args=(container, stop), daemon=True).start()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -264,6 +267,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     stop.set()
     # Write the buffered pulls and logins: a clean stop loses none.
     container.access_log.close()
+    if container.read_only:
+        return
     try:  # seal what was written last, so a clean stop leaves nothing unsealed
         container.audit_chain.seal()
     except Exception:

@@ -79,7 +79,7 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
                 Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-def _progress_bar(total: int, description: str, quiet: bool) -> tuple[Callable[[int], None], Any]:
+def progress_bar(total: int, description: str, quiet: bool) -> tuple[Callable[[int], None], Any]:
     bar = tqdm(
         total=total,
         desc=description,
@@ -107,7 +107,7 @@ def _build(
     runner = ProjectionRunner(db, source, batch_size=5000)
     runner.create_tables(ns, indexes=False)
     total = stop if stop is not None else source.head()
-    advance, bar = _progress_bar(total, what, quiet)
+    advance, bar = progress_bar(total, what, quiet)
     try:
         runner.catch_up(ns, stop=stop, progress=advance)
     finally:

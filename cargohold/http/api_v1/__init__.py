@@ -69,6 +69,7 @@ from cargohold.http.api_v1 import (
 from cargohold.http.api_v1.errors import ErrorDescriptionResource
 from cargohold.http.api_v1.guard import Guard
 from cargohold.http.api_v1.router import SINK_PATTERN, ApiV1Router
+from cargohold.http.read_only import read_only_refusal
 
 __all__ = ["build_router", "register"]
 
@@ -77,8 +78,8 @@ _REPO = "/repository/{namespace}/{repo}"
 
 def build_router(container: Container) -> ApiV1Router:
     """Every /api/v1 route, wired to its resource."""
-    guard = Guard(container.access_queries, container.queries)
-    router = ApiV1Router(container.authenticator)
+    guard = Guard(container.authorization, container.queries, container.access_queries)
+    router = ApiV1Router(container.authenticator, read_only_refusal(container))
     c, g = container, guard
     routes: list[tuple[str, object]] = [
         ("/error/{error_type}", ErrorDescriptionResource()),

@@ -26,6 +26,7 @@ CredentialsInvalid           401     invalid_token         + ``WWW-Authenticate:
 TokenInvalid                 401     invalid_token         + ``WWW-Authenticate: Basic``
 AccessDenied                 403     insufficient_scope    an identity lacking the right
 LoginThrottled               429     too_many_requests     + ``Retry-After``
+ReadOnly                     405     read_only             the registry as of a moment
 StorageError                 503     service_unavailable   not the caller's fault
 ===========================  ======  ====================  ==============================
 
@@ -86,6 +87,7 @@ _TABLE: tuple[tuple[type[e.DomainError], int, str], ...] = (
     (e.TokenInvalid, 401, "invalid_token"),
     (e.AccessDenied, 403, "insufficient_scope"),
     (e.LoginThrottled, 429, "too_many_requests"),
+    (e.ReadOnly, 405, "read_only"),
     (e.StorageError, 503, "service_unavailable"),
 )
 
@@ -97,6 +99,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "insufficient_scope": "The caller, or its token's scopes, may not do this.",
     "too_many_requests": "Too many attempts, or too busy; retry after Retry-After seconds.",
     "method_not_allowed": "The endpoint does not support this HTTP method.",
+    "read_only": "This registry serves its state as of a past moment and takes no writes.",
     "request_too_large": "The request body exceeds the limit.",
     "service_unavailable": "A backing store failed; retry later.",
     "internal_error": "An unexpected server error; it has been logged.",

@@ -58,9 +58,19 @@ def deny(identity: Identity, detail: str = "Unauthorized") -> DomainError:
 
 
 class Guard:
-    def __init__(self, access: AccessQueries, queries: RegistryQueries) -> None:
+    """``access`` answers who may do what; ``content`` (by default the same) what exists.
+    They differ when serving the registry as of a moment: the rules are the live ones,
+    the organisations those of the moment (see ``projections/as_of.py``)."""
+
+    def __init__(
+        self,
+        access: AccessQueries,
+        queries: RegistryQueries,
+        content: AccessQueries | None = None,
+    ) -> None:
         self.access = access
         self.queries = queries
+        self.content = access if content is None else content
 
     # -- users -------------------------------------------------------------------------
 
@@ -125,7 +135,7 @@ class Guard:
             name = AccountName(org)
         except InvalidInput:
             raise OrganizationUnknown(f"unknown organization: {org[:100]}") from None
-        if not self.access.organization_exists(name):
+        if not self.content.organization_exists(name):
             raise OrganizationUnknown(f"unknown organization: {name}")
         return name
 

@@ -233,7 +233,7 @@ class _Logs:
             if performer is not None:
                 item["performer"] = performer
             if show_namespace and entry.namespace:
-                is_org = self.guard.access.organization_exists(entry.namespace)
+                is_org = self.guard.content.organization_exists(entry.namespace)
                 item["namespace"] = {"kind": "org" if is_org else "user", "name": entry.namespace}
             logs.append(item)
         body: dict[str, Any] = {
@@ -273,6 +273,8 @@ class SuperuserLogs(_Logs):
 
 class _PostToo:
     """Export accepts POST as Quay's does (the body, a callback, is ignored)."""
+
+    reads_only = True  # NOTE: a POST that writes nothing: open on a read-only registry
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         self.on_get(req, resp, **params)  # type: ignore[attr-defined]

@@ -25,8 +25,10 @@ import falcon
 from falcon.routing import CompiledRouter
 
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
+from cargohold.domain.errors import ReadOnly
 from cargohold.http.api_v1.errors import ApiError, render_exception
 from cargohold.http.auth.credentials import Basic, Bearer, address_of, credentials_of
+from cargohold.http.read_only import SAFE
 from cargohold.http.registry_v2.context import request_id_of
 
 PREFIX = "/api/v1"
@@ -39,8 +41,9 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 class ApiV1Router:
     """The /api/v1 sink. ``add`` routes; ``__call__`` serves."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, read_only: str | None = None) -> None:
         self.authenticator = authenticator
+        self.read_only = read_only
         self._router = CompiledRouter()
 
     def add(self, template: str, resource: object) -> None:
@@ -68,6 +71,12 @@ class ApiV1Router:
                 f"{req.method[:20]} is not supported here",
                 headers={"Allow": ", ".join(allowed)},
             )
+        if (
+            self.read_only is not None
+            and req.method not in SAFE
+            and not getattr(resource, "reads_only", False)
+        ):
+            raise ReadOnly(self.read_only)
         req.context.api_identity = self.identify(req)
         responder(req, resp, **params)
 

@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, TokenInvalid
+from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, ReadOnly, TokenInvalid
 from cargohold.domain.values import RepositoryName
 from cargohold.http.auth.registry import (
     CATALOG,
@@ -22,6 +22,7 @@ from cargohold.http.auth.registry import (
     RegistryAuth,
     TokenResource,
 )
+from cargohold.http.read_only import SAFE, read_only_refusal
 from cargohold.http.registry_v2.blobs import BlobResource, UploadResource, UploadsResource
 from cargohold.http.registry_v2.errors import V2Error, render_exception
 from cargohold.http.registry_v2.headers import API_VERSION
@@ -51,6 +52,7 @@ _OPEN: dict[str, str] = {}
 class V2Router:
     def __init__(self, container: Container, auth: RegistryAuth) -> None:
         self.auth = auth
+        self.read_only = read_only_refusal(container)
         blob = BlobResource(container)
         self.routes: list[tuple[re.Pattern[str], Any, dict[str, str] | None]] = [
             (re.compile(r"", re.DOTALL), V2Base(), None),
@@ -116,6 +118,8 @@ class V2Router:
             if m is None:
                 continue
             handler = getattr(resource, f"on_{req.method.lower()}", None)
+            if self.read_only is not None and needs is not _OPEN and req.method not in SAFE:
+                raise ReadOnly(self.read_only)  # NOTE: before auth: a client learns why at once
             if handler is not None and needs is not _OPEN:
                 name = m.groupdict().get("name")
                 action = None if needs is None else needs.get(req.method, PUSH)
