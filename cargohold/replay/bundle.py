@@ -28,8 +28,12 @@ Import is verify, check, apply:
    written.
 2. *check* against this site: a bundle this site exported is refused; so is one whose
    streams would leave a gap (an event after versions this site lacks: import the
-   earlier bundle first), and one that creates a name this site already has in another
-   stream (a user ``admin`` made at both sites is two users). Nothing is written then.
+   earlier bundle first), one that creates a name this site already has in another
+   stream (a user ``admin`` made at both sites is two users) or a repository in a
+   namespace of this site's own, and one that holds a stream of this site's own or a
+   stream whose id is not the one its name and origin site give (forged). Nothing is
+   written then. (A bundle is not signed: whoever can forge one can forge another
+   site's streams; carry it as you would a backup.)
 3. *apply*: blobs first, each verified by the blob store as it is stored (present ones
    are skipped), then the events, keeping their stream ids and versions, in batches of
    one transaction each; events this site has are skipped. A killed import leaves a

@@ -16,7 +16,9 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import resolve_topic
 
 from cargohold.bootstrap import Container
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import DomainError
+from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
 from cargohold.replay.bundle import CREATED_KINDS, ImportRefused, progress_bar, stored_state
 from cargohold.replay.bundle_format import (
@@ -37,6 +39,7 @@ class _Incoming:
     first: int  # first version in the bundle
     last: int
     created: tuple[str, str] | None = None  # (kind, name) when it holds the Created event
+    site: str | None = None  # the origin site its Created event names
 
 
 @dataclass
@@ -153,7 +156,21 @@ def _check_event(
     incoming.last = frame.version
     kind = CREATED_KINDS.get(cls)
     if kind is not None:
-        incoming.created = (kind, str(state.get("name")))
+        # NOTE: a stream's id is derived from its origin site and name: one that is not
+        # would let a forged bundle pass off a stream as another site's (or as ours).
+        named, site = state.get("name"), state.get("site_id")
+        if not isinstance(site, UUID) or _STREAM_IDS[cls](site, named) != UUID(frame.originator_id):
+            raise BundleError(f"{name}: {where} is not the stream of {kind} {named} at {site}")
+        incoming.created = (kind, str(named))
+        incoming.site = str(site)
+
+
+_STREAM_IDS: dict[type, Callable[[UUID, Any], UUID]] = {
+    Repository.Created: Repository.create_id,
+    Account.Created: Account.create_id,
+    Organization.Created: Organization.create_id,
+    NamespaceClaim.Created: NamespaceClaim.create_id,
+}
 
 
 def _check_here(container: Container, survey: _Survey) -> dict[str, int]:
@@ -165,20 +182,32 @@ def _check_here(container: Container, survey: _Survey) -> dict[str, int]:
             "import it at another site"
         )
     recorder = container.log.recorder
+    here = str(container.site_id)
     have: dict[str, int] = {}
     problems: list[str] = []
     for stream_id, incoming in survey.streams.items():
         stored = recorder.select_events(UUID(stream_id), desc=True, limit=1)
         version = stored[0].originator_version if stored else 0
         have[stream_id] = version
-        if incoming.first > version + 1:
-            what = "a stream" if incoming.created is None else " ".join(incoming.created)
+        what = "a stream" if incoming.created is None else " ".join(incoming.created)
+        # NOTE: a bundle brings other sites' streams only: never one this site writes.
+        if incoming.site == here or (version and _origin(container, stream_id) in (here, None)):
+            problems.append(f"{what} ({stream_id}) is this site's own: a bundle cannot change it")
+        elif incoming.first > version + 1:
             problems.append(
                 f"{what} ({stream_id}) continues from version {incoming.first}, but this "
                 f"site has it up to version {version}: import the earlier bundle first"
             )
     _refuse(problems + _conflicts(container, survey, have))
     return have
+
+
+def _origin(container: Container, stream_id: str) -> str | None:
+    """The origin site of a stream stored here (None: in no view, so made here before
+    ``stream_origins`` existed)."""
+    with container.views_db.transaction(write=False) as c:
+        row = c.execute("SELECT site_id FROM stream_origins WHERE id = ?", (stream_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _refuse(problems: list[str]) -> None:

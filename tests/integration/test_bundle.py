@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +31,20 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
+from cargohold.domain.accounts import Account
+from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.context import EventContext
 from cargohold.domain.errors import NameTaken, ReplicatedReadOnly
 from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag
 from cargohold.replay.bundle import BundleError, ImportRefused, export_bundle
-from cargohold.replay.bundle_format import CHUNK, BlobStart, BundleReader, EventFrame
+from cargohold.replay.bundle_format import (
+    CHUNK,
+    BlobStart,
+    BundleReader,
+    BundleWriter,
+    EventFrame,
+    Header,
+)
 from cargohold.replay.bundle_import import import_bundle
 from cargohold.replay.views import verify
 from tests.factories import push_image
@@ -491,3 +502,48 @@ def test_a_new_repository_never_goes_into_a_namespace_of_this_site(
         dest.access.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
     with pytest.raises(ReplicatedReadOnly):
         push_image(dest, "acme/other", "latest", caller=SYSTEM)
+
+
+def _forged(c: Container, path: Path, *aggregates: Any) -> Path:
+    """A well-formed bundle from a made-up site holding the pending events of
+    ``aggregates`` (never saved here), as a forger with this site's ids would write it."""
+    mapper = c.log.mapper
+    with BundleWriter(path) as w:
+        w.header(Header(str(uuid.uuid4()), 0, 1, "2026-01-01T00:00:00+00:00", ()))
+        for aggregate in aggregates:
+            for event in aggregate.collect_events():
+                stored = mapper.to_stored_event(event)
+                w.event(
+                    EventFrame(
+                        1,
+                        str(stored.originator_id),
+                        stored.originator_version,
+                        stored.topic,
+                        stored.state,  # plain: this site has no cipher
+                    )
+                )
+        w.finish()
+    return path
+
+
+def test_a_bundle_never_changes_or_makes_this_sites_own_streams(site: Site, tmp_path: Path) -> None:
+    dest = site("b")
+    dest.access.create_user(AccountName("victim"), "", "victim-pw-123", SYSTEM)
+    ctx = EventContext(Actor.system(), dest.site_id, HybridLogicalClock().now(), "forged")
+    victim = dest.log.repository.get(Account.create_id(dest.site_id, AccountName("victim")))
+    victim.change_password(Argon2PasswordHasher.cheap().hash("taken-over"), ctx)
+    evil = Account.create(AccountName("evil"), "", "x", ctx, superuser=True)
+    before = dest.log.recorder.max_notification_id()
+    for aggregate in (victim, evil):
+        with pytest.raises(ImportRefused) as refused:
+            import_bundle(dest, _forged(dest, tmp_path / "f.bundle", aggregate), quiet=True)
+        assert "is this site's own" in refused.value.problems[0]
+    # A stream whose id is not that of its name at the site its Created names.
+    elsewhere = EventContext(Actor.system(), uuid.uuid4(), ctx.hlc, "forged")
+    liar = Account.create(AccountName("liar"), "", "x", elsewhere)
+    liar._id = Account.create_id(dest.site_id, AccountName("liar"))  # type: ignore[attr-defined]
+    for event in liar.pending_events:
+        object.__setattr__(event, "originator_id", liar._id)  # type: ignore[attr-defined]
+    with pytest.raises(BundleError, match="is not the stream of"):
+        import_bundle(dest, _forged(dest, tmp_path / "g.bundle", liar), quiet=True)
+    assert dest.log.recorder.max_notification_id() == before
