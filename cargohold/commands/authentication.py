@@ -306,10 +306,10 @@ class Authenticator:
         account = self.lookup.account(row.owner)
         if account is None:
             raise CredentialsInvalid("invalid credentials")
-        imported = self.replicas.foreign_account(row.owner) is not None
+        superuser = account.superuser and self.replicas.foreign_account(row.owner) is None
         return Identity(
             Principal(PrincipalKind.USER, row.owner),
-            superuser=account.superuser and not imported,
+            superuser=superuser,
             scopes=row.scopes,
             token_id=row.token_id,
         )

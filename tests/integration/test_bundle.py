@@ -24,6 +24,7 @@ from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
 from cargohold.domain.access import (
     AccountName,
+    ApiScope,
     Principal,
     PrincipalKind,
     RepositoryRole,
@@ -393,8 +394,14 @@ def test_a_bundle_from_this_same_site_is_refused(site: Site, tmp_path: Path) -> 
 def test_imported_names_are_read_only_here(site: Site, tmp_path: Path) -> None:
     source, dest = site("a"), site("b")
     populate(source)
+    source.access.set_superuser(AccountName("alice"), True, SYSTEM)
+    _, token = source.access.issue_api_token(AccountName("alice"), [ApiScope.SUPER_USER], ALICE)
     export_bundle(source, tmp_path / "b.bundle", patterns=("acme/*", "alice/*"), quiet=True)
     import_bundle(dest, tmp_path / "b.bundle", quiet=True)
+    # Superuser is a power over one installation: it does not travel with the account.
+    for c, superuser in ((source, True), (dest, False)):
+        assert c.authenticator.basic("alice", "alice-pw-123", "127.0.0.1").superuser is superuser
+        assert c.authenticator.bearer_api_token(token, "127.0.0.1").superuser is superuser
     app, new = RepositoryName("acme/app"), RepositoryName("acme/new")
     bob = Caller(Actor(ActorKind.USER, "bob"), "r")
     writes: list[Callable[[], Any]] = [

@@ -220,12 +220,14 @@ class RegistryAuth:
         if "+" in subject:
             return Identity(Principal(PrincipalKind.ROBOT, subject))
         account = self.access.account(subject)
-        # NOTE: an account imported from another site is never a superuser here.
-        imported = self.authenticator.replicas.foreign_account(subject) is not None
-        return Identity(
-            Principal(PrincipalKind.USER, subject),
-            superuser=bool(account is not None and account.superuser and not imported),
+        # NOTE: an account imported from another site is never a superuser here (asked
+        # last, so that only superusers pay for the question).
+        superuser = bool(
+            account is not None
+            and account.superuser
+            and self.authenticator.replicas.foreign_account(subject) is None
         )
+        return Identity(Principal(PrincipalKind.USER, subject), superuser=superuser)
 
     # -- the guard ---------------------------------------------------------------------
 
