@@ -51,6 +51,7 @@ from cargohold.domain.values import Actor, ActorKind, RepositoryName
 from cargohold.projections.access_queries import AccessQueries
 from cargohold.projections.as_of import AsOfAccessQueries, AsOfRegistryQueries
 from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.origins import StreamOrigins
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay import as_of as as_of_views
@@ -143,6 +144,7 @@ def bootstrap(
         raise
     clock = HybridLogicalClock(wall_ms)
     access_queries = AccessQueries(views_db)
+    replicas = StreamOrigins(views_db, site_id)
     queries = RegistryQueries(views_db, now_ms=wall_ms)
     tag_windows = TagWindows(
         queries.tag_expiration_window,
@@ -158,15 +160,25 @@ def bootstrap(
         SparsePolicy(settings.sparse_manifests),
         creation_grants=_creation_grants(access_queries),
         tag_window=tag_windows.window,
+        replicas=replicas,
     )
     uploads = UploadService(
         blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
     )
     hasher = hasher or Argon2PasswordHasher()
     minter = HashedTokenMinter()
-    access = AccessService(log, runner, clock, site_id, hasher, minter, access_queries, registry)
+    access = AccessService(
+        log, runner, clock, site_id, hasher, minter, access_queries, registry, replicas=replicas
+    )
     authenticator = Authenticator(
-        log, site_id, hasher, minter, access_queries, throttle, recorder=access_log
+        log,
+        site_id,
+        hasher,
+        minter,
+        access_queries,
+        throttle,
+        recorder=access_log,
+        replicas=replicas,
     )
     container = Container(
         settings=settings,

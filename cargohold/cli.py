@@ -1,5 +1,12 @@
 """``cargohold`` command line: ``serve [--as-of TIME]``,
-``replay rebuild | verify | as-of TIME | audit-seal | audit-verify``.
+``replay rebuild | verify | as-of TIME | audit-seal | audit-verify``, ``export``, ``import``.
+
+``export [--since POSITION] [--repos PATTERN] FILE`` writes a bundle of repositories (with
+their history, permissions, the users and organisations they need, and their blobs) for
+an air-gapped site; it prints the position to pass as ``--since`` next time.
+``import FILE`` verifies a bundle whole, refuses one that conflicts with this site (exit
+1, nothing written), and applies it; it is idempotent and resumable. Both show progress
+on stderr unless ``--quiet``. See ``cargohold/replay/bundle.py``.
 
 Every command takes the same options (``--data-dir``, ``--listen``, ``--config``), on top
 of ``CARGOHOLD_*`` environment variables. Configuration and startup problems print one
@@ -14,6 +21,7 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cargohold.bootstrap import Container, StartupError, bootstrap, ensure_admin
 from cargohold.config import ConfigError, Settings, load_settings, parse_instant
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute the audit hash chain and name the first altered, reordered or "
         "deleted event",
     )
+    _bundle_parsers(commands, common)
     return parser
 
 
@@ -129,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if sock is not None:
             return _serve(container, sock)
+        if args.command in ("export", "import"):
+            return _bundle(container, args)
         if at_ms is not None:
             return _as_of(container, at_ms, drop=args.drop, quiet=args.quiet)
         return _replay(container, args.action, quiet=args.quiet)
@@ -280,6 +291,81 @@ def _audit_verify(container: Container, *, quiet: bool) -> int:
         print(f"TAMPERED: first problem at position {first.position} ({first.kind})")
         return EXIT_DIFFERENCES
     print("the log is intact")
+    return EXIT_OK
+
+
+# -- export and import (air-gapped sites) ----------------------------------------------
+
+
+def _bundle_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write repositories, their history, permissions and blobs to a bundle file",
+    )
+    export.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="POSITION",
+        help="only what is new after this log position (the one the last export printed)",
+    )
+    export.add_argument(
+        "--repos",
+        action="append",
+        metavar="PATTERN",
+        help="namespace/name glob (repeatable or comma-separated; default: every repository)",
+    )
+    export.add_argument("file", metavar="FILE", help="the bundle to write")
+    imported = commands.add_parser(
+        "import", parents=[common], help="verify a bundle and apply it (idempotent, resumable)"
+    )
+    imported.add_argument("file", metavar="FILE", help="the bundle to read")
+
+
+def _bundle(container: Container, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cargohold.replay.bundle import BundleError, ImportRefused, export_bundle, parse_patterns
+    from cargohold.replay.bundle_import import import_bundle
+
+    path = Path(args.file)
+    try:
+        if args.command == "export":
+            ex = export_bundle(
+                container,
+                path,
+                since=args.since,
+                patterns=parse_patterns(args.repos),
+                quiet=args.quiet,
+            )
+            if not ex.repositories:
+                print("cargohold: warning: no repository matches", file=sys.stderr)
+            for digest in ex.missing_blobs:
+                print(
+                    f"cargohold: warning: blob {digest} is not in the blob store", file=sys.stderr
+                )
+            print(
+                f"exported {ex.repositories} repositories: {ex.events} events "
+                f"(log positions {ex.after}+1 to {ex.through}) and "
+                f"{ex.blobs} blobs ({ex.blob_bytes} bytes) to {path} ({ex.size} bytes); "
+                f"next export: --since {ex.through}"
+            )
+            return EXIT_OK
+        im = import_bundle(container, path, quiet=args.quiet)
+    except ImportRefused as e:
+        for problem in e.problems:
+            print(f"cargohold: {problem}", file=sys.stderr)
+        print(f"cargohold: {e}", file=sys.stderr)
+        return EXIT_DIFFERENCES
+    except BundleError as e:
+        print(f"cargohold: {e}", file=sys.stderr)
+        return EXIT_DIFFERENCES
+    print(
+        f"imported {im.events} events ({im.events_present} already here) and {im.blobs} blobs "
+        f"({im.blob_bytes} bytes; {im.blobs_present} already here) from site {im.site_id}, "
+        f"positions {im.after}+1 to {im.through}; views at position {im.position}"
+    )
     return EXIT_OK
 
 

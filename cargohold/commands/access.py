@@ -30,10 +30,13 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 
 from cargohold.commands.registry import (
     Caller,
+    NoReplicas,
     RegistryLog,
     RegistryService,
+    Replicas,
     RetryPolicy,
     ViewsWaiter,
+    replicated,
 )
 from cargohold.domain.access import (
     AccountName,
@@ -93,7 +96,9 @@ class AccessService:
         registry: RegistryService,
         retry: RetryPolicy | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        replicas: Replicas | None = None,
     ) -> None:
+        self.replicas: Replicas = replicas or NoReplicas()
         self.log = log
         self.views = views
         self.clock = clock
@@ -143,7 +148,11 @@ class AccessService:
         self._update_account(name, caller, lambda a, ctx: a.set_tag_expiration_window(seconds, ctx))
 
     def account_exists(self, name: AccountName) -> bool:
-        return self._exists(Account.create_id(self.site_id, name))
+        """Whether the user exists, here or imported from another site (it may then be
+        named in this site's grants and teams, but not changed)."""
+        if self._exists(Account.create_id(self.site_id, name)):
+            return True
+        return self.replicas.foreign_account(str(name)) is not None
 
     def issue_api_token(
         self,
@@ -335,7 +344,13 @@ class AccessService:
         if not self.account_exists(name):
             raise AccountUnknown(f"unknown user: {name}")
 
+    def _refuse_replicated(self, name: AccountName, what: str) -> None:
+        origin = self.replicas.namespace_origin(str(name))
+        if origin is not None:
+            raise replicated(f"{what} {name}", origin)
+
     def _load_organization(self, org: AccountName) -> Organization:
+        self._refuse_replicated(org, "organization")
         try:
             organization: Organization = self.log.repository.get(
                 Organization.create_id(self.site_id, org)
@@ -345,6 +360,13 @@ class AccessService:
         return organization
 
     def _create(self, name: AccountName, *aggregates: Aggregate) -> None:
+        # NOTE: an imported name has no local claim to collide with: ask the views.
+        origin = self.replicas.namespace_origin(str(name))
+        if origin is not None:
+            raise NameTaken(
+                f"a user or organization with the name {name} already exists "
+                f"(replicated from site {origin})"
+            )
         try:
             recordings = self.log.save(*aggregates)
         except (IntegrityError, RecordConflictError):
@@ -354,6 +376,7 @@ class AccessService:
     def _update_account(
         self, name: AccountName, caller: Caller, decide: Callable[[Account, EventContext], T]
     ) -> T:
+        self._refuse_replicated(name, "user")
         return self._update(
             Account.create_id(self.site_id, name),
             lambda: AccountUnknown(f"unknown user: {name}"),
@@ -367,6 +390,7 @@ class AccessService:
         caller: Caller,
         decide: Callable[[Organization, EventContext], T],
     ) -> T:
+        self._refuse_replicated(org, "organization")
         return self._update(
             Organization.create_id(self.site_id, org),
             lambda: OrganizationUnknown(f"unknown organization: {org}"),

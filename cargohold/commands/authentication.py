@@ -36,7 +36,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from cargohold.commands.registry import RegistryLog
+from cargohold.commands.registry import NoReplicas, RegistryLog, Replicas
 from cargohold.domain.access import (
     AccountName,
     ApiScope,
@@ -150,7 +150,9 @@ class Authenticator:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         remember: int = 4096,
         recorder: AccessRecorder | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
+        self.replicas: Replicas = replicas or NoReplicas()
         self.log = log
         self.site_id = site_id
         self.hasher = hasher
@@ -266,7 +268,10 @@ class Authenticator:
     def _password(self, username: str, password: str) -> Identity:
         try:
             name = AccountName(username)
-            account: Account = self.log.repository.get(Account.create_id(self.site_id, name))
+            # An account imported from another site has that site's stream id.
+            imported = self.replicas.foreign_account(str(name))
+            stream = imported or Account.create_id(self.site_id, name)
+            account: Account = self.log.repository.get(stream)
         except (InvalidInput, AggregateNotFoundError):
             # NOTE: hash anyway, so an unknown name costs what a wrong password costs.
             self.hasher.verify(password, _DUMMY_HASH.get(self.hasher))
@@ -275,7 +280,10 @@ class Authenticator:
             if not self.hasher.verify(password, account.password_hash):
                 raise CredentialsInvalid("invalid credentials")
             self._remember_verified(account.password_hash, password)
-        return Identity(Principal(PrincipalKind.USER, str(name)), superuser=account.superuser)
+        # NOTE: superuser is a power over this installation: one granted at another site
+        # does not carry over with an imported account.
+        superuser = account.superuser and imported is None
+        return Identity(Principal(PrincipalKind.USER, str(name)), superuser=superuser)
 
     def _robot(self, username: str, token: str) -> Identity:
         namespace, _, short = username.partition("+")
@@ -298,9 +306,10 @@ class Authenticator:
         account = self.lookup.account(row.owner)
         if account is None:
             raise CredentialsInvalid("invalid credentials")
+        superuser = account.superuser and self.replicas.foreign_account(row.owner) is None
         return Identity(
             Principal(PrincipalKind.USER, row.owner),
-            superuser=account.superuser,
+            superuser=superuser,
             scopes=row.scopes,
             token_id=row.token_id,
         )

@@ -38,6 +38,7 @@ from cargohold.domain.errors import (
     ConcurrentModification,
     DigestInvalid,
     DomainError,
+    ReplicatedReadOnly,
     RepositoryExists,
     RepositoryUnknown,
 )
@@ -122,6 +123,45 @@ class ViewsWaiter(Protocol):
         """Return once the registry-critical views include notification ``position``."""
 
 
+class Replicas(Protocol):
+    """Names whose streams were imported from other sites (``cargohold import``).
+
+    Such names are read-only here: a command computes the *local* stream id of a name, so
+    writing an imported name would start a second stream for it (see
+    ``projections/origins.py``).
+    """
+
+    def repository_origin(self, name: RepositoryName) -> UUID | None:
+        """The other site that owns repository ``name`` or its namespace; None when both
+        are this site's or unknown."""
+
+    def namespace_origin(self, name: str) -> UUID | None:
+        """The other site that owns the user or organisation ``name``, or repositories in
+        that namespace; None otherwise."""
+
+    def foreign_account(self, name: str) -> UUID | None:
+        """The stream id of the account ``name`` imported from another site, or None."""
+
+
+class NoReplicas:
+    """A site that never imported anything (tools and tests)."""
+
+    def repository_origin(self, name: RepositoryName) -> UUID | None:
+        return None
+
+    def namespace_origin(self, name: str) -> UUID | None:
+        return None
+
+    def foreign_account(self, name: str) -> UUID | None:
+        return None
+
+
+def replicated(what: str, site: UUID) -> ReplicatedReadOnly:
+    return ReplicatedReadOnly(
+        f"{what} is replicated from site {site} and is managed there (read-only here)"
+    )
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who issues a command, under which request id and from which network address (for
@@ -184,7 +224,9 @@ class RegistryService:
         creation_grants: CreationGrants = no_creation_grants,
         tag_window: TagWindow = default_tag_window,
         warm_repositories: int = 256,
+        replicas: Replicas | None = None,
     ) -> None:
+        self.replicas: Replicas = replicas or NoReplicas()
         self.creation_grants = creation_grants
         self.tag_window = tag_window
         self.warm = WarmRepositories(log, warm_repositories)
@@ -293,7 +335,12 @@ class RegistryService:
         )
 
     def expire_tags(self, name: RepositoryName, caller: Caller) -> None:
-        """Record every expiration of the repository that is due (the sweeper's command)."""
+        """Record every expiration of the repository that is due (the sweeper's command).
+
+        Nothing for a repository imported from another site: its origin records them
+        (the views hide an expired tag meanwhile)."""
+        if self.replicas.repository_origin(name) is not None:
+            return
         self._execute(name, caller, lambda repo, ctx: repo.expire_due(ctx), create=False)
 
     def untag(self, name: RepositoryName, tag: Tag, caller: Caller) -> None:
@@ -329,6 +376,9 @@ class RegistryService:
         *,
         create: bool = True,
     ) -> None:
+        origin = self.replicas.repository_origin(name)
+        if origin is not None:
+            raise replicated(f"repository {name}", origin)
         repo_id = Repository.create_id(self.site_id, name)
         # NOTE: commands on one repository queue here within a process, so version
         # conflicts come only from other processes or nodes; those are retried with

@@ -45,6 +45,7 @@
     ├── CredentialsInvalid          wrong user, password or token at login       (401 UNAUTHORIZED)
     ├── AuthenticationRequired      anonymous, and the action needs an identity  (401 UNAUTHORIZED)
     ├── AccessDenied                known caller, not allowed                    (403 DENIED)
+    │   └── ReplicatedReadOnly   the name is replicated from another site and managed there
     ├── LoginThrottled              too many failed logins; wait                 (429)
     ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
     ├── ReadOnly                    a write to the registry as of a moment       (405 UNSUPPORTED)
@@ -234,6 +235,11 @@ class AuthenticationRequired(DomainError):
 
 class AccessDenied(DomainError):
     pass
+
+
+class ReplicatedReadOnly(AccessDenied):
+    """The repository or namespace came from another site (an imported bundle): it is
+    read-only here, like a mirror, because only its origin site writes its streams."""
 
 
 class LoginThrottled(DomainError):

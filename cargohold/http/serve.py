@@ -85,7 +85,7 @@ def sweep_expired_tags(container: Container) -> int:
     Safe on several workers and nodes at once (recording is idempotent)."""
     caller = Caller(Actor.system(), "tag-expiry")
     swept = 0
-    for name in container.queries.repositories_with_due_expirations():
+    for name in container.queries.repositories_with_due_expirations(site_id=str(container.site_id)):
         try:
             container.registry.expire_tags(name, caller)
             swept += 1

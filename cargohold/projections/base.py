@@ -57,3 +57,14 @@ def record_tag_history(
             event_time(e),
         ),
     )
+
+
+def record_origin(c: Cursor, ns: str, kind: str, e: Any, pos: int) -> None:
+    """The ``stream_origins`` row of a ``Created`` event: which site made this stream."""
+    write(
+        c,
+        "stream_origins",
+        f"INSERT INTO {ns}stream_origins (id, kind, name, site_id, position) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (str(e.originator_id), kind, str(e.name), str(e.site_id), pos),
+    )

@@ -21,7 +21,7 @@ from typing import Any
 from cargohold.adapters.sql import Cursor
 from cargohold.domain.access import OWNERS_TEAM, TeamRole
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
-from cargohold.projections.base import Handler, ProjectionCorrupt, event_time
+from cargohold.projections.base import Handler, ProjectionCorrupt, event_time, record_origin
 from cargohold.projections.writes import BatchedWrites, write
 
 
@@ -110,6 +110,7 @@ class IdentityProjector:
             (str(e.name), str(e.originator_id), e.email, int(e.superuser), event_time(e), pos),
         )
         _remember(c, f"{ns}accounts", e, str(e.name))
+        record_origin(c, ns, "account", e, pos)
 
     def _password_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         # NOTE: nothing to write (hashes stay out of views); still stop on a stranger.
@@ -163,6 +164,7 @@ class IdentityProjector:
             f"INSERT INTO {ns}namespaces (name, kind, position) VALUES (?, ?, ?)",
             (str(e.name), e.kind.value, pos),
         )
+        record_origin(c, ns, "namespace", e, pos)
 
     # -- organisations -----------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class IdentityProjector:
             (org, str(e.originator_id), event_time(e), pos),
         )
         _remember(c, f"{ns}organizations", e, org)
+        record_origin(c, ns, "organization", e, pos)
         write(
             c,
             "org_members",

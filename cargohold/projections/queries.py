@@ -370,14 +370,26 @@ class RegistryQueries:
         )
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
-    def repositories_with_due_expirations(self, limit: int = 100) -> list[RepositoryName]:
-        """Repositories holding a live tag whose expiration has passed (for the sweeper)."""
+    def repositories_with_due_expirations(
+        self, limit: int = 100, site_id: str | None = None
+    ) -> list[RepositoryName]:
+        """Repositories holding a live tag whose expiration has passed (for the sweeper).
+
+        With ``site_id``, only that site's own: the origin of an imported repository
+        records its expiries (and they would otherwise fill every page).
+        """
+        sql = (
+            "SELECT DISTINCT repository FROM tag_lifetimes WHERE end_ms IS NULL AND expires_ms <= ?"
+        )
+        params: list[Any] = [self.now_ms()]
+        if site_id is not None:
+            sql += (
+                " AND repository NOT IN (SELECT name FROM stream_origins "
+                "WHERE kind = 'repository' AND site_id <> ?)"
+            )
+            params.append(site_id)
         with self.db.transaction(write=False) as c:
-            rows = c.execute(
-                "SELECT DISTINCT repository FROM tag_lifetimes WHERE end_ms IS NULL "
-                "AND expires_ms <= ? ORDER BY repository LIMIT ?",
-                (self.now_ms(), limit),
-            ).fetchall()
+            rows = c.execute(f"{sql} ORDER BY repository LIMIT ?", (*params, limit)).fetchall()
         return [RepositoryName(r[0]) for r in rows]
 
     def tag_expiration_window(self, namespace: str) -> int | None:

@@ -36,6 +36,7 @@ from cargohold.projections.base import (
     ProjectionCorrupt,
     UnknownEvent,
     event_time,
+    record_origin,
     record_tag_history,
 )
 from cargohold.projections.identity import IdentityProjector
@@ -154,6 +155,7 @@ class RegistryProjector:
             (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, event_time(e), pos),
         )
         c.repository_names[e.originator_id] = str(e.name)
+        record_origin(c, ns, "repository", e, pos)
 
     def _blob_linked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)

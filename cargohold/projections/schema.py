@@ -127,6 +127,17 @@ DELETED_REPOSITORIES = Table(
     key=("id",),
 )
 
+# The origin of every named stream: ``kind`` ("repository" | "account" | "organization"
+# | "namespace" for a NamespaceClaim), its name, and the site that created it (from the
+# ``Created`` event). Streams imported from another site (``cargohold import``) are the
+# ones whose ``site_id`` is not this installation's: their names are read-only here.
+STREAM_ORIGINS = Table(
+    "stream_origins",
+    (("id", T), ("kind", T), ("name", T), ("site_id", T), ("position", I)),
+    key=("id",),
+    indexes=(("name", "kind"),),
+)
+
 # -- identity and access ---------------------------------------------------------------
 # NOTE: member columns are called ``username``: ``user`` is reserved in PostgreSQL.
 # Secrets: password hashes never enter a view; robot and API token hashes do (sha256 of
@@ -311,6 +322,7 @@ VIEW_TABLES: tuple[Table, ...] = (
     REFERRERS,
     REPOSITORY_PERMISSIONS,
     DELETED_REPOSITORIES,
+    STREAM_ORIGINS,
     ACCOUNTS,
     NAMESPACES,
     ORGANIZATIONS,

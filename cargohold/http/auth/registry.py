@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import falcon
 
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
+from cargohold.commands.registry import replicated
 from cargohold.domain.access import ApiScope, Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.authorization import Caller as AuthorizationCaller
 from cargohold.domain.credentials import TokenSigner
@@ -219,10 +220,14 @@ class RegistryAuth:
         if "+" in subject:
             return Identity(Principal(PrincipalKind.ROBOT, subject))
         account = self.access.account(subject)
-        return Identity(
-            Principal(PrincipalKind.USER, subject),
-            superuser=bool(account is not None and account.superuser),
+        # NOTE: an account imported from another site is never a superuser here (asked
+        # last, so that only superusers pay for the question).
+        superuser = bool(
+            account is not None
+            and account.superuser
+            and self.authenticator.replicas.foreign_account(subject) is None
         )
+        return Identity(Principal(PrincipalKind.USER, subject), superuser=superuser)
 
     # -- the guard ---------------------------------------------------------------------
 
@@ -233,6 +238,18 @@ class RegistryAuth:
         credentials (or none) but no repository right. Raises ``AuthenticationRequired``
         (401) or ``AccessDenied`` (403), with ``challenge`` attributes for the header.
         """
+        self._require(req, name, action)
+        if name is not None and action in (PUSH, DELETE):
+            # NOTE: after the rights check (it says nothing to who may not push anyway):
+            # a repository imported from another site is read-only here; say so before
+            # an upload starts rather than when it ends.
+            origin = self.authenticator.replicas.repository_origin(name)
+            if origin is not None:
+                raise replicated(f"repository {name}", origin)
+
+    def _require(
+        self, req: falcon.Request, name: RepositoryName | None, action: str | None
+    ) -> None:
         if not self.enabled:
             return
         authorized = self.identify(req)

@@ -1,0 +1,68 @@
+"""Which names belong to streams of other sites: the query facade over ``stream_origins``.
+
+A stream's id is ``uuid5(origin site, name)``, so a command at this site computes the
+*local* id of a name. A name whose streams were imported from another site
+(``cargohold import``) must therefore never be written here: the command would find no
+local stream and start a second one for the same name, which the views cannot hold.
+Such names are read-only at this site, like a mirror (the geo-replication merge rules
+will relax that later). This facade answers the commands' and the auth layer's
+questions; it implements ``commands.registry.Replicas``.
+
+Views built before ``stream_origins`` existed lack the rows of older (local) streams
+until ``cargohold replay rebuild``; that is harmless here, because only *foreign* rows
+matter and every imported stream was applied after the table existed.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from cargohold.adapters.sql import Database
+from cargohold.domain.values import RepositoryName
+
+
+class StreamOrigins:
+    def __init__(self, db: Database, site_id: UUID) -> None:
+        self.db = db
+        self.site_id = site_id
+
+    def _foreign(
+        self, pairs: list[tuple[str, str]], namespace: str | None = None
+    ) -> tuple[UUID, UUID] | None:
+        """``(stream id, origin site)`` of the first foreign stream among ``(kind, name)``,
+        or (given ``namespace``) among the repositories in that namespace."""
+        where = " OR ".join("(kind = ? AND name = ?)" for _ in pairs)
+        params: list[str] = [v for pair in pairs for v in pair]
+        if namespace is not None:
+            # NOTE: a range rather than LIKE (whose _ would match any character); "0"
+            # is the character after "/", so this is every name starting "<namespace>/".
+            where += " OR (kind = 'repository' AND name >= ? AND name < ?)"
+            params += [f"{namespace}/", f"{namespace}0"]
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                f"SELECT id, site_id FROM stream_origins WHERE ({where}) AND site_id <> ? "
+                "ORDER BY position LIMIT 1",
+                (*params, str(self.site_id)),
+            ).fetchone()
+        return None if row is None else (UUID(row[0]), UUID(row[1]))
+
+    def repository_origin(self, name: RepositoryName) -> UUID | None:
+        """The other site that owns repository ``name`` or its namespace (or repositories
+        in it); None when both are this site's or unknown."""
+        namespace = name.namespace
+        found = self._foreign(
+            [("repository", str(name)), ("namespace", namespace)], namespace=namespace
+        )
+        return None if found is None else found[1]
+
+    def namespace_origin(self, name: str) -> UUID | None:
+        """The other site that owns the user or organisation ``name``, or repositories in
+        that namespace (imported where it has no owner); None otherwise."""
+        found = self._foreign([("namespace", name)], namespace=name)
+        return None if found is None else found[1]
+
+    def foreign_account(self, name: str) -> UUID | None:
+        """The stream id of the account ``name`` imported from another site; None when
+        the account is this site's or unknown."""
+        found = self._foreign([("account", name)])
+        return None if found is None else found[0]
