@@ -4,8 +4,9 @@ PERF: waitress parses a request on its event-loop thread and hands it to a task 
 (a lock, a condition variable, a thread switch and a GIL handoff), which answers and then
 wakes the loop again through a pipe (the "trigger") so that it listens on the connection
 again. For a manifest GET that costs more than the answer: 16 connections of manifest
-GETs on one worker used ~800 us of CPU per request with the read lane's one thread,
-~410 us answered on the loop thread (measured with wrk; the app itself takes ~220 us).
+GETs on one worker used 680-800 us of CPU per request with the read lane's one thread,
+380-440 us answered on the loop thread (measured with wrk; the app itself takes
+110-220 us). See docs/benchmarks.md, "Small requests on one worker".
 
 So a request that is *tiny* (``is_tiny_read``: the ``/v2/`` check, a manifest GET or
 HEAD, a blob HEAD, a tag listing) is served where it was parsed: ``InlineReads.take``
@@ -23,6 +24,9 @@ turns it off). What keeps the loop safe while it answers:
 - a client that pipelines many requests and reads no answers gets no more inline
   service once its unsent output passes that watermark: its remaining requests go to the
   read lane, whose thread waits for the output to drain as waitress always does;
+- no other thread touches a connection while the loop answers on it: a pipelined
+  request for a lane is dispatched only once the answer is sent;
+- a request with Basic credentials keeps the read lane (a password hash would stall it);
 - a wake-up of the loop by the loop itself is skipped (it recomputes what to listen to
   before it sleeps again anyway).
 """
