@@ -134,8 +134,12 @@ class Entry:
     metadata: dict[str, Any]
 
 
+# PERF: json.dumps with options builds this encoder anew on every call.
+_METADATA_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def dump_metadata(metadata: dict[str, Any]) -> str:
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+    return _METADATA_JSON.encode(metadata)
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -322,7 +326,10 @@ class AuditMapper:
         for table in ("repositories", "deleted_repositories"):
             row = c.execute(f"SELECT name FROM {ns}{table} WHERE id = ?", (repo_id,)).fetchone()
             if row is not None:
-                cache[event.originator_id] = str(row[0])
+                # NOTE: the cache holds live repositories only: the handlers trust it, and
+                # an event (but Recreated) for a deleted one must still stop them.
+                if table == "repositories":
+                    cache[event.originator_id] = str(row[0])
                 return str(row[0])
         raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
 

@@ -37,6 +37,7 @@ from cargohold.projections.base import (
     UnknownEvent,
     event_time,
     record_tag_history,
+    repository_name,
 )
 from cargohold.projections.identity import IdentityProjector
 from cargohold.projections.time_machine import TimeMachineProjector
@@ -131,17 +132,7 @@ class RegistryProjector:
 
     @staticmethod
     def _repository_name(c: BatchedWrites, ns: str, event: Any) -> str:
-        repo_id = event.originator_id
-        name = c.repository_names.get(repo_id)
-        if name is not None:
-            return name
-        row = c.execute(
-            f"SELECT name FROM {ns}repositories WHERE id = ?", (str(repo_id),)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
-        name = c.repository_names[repo_id] = str(row[0])
-        return name
+        return repository_name(c, ns, event)
 
     # -- handlers ----------------------------------------------------------------------
 
