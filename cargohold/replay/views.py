@@ -70,7 +70,13 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
                 c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     else:
         path = Path(settings.data_dir) / f"views-scratch-{uuid.uuid4().hex[:12]}.sqlite"
-        db = SQLiteDatabase(Path(settings.data_dir) / "views.sqlite", attach={"scratch": path})
+        # NOTE: disposable (no journal, no fsync): the file is deleted below whatever
+        # happens, and the swap into the live views is one durable transaction there.
+        db = SQLiteDatabase(
+            Path(settings.data_dir) / "views.sqlite",
+            attach={"scratch": path},
+            disposable=frozenset({"scratch"}),
+        )
         try:
             yield db, "scratch."
         finally:
@@ -99,8 +105,17 @@ def _progress_bar(total: int, description: str, quiet: bool) -> tuple[Callable[[
 
 
 def _build(
-    container: Container, db: Database, ns: str, stop: int | None, quiet: bool, what: str
+    container: Container,
+    db: Database,
+    ns: str,
+    stop: int | None,
+    quiet: bool,
+    what: str,
+    *,
+    indexes: bool = True,
 ) -> ProjectionRunner:
+    """Views of the log up to ``stop`` (all of it: None) in the empty namespace ``ns``;
+    its secondary indexes too, unless ``indexes`` is false (for views only copied out)."""
     source: EventSource = LogReader(container.log)
     # PERF: big batches (one transaction, one executemany per statement run, each),
     # and the secondary indexes built once at the end rather than kept up row by row.
@@ -112,8 +127,9 @@ def _build(
         runner.catch_up(ns, stop=stop, progress=advance)
     finally:
         bar.close()
-    with db.transaction() as c:
-        create_indexes(c, db.dialect, ns)
+    if indexes:
+        with db.transaction() as c:
+            create_indexes(c, db.dialect, ns)
     return runner
 
 
@@ -141,7 +157,9 @@ def _catch_up_inside(c: Cursor, runner: ProjectionRunner, ns: str, target: int) 
 
 def rebuild(container: Container, *, quiet: bool = False) -> ReplayResult:
     with _scratch(container) as (db, ns):
-        runner = _build(container, db, ns, None, quiet, "rebuild")
+        # PERF: no secondary indexes on views that are only copied (in key order) into
+        # the live tables, which get theirs there.
+        runner = _build(container, db, ns, None, quiet, "rebuild", indexes=False)
         with db.transaction() as c:
             live = _lock_live(c, db.dialect)
             position = max(live, _catch_up_inside(c, runner, ns, live))
