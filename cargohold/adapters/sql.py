@@ -115,10 +115,12 @@ class SQLiteDatabase(Database):
     ``attach`` maps schema names to further database files, attached to every connection
     (replay builds its scratch views in an attached file and copies them over in one
     transaction). The attached schemas named in ``disposable`` trade durability for
-    speed: no rollback journal, no fsync, a big page cache. A crash or a rollback may
-    leave such a file corrupt, so only a file that is thrown away whenever its writer
-    fails may be one (replay's scratch file); the main database keeps WAL and its
-    rollback, also in a transaction that writes both.
+    speed: no rollback journal, no fsync. A crash or a rollback may leave such a file
+    corrupt, so only a file that is thrown away whenever its writer fails may be one
+    (replay's scratch file); the main database keeps WAL and its rollback, also in a
+    transaction that writes both. ``cache_mib`` sets the page cache of every schema of
+    a connection and keeps temporary tables and sorts in memory (for bulk work: a
+    replay's copy into the live tables and their index builds).
     """
 
     dialect = "sqlite"
@@ -129,12 +131,14 @@ class SQLiteDatabase(Database):
         *,
         attach: dict[str, Path] | None = None,
         disposable: frozenset[str] = frozenset(),
+        cache_mib: int | None = None,
     ) -> None:
         self.path = path
         self._attach = dict(attach or {})
         if not disposable <= set(self._attach):
             raise ValueError("only an attached schema can be disposable")
         self._disposable = disposable
+        self._cache_mib = cache_mib
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -159,9 +163,12 @@ class SQLiteDatabase(Database):
                         # was the scratch file's journal and fsyncs.
                         conn.execute(f"PRAGMA {schema}.journal_mode=OFF")
                         conn.execute(f"PRAGMA {schema}.synchronous=OFF")
-                        conn.execute(f"PRAGMA {schema}.cache_size=-262144")  # 256 MiB
                     else:
                         conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
+                if self._cache_mib is not None:
+                    for schema in ("main", *map(_identifier, self._attach)):
+                        conn.execute(f"PRAGMA {schema}.cache_size={-1024 * self._cache_mib}")
+                    conn.execute("PRAGMA temp_store=MEMORY")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

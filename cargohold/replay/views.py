@@ -76,6 +76,7 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
             Path(settings.data_dir) / "views.sqlite",
             attach={"scratch": path},
             disposable=frozenset({"scratch"}),
+            cache_mib=256,
         )
         try:
             yield db, "scratch."
