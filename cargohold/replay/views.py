@@ -121,7 +121,7 @@ def _build(
     # PERF: big batches (one transaction, one executemany per statement run, each),
     # and the secondary indexes built once at the end rather than kept up row by row.
     runner = ProjectionRunner(db, source, batch_size=5000)
-    runner.create_tables(ns, indexes=False)
+    runner.create_tables(ns, indexes=False, clustered=not indexes)
     total = stop if stop is not None else source.head()
     advance, bar = _progress_bar(total, what, quiet)
     try:
