@@ -16,6 +16,7 @@ or a PostgreSQL schema), using the same projector as the live runner:
 
 from __future__ import annotations
 
+import gc
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,13 +126,37 @@ def _build(
     total = stop if stop is not None else source.head()
     advance, bar = _progress_bar(total, what, quiet)
     try:
-        runner.catch_up(ns, stop=stop, progress=advance)
+        with few_collections():
+            runner.catch_up(ns, stop=stop, progress=advance)
     finally:
         bar.close()
     if indexes:
         with db.transaction() as c:
             create_indexes(c, db.dialect, ns)
     return runner
+
+
+@contextmanager
+def few_collections() -> Iterator[None]:
+    """Run the block with Python's cyclic garbage collector mostly out of its way.
+
+    PERF: a build allocates millions of short-lived objects (events, rows) that
+    reference counting frees; the collector still walked the growing heap ~1,000 times
+    per 100,000 events (~10% of a rebuild, measured with ``gc.callbacks``). The objects
+    alive at the start are frozen (not scanned again) unless something froze objects
+    already, and young collections run 100 times less often: cycles made meanwhile are
+    still collected, later. Both are restored on leaving."""
+    thresholds = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(thresholds[0] * 100, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
 
 
 def _lock_live(c: Cursor, dialect: str) -> int:

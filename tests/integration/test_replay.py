@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +63,9 @@ def test_rebuild_replaces_drifted_views_with_the_replayed_ones(container: Contai
 
 def test_commands_keep_working_after_a_rebuild(container: Container) -> None:
     _fill(container)
+    collector = (gc.get_threshold(), gc.get_freeze_count())
     rebuild(container, quiet=True)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == collector  # restored
     push_image(container, "acme/app", "after")
     assert "after" in container.queries.tags(NAME)
     assert verify(container, quiet=True).differences == ()
