@@ -80,14 +80,20 @@ class _SQLiteCursor(Cursor):
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._c = cursor
 
+    # PERF: try/except rather than ``with _translate()``: a generator context manager
+    # per statement was ~10% of a replay, which runs a few hundred thousand of them.
     def execute(self, sql: str, params: Params = ()) -> Cursor:
-        with _translate():
+        try:
             self._c.execute(sql, params)
+        except sqlite3.Error as e:
+            raise _storage_error(e) from e
         return self
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        with _translate():
+        try:
             self._c.executemany(sql, rows)
+        except sqlite3.Error as e:
+            raise _storage_error(e) from e
 
     def fetchone(self) -> tuple[Any, ...] | None:
         row = self._c.fetchone()
@@ -108,14 +114,31 @@ class SQLiteDatabase(Database):
 
     ``attach`` maps schema names to further database files, attached to every connection
     (replay builds its scratch views in an attached file and copies them over in one
-    transaction).
+    transaction). The attached schemas named in ``disposable`` trade durability for
+    speed: no rollback journal, no fsync. A crash or a rollback may leave such a file
+    corrupt, so only a file that is thrown away whenever its writer fails may be one
+    (replay's scratch file); the main database keeps WAL and its rollback, also in a
+    transaction that writes both. ``cache_mib`` sets the page cache of every schema of
+    a connection and keeps temporary tables and sorts in memory (for bulk work: a
+    replay's copy into the live tables and their index builds).
     """
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, attach: dict[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        attach: dict[str, Path] | None = None,
+        disposable: frozenset[str] = frozenset(),
+        cache_mib: int | None = None,
+    ) -> None:
         self.path = path
         self._attach = dict(attach or {})
+        if not disposable <= set(self._attach):
+            raise ValueError("only an attached schema can be disposable")
+        self._disposable = disposable
+        self._cache_mib = cache_mib
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -133,8 +156,19 @@ class SQLiteDatabase(Database):
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=60000")
                 for name, path in self._attach.items():
-                    conn.execute("ATTACH DATABASE ? AS " + _identifier(name), (str(path),))
-                    conn.execute(f"PRAGMA {_identifier(name)}.journal_mode=WAL")
+                    schema = _identifier(name)
+                    conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+                    if name in self._disposable:
+                        # PERF: see the class docstring; ~half of a replay's wall time
+                        # was the scratch file's journal and fsyncs.
+                        conn.execute(f"PRAGMA {schema}.journal_mode=OFF")
+                        conn.execute(f"PRAGMA {schema}.synchronous=OFF")
+                    else:
+                        conn.execute(f"PRAGMA {schema}.journal_mode=WAL")
+                if self._cache_mib is not None:
+                    for schema in ("main", *map(_identifier, self._attach)):
+                        conn.execute(f"PRAGMA {schema}.cache_size={-1024 * self._cache_mib}")
+                    conn.execute("PRAGMA temp_store=MEMORY")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -261,5 +295,9 @@ def _translate() -> Iterator[None]:
     try:
         yield
     except (sqlite3.Error, psycopg.Error, psycopg_pool.PoolTimeout) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"database error: {first_line}") from e
+        raise _storage_error(e) from e
+
+
+def _storage_error(e: Exception) -> StorageError:
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return StorageError(f"database error: {first_line}")

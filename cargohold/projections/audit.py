@@ -87,6 +87,7 @@ tokens are left out.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -134,8 +135,12 @@ class Entry:
     metadata: dict[str, Any]
 
 
+# PERF: json.dumps with options builds this encoder anew on every call.
+_METADATA_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def dump_metadata(metadata: dict[str, Any]) -> str:
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+    return _METADATA_JSON.encode(metadata)
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -322,7 +327,10 @@ class AuditMapper:
         for table in ("repositories", "deleted_repositories"):
             row = c.execute(f"SELECT name FROM {ns}{table} WHERE id = ?", (repo_id,)).fetchone()
             if row is not None:
-                cache[event.originator_id] = str(row[0])
+                # NOTE: the cache holds live repositories only: the handlers trust it, and
+                # an event (but Recreated) for a deleted one must still stop them.
+                if table == "repositories":
+                    cache[event.originator_id] = str(row[0])
                 return str(row[0])
         raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
 
@@ -473,6 +481,7 @@ class AuditWriter:
 
     def __init__(self, mapper: AuditMapper | None = None) -> None:
         self.mapper = mapper or AuditMapper()
+        self._last_time: tuple[Any, str, int] = (None, "", 0)
 
     def write(
         self,
@@ -490,6 +499,10 @@ class AuditWriter:
         if entry.kind not in AUDIT_KINDS:  # pragma: no cover - a mapping table slip
             raise ProjectionCorrupt(f"audit kind {entry.kind!r} is not declared")
         moment: datetime = event.timestamp
+        # PERF: one memo of the last time's text and milliseconds (see event_time).
+        last = self._last_time
+        if last[0] is not moment:
+            last = self._last_time = (moment, iso(moment), epoch_ms(moment))
         actor = event.actor
         insert_entry(
             c,
@@ -498,8 +511,8 @@ class AuditWriter:
                 position,
                 0,
                 entry.kind,
-                iso(moment),
-                epoch_ms(moment),
+                last[1],
+                last[2],
                 entry.namespace,
                 entry.repository,
                 actor.kind.value,
@@ -512,6 +525,14 @@ class AuditWriter:
         )
 
 
+@functools.lru_cache(maxsize=16)
+def _insert_sql(ns: str) -> str:
+    return (
+        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+
 def insert_entry(
     c: Cursor,
     ns: str,
@@ -521,11 +542,7 @@ def insert_entry(
     """Insert one ``audit_log`` row (``position, sequence`` then ``ENTRY_COLUMNS``) and add
     it to ``audit_counts`` in the caller's transaction: at once, or, given ``counts``, to
     ``counts``, which the caller adds (``audit_counts.add``) before it commits."""
-    sql = (
-        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    write(c, "audit_log", sql, row)  # PERF: batched on a BatchedWrites cursor
+    write(c, "audit_log", _insert_sql(ns), row)  # PERF: batched on a BatchedWrites cursor
     keys = audit_counts.keys_of(row[2], row[4], row[5], row[6])  # kind, time_ms, ns, repo
     if counts is not None:
         counts.update(keys)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
-from cargohold.projections.writes import write
+from cargohold.projections.writes import BatchedWrites, write
 
 Handler = Callable[[Cursor, str, Any, int], None]
 
@@ -25,9 +25,38 @@ class ProjectionCorrupt(Exception):
     """An event refers to state the views do not have (e.g. an unknown repository)."""
 
 
+# [(timestamp, its text)]: see event_time. One tuple, replaced whole, so threads
+# sharing it never see the text of another timestamp.
+_LAST_TIME: list[tuple[Any, str]] = [(None, "")]
+
+
 def event_time(event: Any) -> str:
     """The event's timestamp as ISO 8601 text (what ``*_at`` columns hold)."""
-    return str(event.timestamp.isoformat())
+    # PERF: an event's handlers ask for its time two or three times in a row; datetimes
+    # are immutable and the memo keeps the one it names alive, so ``is`` is exact.
+    moment = event.timestamp
+    last = _LAST_TIME[0]
+    if last[0] is moment:
+        return last[1]
+    text = str(moment.isoformat())
+    _LAST_TIME[0] = (moment, text)
+    return text
+
+
+def repository_name(c: Cursor, ns: str, e: Any) -> str:
+    """The name of the live repository whose id is ``e``'s originator; raises
+    ``ProjectionCorrupt`` when there is none. On a ``BatchedWrites`` cursor the names met
+    are remembered for the transaction (``BatchedWrites.repository_names``)."""
+    repo_id = e.originator_id
+    names = c.repository_names if isinstance(c, BatchedWrites) else {}
+    name = names.get(repo_id)
+    if name is not None:
+        return name
+    row = c.execute(f"SELECT name FROM {ns}repositories WHERE id = ?", (str(repo_id),)).fetchone()
+    if row is None:
+        raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
+    name = names[repo_id] = str(row[0])
+    return name
 
 
 def record_tag_history(

@@ -38,6 +38,7 @@ from cargohold.projections.base import (
     event_time,
     record_origin,
     record_tag_history,
+    repository_name,
 )
 from cargohold.projections.identity import IdentityProjector
 from cargohold.projections.time_machine import TimeMachineProjector
@@ -132,17 +133,7 @@ class RegistryProjector:
 
     @staticmethod
     def _repository_name(c: BatchedWrites, ns: str, event: Any) -> str:
-        repo_id = event.originator_id
-        name = c.repository_names.get(repo_id)
-        if name is not None:
-            return name
-        row = c.execute(
-            f"SELECT name FROM {ns}repositories WHERE id = ?", (str(repo_id),)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
-        name = c.repository_names[repo_id] = str(row[0])
-        return name
+        return repository_name(c, ns, event)
 
     # -- handlers ----------------------------------------------------------------------
 

@@ -93,10 +93,11 @@ class ProjectionRunner:
 
     # -- setup -------------------------------------------------------------------------
 
-    def create_tables(self, ns: str = "", *, indexes: bool = True) -> None:
-        """Create the views in ``ns`` (see ``schema.create_tables`` for ``indexes``)."""
+    def create_tables(self, ns: str = "", *, indexes: bool = True, clustered: bool = False) -> None:
+        """Create the views in ``ns`` (see ``schema.create_tables`` for ``indexes`` and
+        ``clustered``)."""
         with self.db.transaction() as c:
-            create_tables(c, self.db.dialect, ns, indexes=indexes)
+            create_tables(c, self.db.dialect, ns, indexes=indexes, clustered=clustered)
             c.execute(
                 f"INSERT INTO {ns}tracking (name, position) VALUES (?, 0) "
                 "ON CONFLICT (name) DO NOTHING",

@@ -11,6 +11,10 @@ starts one; a deletion ends it at the event's time, an expiry at the expiration'
 Lifetimes of tags moved before this view existed are missing until ``replay rebuild``;
 an expiration set on such a tag starts a lifetime from the ``tags`` row, so it is never
 lost.
+
+PERF: the writes are queued on the ``BatchedWrites`` cursor like the registry's (a read
+would flush every queue: replay spent most of its time there), and the manifest sizes
+a lifetime copies are remembered per transaction (``BatchedWrites.manifest_sizes``).
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ from typing import Any
 from cargohold.adapters.sql import Cursor
 from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.repository import Repository, epoch_ms
-from cargohold.projections.base import Handler, ProjectionCorrupt, event_time, record_tag_history
+from cargohold.projections.base import (
+    Handler,
+    ProjectionCorrupt,
+    event_time,
+    record_tag_history,
+    repository_name,
+)
+from cargohold.projections.writes import BatchedWrites, write
 
-
-def _repository_name(c: Cursor, ns: str, e: Any) -> str:
-    row = c.execute(
-        f"SELECT name FROM {ns}repositories WHERE id = ?", (str(e.originator_id),)
-    ).fetchone()
-    if row is None:
-        raise ProjectionCorrupt(f"event for unknown repository {e.originator_id}")
-    return str(row[0])
+_repository_name = repository_name
+_MISSING: Any = object()
+_END_MS, _POSITION = 5, 10  # in a queued tag_lifetimes row (see _start)
 
 
 def _name_of(c: Cursor, ns: str, table: str, e: Any) -> str:
@@ -62,14 +68,47 @@ class TimeMachineProjector:
 
     @staticmethod
     def _end(c: Cursor, ns: str, repo: str, tag: str, end_ms: int, pos: int) -> None:
-        c.execute(
+        sql = (
             f"UPDATE {ns}tag_lifetimes SET end_ms = ?, position = ? "
-            "WHERE repository = ? AND tag = ? AND end_ms IS NULL",
-            (end_ms, pos, repo, tag),
+            "WHERE repository = ? AND tag = ? AND end_ms IS NULL"
         )
+        if not isinstance(c, BatchedWrites):
+            c.execute(sql, (end_ms, pos, repo, tag))
+            return
+        # PERF: ends and starts alternate; sent in that order, each would be a statement
+        # of its own. So, between two flushes, for each (repository, tag):
+        # - the live lifetime started since the last flush is still a queued row: end it
+        #   there (``pending``) instead of updating it later;
+        # - otherwise the UPDATE goes out before every INSERT queued since the flush
+        #   (``defer_first``). That is the same: it changes rows of its own tag only,
+        #   and no row of that tag inserted since the flush is live (the last one would
+        #   be in ``pending``; the ones before it were ended there), so it changes the
+        #   same rows (those live at the flush) whether it runs before or after them.
+        #   Every other writer of tag_lifetimes flushes first (see the callers).
+        row = c.pending.pop(("tag_lifetimes", repo, tag), None)
+        if row is not None:
+            row[_END_MS] = end_ms
+            row[_POSITION] = pos
+        else:
+            c.defer_first("tag_lifetimes", sql, (end_ms, pos, repo, tag))
 
     @staticmethod
+    def _size(c: Cursor, ns: str, repo: str, digest: str) -> tuple[int | None, int]:
+        """``(layers_size, is_manifest_list)`` of the manifest, ``(None, 0)`` if unknown."""
+        memo = c.manifest_sizes.setdefault(repo, {}) if isinstance(c, BatchedWrites) else {}
+        found = memo.get(digest, _MISSING)
+        if found is _MISSING:
+            row = c.execute(
+                f"SELECT layers_size, is_manifest_list FROM {ns}manifest_sizes "
+                "WHERE repository = ? AND digest = ?",
+                (repo, digest),
+            ).fetchone()
+            found = memo[digest] = None if row is None else (row[0], int(row[1]))
+        return (None, 0) if found is None else found
+
+    @classmethod
     def _start(
+        cls,
         c: Cursor,
         ns: str,
         repo: str,
@@ -79,18 +118,18 @@ class TimeMachineProjector:
         reversion: bool,
         pos: int,
     ) -> None:
-        row = c.execute(
-            f"SELECT layers_size, is_manifest_list FROM {ns}manifest_sizes "
-            "WHERE repository = ? AND digest = ?",
-            (repo, digest),
-        ).fetchone()
-        size, is_list = (None, 0) if row is None else (row[0], int(row[1]))
-        c.execute(
+        size, is_list = cls._size(c, ns, repo, digest)
+        row = [repo, tag, pos, digest, start_ms, None, None, int(reversion), size, is_list, pos]
+        write(
+            c,
+            "tag_lifetimes",
             f"INSERT INTO {ns}tag_lifetimes (repository, tag, start_position, digest, start_ms, "
             "end_ms, expires_ms, reversion, size, is_manifest_list, position) "
-            "VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?)",
-            (repo, tag, pos, digest, start_ms, int(reversion), size, is_list, pos),
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            row,
         )
+        if isinstance(c, BatchedWrites):
+            c.pending[("tag_lifetimes", repo, tag)] = row
 
     # -- manifests ---------------------------------------------------------------------
 
@@ -98,18 +137,28 @@ class TimeMachineProjector:
         repo = _repository_name(c, ns, e)
         is_list = e.config is None  # an index: image manifests always have a config
         size = None if is_list else sum(layer.size for layer in e.layers)
-        c.execute(
+        digest = str(e.digest)
+        write(
+            c,
+            "manifest_sizes",
             f"INSERT INTO {ns}manifest_sizes (repository, digest, layers_size, "
             "is_manifest_list, position) VALUES (?, ?, ?, ?, ?)",
-            (repo, str(e.digest), size, int(is_list), pos),
+            (repo, digest, size, int(is_list), pos),
         )
+        if isinstance(c, BatchedWrites):
+            c.manifest_sizes.setdefault(repo, {})[digest] = (size, int(is_list))
 
     def _manifest_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
-        c.execute(
+        digest = str(e.digest)
+        write(
+            c,
+            "manifest_sizes",
             f"DELETE FROM {ns}manifest_sizes WHERE repository = ? AND digest = ?",
-            (repo, str(e.digest)),
+            (repo, digest),
         )
+        if isinstance(c, BatchedWrites):
+            c.manifest_sizes.setdefault(repo, {})[digest] = None
 
     # -- tags --------------------------------------------------------------------------
 
@@ -127,7 +176,9 @@ class TimeMachineProjector:
         tag = str(e.tag)
         self._end(c, ns, repo, tag, e.hlc.wall_ms, pos)
         self._start(c, ns, repo, tag, str(e.to_digest), e.hlc.wall_ms, True, pos)
-        c.execute(
+        write(
+            c,
+            "tags",
             f"INSERT INTO {ns}tags (repository, tag, digest, updated_at, position) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository, tag) DO UPDATE SET "
             "digest = excluded.digest, updated_at = excluded.updated_at, "
@@ -161,18 +212,22 @@ class TimeMachineProjector:
         repo = _repository_name(c, ns, e)
         tag = str(e.tag)
         self._end(c, ns, repo, tag, epoch_ms(e.expires_at), pos)
-        c.execute(f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, tag))
+        write(c, "tags", f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, tag))
         record_tag_history(c, ns, e, pos, repo, "expire", e.digest, None)
 
     def _repository_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
         for table in ("tag_lifetimes", "manifest_sizes"):
             c.execute(f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
+        if isinstance(c, BatchedWrites):
+            c.manifest_sizes.pop(repo, None)
 
     # -- namespaces --------------------------------------------------------------------
 
     def _window(self, c: Cursor, ns: str, name: str, e: Any, pos: int) -> None:
-        c.execute(
+        write(
+            c,
+            "namespace_settings",
             f"INSERT INTO {ns}namespace_settings (name, tag_expiration_s, position) "
             "VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
             "tag_expiration_s = excluded.tag_expiration_s, position = excluded.position",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +63,9 @@ def test_rebuild_replaces_drifted_views_with_the_replayed_ones(container: Contai
 
 def test_commands_keep_working_after_a_rebuild(container: Container) -> None:
     _fill(container)
+    collector = (gc.get_threshold(), gc.get_freeze_count())
     rebuild(container, quiet=True)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == collector  # restored
     push_image(container, "acme/app", "after")
     assert "after" in container.queries.tags(NAME)
     assert verify(container, quiet=True).differences == ()
@@ -105,3 +109,43 @@ def test_rebuild_of_hundreds_of_events(container: Container) -> None:
     result = rebuild(container, quiet=True)
     assert result.events >= 300
     assert len(container.queries.tags(NAME)) == 300
+
+
+def test_a_rebuild_that_fails_leaves_the_live_views_and_no_scratch_behind(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scratch file has no journal (it is disposable): a failure mid-build or in
+    the swap must still leave the live views as they were, and the file removed."""
+    from cargohold.projections.registry import RegistryProjector
+    from cargohold.projections.schema import VIEW_TABLES
+
+    _fill(container)
+
+    def snapshot() -> dict[str, list[tuple[object, ...]]]:
+        return {
+            t.name: sorted(
+                container.views_db.query(f"SELECT {', '.join(t.column_names)} FROM {t.name}"),
+                key=repr,
+            )
+            for t in VIEW_TABLES
+        }
+
+    before = snapshot()
+    head = container.runner.position()
+    apply = RegistryProjector.apply
+
+    def failing(
+        self: RegistryProjector, c: Any, ns: str, event: Any, position: int, *a: Any
+    ) -> None:
+        if ns and position == head - 1:
+            raise RuntimeError("disk on fire")
+        apply(self, c, ns, event, position, *a)
+
+    monkeypatch.setattr(RegistryProjector, "apply", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        rebuild(container, quiet=True)
+    assert snapshot() == before
+    assert container.runner.position() == head
+    assert not list(Path(container.settings.data_dir).glob("views-scratch-*"))
+    monkeypatch.setattr(RegistryProjector, "apply", apply)
+    assert verify(container, quiet=True).differences == ()

@@ -102,3 +102,53 @@ def test_a_repository_deleted_loses_its_lifetimes(container: Container) -> None:
     container.registry.delete_repository(NAME, ALICE)
     assert container.queries.tag_lifetimes(NAME) == ([], False)
     assert verify(container, quiet=True).differences == ()
+
+
+def test_a_replay_in_big_batches_writes_the_rows_of_one_event_per_transaction(
+    container: Container, clock: Clock, tmp_path: Path
+) -> None:
+    """The rebuild's batching (a lifetime ended in its queued row, or its end sent before
+    the batch's inserts; manifest sizes remembered; flushes around deletions) against
+    the same projector applying one event per transaction, over every lifetime writer:
+    moves of one tag again and again, a delete then a new move of it, restores,
+    expirations set and expired, a manifest deleted, a repository deleted and recreated."""
+    from cargohold.adapters.eventstore import LogReader
+    from cargohold.adapters.sql import SQLiteDatabase
+    from cargohold.projections.runner import ProjectionRunner
+    from cargohold.projections.schema import VIEW_TABLES
+    from cargohold.replay.views import rebuild
+
+    images = [push_image(container, "acme/app", "latest", seed=f"s{i}") for i in range(4)]
+    for i in range(6):
+        clock.ms += 1000
+        container.registry.tag(NAME, LATEST, images[i % 4].digest, ALICE)
+        container.registry.tag(NAME, Tag(f"v{i % 3}"), images[(i + 1) % 4].digest, ALICE)
+    container.registry.untag(NAME, Tag("v1"), ALICE)
+    container.registry.tag(NAME, Tag("v1"), images[2].digest, ALICE)
+    container.registry.restore_tag(NAME, LATEST, images[0].digest, ALICE)
+    container.registry.untag(NAME, Tag("v2"), ALICE)
+    container.registry.delete_manifest(NAME, images[3].digest, ALICE)
+    expires = datetime.fromtimestamp((clock.ms + 5000) / 1000, tz=UTC)
+    container.registry.set_tag_expiration(NAME, Tag("v0"), expires, ALICE)
+    clock.ms += 10_000
+    assert sweep_expired_tags(container) == 1
+    container.registry.tag(NAME, Tag("v0"), images[1].digest, ALICE)
+    push_image(container, "acme/other", "latest", seed="o")
+    container.registry.delete_repository(RepositoryName("acme/other"), ALICE)
+    again = push_image(container, "acme/other", "latest", seed="p")
+    container.registry.tag(RepositoryName("acme/other"), Tag("x"), again.digest, ALICE)
+
+    rebuild(container, quiet=True)  # one batch holds the whole log
+    one_db = SQLiteDatabase(tmp_path / "one-by-one.sqlite")
+    try:
+        one = ProjectionRunner(one_db, LogReader(container.log), batch_size=1)
+        one.create_tables()
+        assert one.catch_up() == container.runner.position()
+        for table in VIEW_TABLES:
+            sql = f"SELECT {', '.join(table.column_names)} FROM {table.name}"
+            rebuilt = sorted(container.views_db.query(sql), key=repr)
+            assert rebuilt == sorted(one_db.query(sql), key=repr), table.name
+        lifetimes = one_db.query("SELECT count(*), count(end_ms) FROM tag_lifetimes")
+        assert lifetimes[0][0] > lifetimes[0][1] > 10  # ended ones and live ones
+    finally:
+        one_db.close()
