@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -554,3 +559,37 @@ def test_a_bundle_never_changes_or_makes_this_sites_own_streams(site: Site, tmp_
     with pytest.raises(BundleError, match="is not the stream of"):
         import_bundle(dest, _forged(dest, tmp_path / "g.bundle", liar), quiet=True)
     assert dest.log.recorder.max_notification_id() == before
+
+
+def test_an_import_killed_with_sigkill_resumes_to_the_same_registry(
+    site: Site, tmp_path: Path
+) -> None:
+    """A real ``kill -9`` of ``cargohold import`` while it stores blobs (each one fsynced:
+    the longest phase), then the same command again: it completes, and the registry is
+    the one an uninterrupted import makes."""
+    source = site("a")
+    for i in range(60):
+        push_image(source, f"alice/r{i % 3}", f"t{i}", seed=f"k{i}", caller=SYSTEM)
+    source.close()
+    bundle = tmp_path / "k.bundle"
+    data_a, data_b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert cli.main(["export", "--quiet", "--data-dir", data_a, str(bundle)]) == 0
+    command = [sys.executable, "-m", "cargohold.cli", "import", "--quiet", "--data-dir", data_b]
+    proc = subprocess.Popen([*command, str(bundle)], stdout=subprocess.DEVNULL)
+    stored = tmp_path / "b" / "blobs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if stored.exists() and sum(1 for p in stored.rglob("*") if p.is_file()) >= 20:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the import ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    again = subprocess.run([*command, str(bundle)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    dest = site("b")
+    reference = site("c")
+    import_bundle(reference, bundle, quiet=True)
+    assert _registry_rows(dest) == _registry_rows(reference)
+    assert verify(dest, quiet=True).differences == ()
+    assert sorted(dest.queries.catalog()) == ["alice/r0", "alice/r1", "alice/r2"]
