@@ -70,6 +70,16 @@ def log_environment(
     return env
 
 
+def plain_state(mapper: Any, state: bytes) -> bytes:
+    """A stored event's state as the transcoder made it: deciphered and decompressed by
+    ``mapper`` (the library's ``Mapper.to_domain_event`` order, eventsourcing 9.5)."""
+    if mapper.cipher:
+        state = mapper.cipher.decrypt(state)
+    if mapper.compressor:
+        state = mapper.compressor.decompress(state)
+    return bytes(state)
+
+
 class LogReader:
     """Reads (notification id, domain event) pairs from an application's log.
 
@@ -126,11 +136,7 @@ class LogReader:
         if cls is None:
             cls = self._topics[topic] = resolve_topic(topic)
         try:
-            if mapper.cipher:
-                state = mapper.cipher.decrypt(state)
-            if mapper.compressor:
-                state = mapper.compressor.decompress(state)
-            event_state: dict[str, Any] = mapper.transcoder.decode(state)
+            event_state: dict[str, Any] = mapper.transcoder.decode(plain_state(mapper, state))
         except Exception as e:
             msg = f"cannot decode event {originator_id} v{version} ({topic}): {e}"
             raise MapperDeserialisationError(msg) from e

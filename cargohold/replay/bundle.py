@@ -59,7 +59,7 @@ from uuid import UUID
 
 from tqdm import tqdm
 
-from cargohold.adapters.eventstore import LogReader
+from cargohold.adapters.eventstore import LogReader, plain_state
 from cargohold.bootstrap import Container
 from cargohold.domain.access import PrincipalKind
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
@@ -120,17 +120,9 @@ def progress_bar(total: int, description: str, unit: str, quiet: bool) -> Any:
     )
 
 
-def _plain_state(mapper: Any, state: bytes) -> bytes:
-    """A stored event's state as the transcoder made it (before compression and cipher)."""
-    if mapper.cipher:
-        state = mapper.cipher.decrypt(state)
-    if mapper.compressor:
-        state = mapper.compressor.decompress(state)
-    return bytes(state)
-
-
 def stored_state(mapper: Any, state: bytes) -> bytes:
-    """The reverse of ``_plain_state`` with this site's compressor and cipher."""
+    """The reverse of ``plain_state`` (adapters/eventstore.py) with this site's
+    compressor and cipher."""
     if mapper.compressor:
         state = mapper.compressor.compress(state)
     if mapper.cipher:
@@ -348,6 +340,6 @@ def _exported_events(container: Container, plan: _Plan, through: int) -> Iterato
                     originator_id=str(n.originator_id),
                     version=n.originator_version,
                     topic=n.topic,
-                    state=_plain_state(mapper, n.state),
+                    state=plain_state(mapper, n.state),
                 )
         position = notifications[-1].id
