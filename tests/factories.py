@@ -22,6 +22,20 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 ALICE = Caller(Actor(ActorKind.USER, "alice"), "req-alice")
 
 
+class ManualClock:
+    """A wall clock in epoch milliseconds that moves only when a test moves it
+    (``bootstrap(..., wall_ms=clock)``)."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+    def advance(self, seconds: float) -> None:
+        self.ms += int(seconds * 1000)
+
+
 def settings_for(
     request: pytest.FixtureRequest, backend: str, data_dir: Path, **extra: Any
 ) -> Settings:

@@ -22,7 +22,7 @@ from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.audit_queries import LogFilter
 from cargohold.projections.schema import VIEW_TABLES
 from cargohold.replay import as_of
-from tests.factories import ALICE, push_image, settings_for
+from tests.factories import ALICE, ManualClock, push_image, settings_for
 
 APP = RepositoryName("acme/app")
 OTHER = RepositoryName("other/repo")
@@ -31,17 +31,9 @@ T0 = 1_700_000_000_000
 BOB = Principal(PrincipalKind.USER, "bob")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
@@ -53,7 +45,7 @@ def settings_of(request: pytest.FixtureRequest, backend: str, tmp_path: Path) ->
 
 
 @pytest.fixture
-def container(settings_of: Any, clock: Clock) -> Iterator[Container]:
+def container(settings_of: Any, clock: ManualClock) -> Iterator[Container]:
     c = bootstrap(settings_of(), wall_ms=clock)
     try:
         yield c
@@ -65,11 +57,11 @@ def _at(ms: int) -> str:
     return f"@{ms / 1000:.3f}"
 
 
-def _past(settings_of: Any, clock: Clock, ms: int, **kwargs: Any) -> Container:
+def _past(settings_of: Any, clock: ManualClock, ms: int, **kwargs: Any) -> Container:
     return bootstrap(settings_of(as_of=_at(ms)), wall_ms=clock, **kwargs)
 
 
-def _history(container: Container, clock: Clock) -> dict[str, Any]:
+def _history(container: Container, clock: ManualClock) -> dict[str, Any]:
     """Four moments of a registry; what each should show."""
     first = push_image(container, "acme/app", "v1", seed="a")
     container.access_log.record(
@@ -101,7 +93,7 @@ def _dt(ms: int) -> datetime:
 
 
 def test_each_moment_shows_the_registry_as_it_stood_then(
-    container: Container, settings_of: Any, clock: Clock
+    container: Container, settings_of: Any, clock: ManualClock
 ) -> None:
     images = _history(container, clock)
     clock.ms += 60_000
@@ -143,7 +135,7 @@ def test_each_moment_shows_the_registry_as_it_stood_then(
 
 
 def test_the_moment_now_equals_the_live_views(
-    container: Container, settings_of: Any, clock: Clock
+    container: Container, settings_of: Any, clock: ManualClock
 ) -> None:
     _history(container, clock)
     past = _past(settings_of, clock, clock.ms)
@@ -164,7 +156,7 @@ def _rows(db: Database, table: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_build_resumes_and_a_later_event_makes_it_final(
-    container: Container, settings_of: Any, clock: Clock
+    container: Container, settings_of: Any, clock: ManualClock
 ) -> None:
     push_image(container, "acme/app", "v1", seed="a")
     moment = clock.ms
@@ -189,7 +181,7 @@ def test_a_build_resumes_and_a_later_event_makes_it_final(
 
 
 def test_the_future_and_unclear_moments_are_refused(
-    container: Container, settings_of: Any, clock: Clock
+    container: Container, settings_of: Any, clock: ManualClock
 ) -> None:
     with pytest.raises(StartupError, match="in the future"):
         _past(settings_of, clock, clock.ms + 1000)
@@ -200,7 +192,7 @@ def test_the_future_and_unclear_moments_are_refused(
 
 
 def test_workers_open_the_build_of_their_parent_and_drop_removes_it(
-    container: Container, settings_of: Any, clock: Clock
+    container: Container, settings_of: Any, clock: ManualClock
 ) -> None:
     push_image(container, "acme/app", "v1", seed="a")
     clock.ms += 1000
@@ -219,7 +211,7 @@ def test_workers_open_the_build_of_their_parent_and_drop_removes_it(
 
 
 def test_the_cli_builds_reports_and_drops(
-    container: Container, settings_of: Any, clock: Clock, backend: str
+    container: Container, settings_of: Any, clock: ManualClock, backend: str
 ) -> None:
     push_image(container, "acme/app", "v1", seed="a")
     settings = settings_of()

@@ -16,7 +16,7 @@ from cargohold.domain.access import AccountName
 from cargohold.domain.values import Actor, RepositoryName, Tag
 from cargohold.http.serve import sweep_expired_tags
 from cargohold.replay.views import verify
-from tests.factories import ALICE, push_image, settings_for
+from tests.factories import ALICE, ManualClock, push_image, settings_for
 
 NAME = RepositoryName("acme/app")
 LATEST = Tag("latest")
@@ -25,22 +25,14 @@ DAY_MS = 86_400_000
 SYSTEM = Caller(Actor.system(), "test")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
 def container(
-    request: pytest.FixtureRequest, backend: str, tmp_path: Path, clock: Clock
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path, clock: ManualClock
 ) -> Iterator[Container]:
     c = bootstrap(
         settings_for(request, backend, tmp_path / "data", snapshot_interval=5), wall_ms=clock
@@ -52,7 +44,7 @@ def container(
 
 
 def test_lifetimes_follow_moves_restores_expiry_and_replay_rebuilds_them(
-    container: Container, clock: Clock
+    container: Container, clock: ManualClock
 ) -> None:
     first = push_image(container, "acme/app", "latest", seed="a")
     clock.ms += 1000
@@ -105,7 +97,7 @@ def test_a_repository_deleted_loses_its_lifetimes(container: Container) -> None:
 
 
 def test_a_replay_in_big_batches_writes_the_rows_of_one_event_per_transaction(
-    container: Container, clock: Clock, tmp_path: Path
+    container: Container, clock: ManualClock, tmp_path: Path
 ) -> None:
     """The rebuild's batching (a lifetime ended in its queued row, or its end sent before
     the batch's inserts; manifest sizes remembered; flushes around deletions) against

@@ -23,6 +23,7 @@ from cargohold.domain.access import (
     Visibility,
 )
 from cargohold.domain.values import RepositoryName
+from tests.factories import ManualClock
 from tests.unit.api_v1.support import (
     OCI_MANIFEST,
     PASSWORDS,
@@ -39,14 +40,6 @@ PUB = RepositoryName("alice/pub")
 BOB = Principal(PrincipalKind.USER, "bob")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-
 def _settings(tmp_path: Path, as_of: str = "") -> Any:
     return load_settings(
         environ={},
@@ -59,10 +52,10 @@ def _settings(tmp_path: Path, as_of: str = "") -> Any:
 
 
 @pytest.fixture
-def history(tmp_path: Path) -> Iterator[tuple[Container, Clock, dict[str, str]]]:
+def history(tmp_path: Path) -> Iterator[tuple[Container, ManualClock, dict[str, str]]]:
     """alice/app: v1 pushed at T0 (bob may read), moved at T0+1000, bob revoked at
     T0+2000; alice/pub public until T0+2000."""
-    clock = Clock()
+    clock = ManualClock(T0)
     live = bootstrap(_settings(tmp_path), hasher=Argon2PasswordHasher.cheap(), wall_ms=clock)
     for name in ("alice", "bob"):
         live.access.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
@@ -102,7 +95,7 @@ def _manifest_moved(client: falcon.testing.TestClient, digest: str) -> bytes:
 
 
 @pytest.fixture
-def past(tmp_path: Path, history: tuple[Container, Clock, dict[str, str]]) -> Iterator[Any]:
+def past(tmp_path: Path, history: tuple[Container, ManualClock, dict[str, str]]) -> Iterator[Any]:
     _, clock, _ = history
     opened: list[Container] = []
 

@@ -1,6 +1,6 @@
 """Tags and the time machine on /api/v1 (QUAY-API.md section 8), the namespace window on
 the org and user resources, the ``quay.expires-after`` label through /v2, and the
-sweeper. The wall clock is injected (``Clock``): no test sleeps."""
+sweeper. The wall clock is injected (``ManualClock``): no test sleeps."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cargohold.domain.access import AccountName, ApiScope
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, RepositoryName, Tag
 from cargohold.http.serve import sweep_expired_tags
+from tests.factories import ManualClock
 from tests.fixtures.digests import sha256
 from tests.unit.api_v1.support import (
     OCI_MANIFEST,
@@ -41,24 +42,13 @@ DAY = 86_400
 WEB = "/api/v1/repository/alice/web"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> int:
-        return self.ms
-
-    def advance(self, seconds: float) -> None:
-        self.ms += int(seconds * 1000)
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def container(tmp_path: Path, clock: Clock) -> Iterator[Container]:
+def container(tmp_path: Path, clock: ManualClock) -> Iterator[Container]:
     settings = load_settings(
         environ={},
         overrides={"data_dir": tmp_path / "data", "admin_password": PASSWORDS["admin"]},
@@ -83,7 +73,7 @@ def listing(client: falcon.testing.TestClient, **params: Any) -> dict[str, Any]:
     return body
 
 
-def push_two(client: falcon.testing.TestClient, clock: Clock) -> tuple[str, str]:
+def push_two(client: falcon.testing.TestClient, clock: ManualClock) -> tuple[str, str]:
     first = push_image(client, "alice/web", ALICE, tags=("latest",))
     clock.advance(120)
     second = push_labelled(client, "alice/web", "latest", labels={"v": "2"})
@@ -139,7 +129,7 @@ def v2_status(client: falcon.testing.TestClient, tag: str) -> int:
 
 
 def test_the_listing_shows_the_history_newest_first(
-    client: falcon.testing.TestClient, clock: Clock
+    client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     first, second = push_two(client, clock)
     body = listing(client)
@@ -160,7 +150,7 @@ def test_the_listing_shows_the_history_newest_first(
 
 
 def test_the_listing_pages_and_filters_one_tag_exactly(
-    client: falcon.testing.TestClient, clock: Clock
+    client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     for name in ("a", "b", "ab", "c"):
         push_image(client, "alice/web", ALICE, tags=(name,))
@@ -252,7 +242,7 @@ def test_writes_need_write_permission(
 
 
 def test_restore_brings_a_deleted_tag_back_within_the_window(
-    client: falcon.testing.TestClient, clock: Clock
+    client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     digest = push_image(client, "alice/web", ALICE, tags=("v1",))
     assert client.simulate_delete(WEB + "/tag/v1", headers=ALICE).status_code == 204
@@ -266,7 +256,7 @@ def test_restore_brings_a_deleted_tag_back_within_the_window(
 
 
 def test_restore_is_refused_past_the_window_and_for_other_manifests(
-    client: falcon.testing.TestClient, clock: Clock
+    client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     digest = push_image(client, "alice/web", ALICE, tags=("v1",))
     other = push_labelled(client, "alice/web", "v2", labels=None)
@@ -306,7 +296,7 @@ def test_restore_re_adds_a_manifest_deleted_through_v2(
 
 
 def test_an_expired_tag_is_gone_at_once_and_the_sweeper_records_it(
-    container: Container, client: falcon.testing.TestClient, clock: Clock
+    container: Container, client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     digest = push_image(client, "alice/web", ALICE, tags=("v1",))
     expires = T0 // 1000 + 3600
@@ -336,7 +326,7 @@ def test_an_expired_tag_is_gone_at_once_and_the_sweeper_records_it(
 
 
 def test_clearing_an_expiration_keeps_the_tag(
-    client: falcon.testing.TestClient, clock: Clock
+    client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     push_image(client, "alice/web", ALICE, tags=("v1",))
     send_json(client, "PUT", WEB + "/tag/v1", {"expiration": T0 // 1000 + 60}, ALICE)
@@ -348,7 +338,7 @@ def test_clearing_an_expiration_keeps_the_tag(
 
 
 def test_the_expires_after_label_sets_the_expiration_of_a_push_by_tag(
-    container: Container, client: falcon.testing.TestClient, clock: Clock
+    container: Container, client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     push_labelled(client, "alice/web", "nightly", {"quay.expires-after": "2d"})
     push_labelled(client, "alice/web", "junk", {"quay.expires-after": "soon"})
@@ -370,7 +360,7 @@ def test_the_expires_after_label_sets_the_expiration_of_a_push_by_tag(
 
 
 def test_the_org_window_is_shown_to_admins_and_set_from_the_options(
-    container: Container, client: falcon.testing.TestClient, clock: Clock
+    container: Container, client: falcon.testing.TestClient, clock: ManualClock
 ) -> None:
     r = send_json(client, "POST", "/api/v1/organization/", {"name": "acme"}, ALICE)
     assert r.status_code == 201
@@ -406,7 +396,9 @@ def test_the_org_window_is_shown_to_admins_and_set_from_the_options(
     assert_error(r, 404, "not_found")
 
 
-def test_the_user_window_is_shown_and_set(client: falcon.testing.TestClient, clock: Clock) -> None:
+def test_the_user_window_is_shown_and_set(
+    client: falcon.testing.TestClient, clock: ManualClock
+) -> None:
     assert client.simulate_get("/api/v1/user/", headers=ALICE).json["tag_expiration_s"] == 14 * DAY
     r = send_json(client, "PUT", "/api/v1/user/", {"tag_expiration_s": 0}, ALICE)
     assert r.status_code == 200 and r.json["tag_expiration_s"] == 0
