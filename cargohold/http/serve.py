@@ -26,6 +26,7 @@ from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor
 from cargohold.http.inline_reads import InlineReads, serves_inline
+from cargohold.http.sendfile import sending_files
 from cargohold.http.streaming_bodies import streaming_channel
 
 log = logging.getLogger(__name__)
@@ -236,14 +237,14 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
         # PERF: a streamed response (the S3 store's blob reads) is held in memory, never
         # spilled through a temporary file: the writing thread waits once
         # OUTBUF_HIGH_WATERMARK bytes are queued, so one buffer never reaches the overflow
-        # (a filesystem blob bypasses these buffers: waitress sends it from the file).
+        # (a filesystem blob bypasses these buffers: it is sent with sendfile).
         outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
         outbuf_overflow=OUTBUF_OVERFLOW,
         ident="cargohold",
         clear_untrusted_proxy_headers=True,
     )
     # NOTE: the TLS refusal looks at the first bytes before anything parses them.
-    server.channel_class = _refusing_tls(streaming_channel(server.channel_class))
+    server.channel_class = _refusing_tls(sending_files(streaming_channel(server.channel_class)))
     if inline is not None:
         inline.install(server, lanes.reads)  # NOTE: on this thread, which runs the loop
     stop = threading.Event()

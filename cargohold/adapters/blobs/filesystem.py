@@ -12,7 +12,7 @@ An append asks the kernel to start writing its pages to disk as it goes
 (``sync_file_range``, where the C library has it), so the fsync at commit finds little
 left to write; a read returns a ``BlobFile``, an iterator that is also a read-only file
 over the range, which a WSGI server's ``wsgi.file_wrapper`` sends without copying it
-through a buffer of its own.
+through a buffer of its own (cargohold's server, with ``os.sendfile``).
 
 Every ``OSError`` is translated in ``_errors``, the one choke point.
 """
@@ -367,10 +367,11 @@ class BlobFile:
     An iterator of chunks of at most ``chunk_size`` bytes (the ``BlobStore.read``
     contract), and also a read-only, seekable file whose positions run from 0 to
     ``length``: falcon hands such a response stream to ``wsgi.file_wrapper``, and
-    waitress then sends from it directly (reading as much as the socket takes) instead
-    of copying every chunk through its output buffer, which spills to a temporary file
-    past 1 MiB. The descriptor is opened at the first read and closed at the end of the
-    iteration or by ``close``; reads use ``pread``, so no shared file offset is involved.
+    cargohold's server sends it from the descriptor with ``os.sendfile``
+    (``sendfile_source``) instead of copying every chunk through an output buffer,
+    which in waitress spills to a temporary file past 1 MiB. The descriptor is opened at
+    the first read and closed at the end of the iteration or by ``close``; reads use
+    ``pread``, so no shared file offset is involved.
     """
 
     def __init__(
@@ -403,18 +404,33 @@ class BlobFile:
             size = remaining
         if size <= 0:
             return b""
+        fd = self._descriptor()
         try:
-            if self._fd is None:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            data = os.pread(self._fd, size, self._offset + self._position)
-        except FileNotFoundError:
-            raise BlobUnknown(f"unknown blob {self._digest}") from None
+            data = os.pread(fd, size, self._offset + self._position)
         except OSError as e:
             raise StorageError(f"failed to read a blob: {e.strerror or e}") from e
         if not data:
             raise StorageError(f"blob {self._digest} is shorter than its recorded size")
         self._position += len(data)
         return data
+
+    def _descriptor(self) -> int:
+        if self.closed:
+            raise ValueError("read from a closed BlobFile")
+        if self._fd is None:
+            try:
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise BlobUnknown(f"unknown blob {self._digest}") from None
+            except OSError as e:
+                raise StorageError(f"failed to open a blob: {e.strerror or e}") from e
+        return self._fd
+
+    def sendfile_source(self) -> tuple[int, int]:
+        """The descriptor and the absolute offset of the current position, for a server
+        that sends the rest with ``os.sendfile`` (``http/sendfile.py``) and then moves the
+        position with ``seek``."""
+        return self._descriptor(), self._offset + self._position
 
     def readable(self) -> bool:
         return True
