@@ -151,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
-    from cargohold.replay.views import progress_bar
+    from cargohold.progress import follow_positions, progress_bar
 
-    advance, bar = progress_bar(0, f"views as of {settings.as_of}", quiet)
+    bar = progress_bar(0, f"views as of {settings.as_of}", quiet=quiet)
+    advance = follow_positions(bar)
     try:
         return bootstrap(settings, as_of_progress=advance)
     finally:
@@ -161,8 +162,8 @@ def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
 
 
 def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
+    from cargohold.progress import follow_positions, progress_bar
     from cargohold.replay import as_of
-    from cargohold.replay.views import progress_bar
 
     settings = container.settings
     if drop:
@@ -171,7 +172,8 @@ def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
         print(f"{what} views as of {as_of.stamp(at_ms)} ({as_of.location(settings, at_ms)})")
         return EXIT_OK
     db = as_of.open_views(settings, container.views_db, at_ms)
-    advance, bar = progress_bar(container.runner.position(), "as-of", quiet)
+    bar = progress_bar(container.runner.position(), "as-of", quiet=quiet)
+    advance = follow_positions(bar)
     try:
         views = as_of.build(
             settings,
@@ -267,12 +269,10 @@ def _replay(container: Container, action: str, *, quiet: bool) -> int:
 
 
 def _audit_verify(container: Container, *, quiet: bool) -> int:
-    from tqdm import tqdm
+    from cargohold.progress import progress_bar
 
     chain = container.audit_chain
-    with tqdm(
-        total=chain.head()[0], unit="ev", desc="verifying", disable=quiet, file=sys.stderr
-    ) as bar:
+    with progress_bar(chain.head()[0], "verifying", quiet=quiet) as bar:
         report = chain.verify(progress=bar.update)
     for problem in report.problems:
         print(problem)

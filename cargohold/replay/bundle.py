@@ -49,15 +49,12 @@ This module exports; ``bundle_import`` imports; ``bundle_format`` reads and writ
 from __future__ import annotations
 
 import fnmatch
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
-
-from tqdm import tqdm
 
 from cargohold.adapters.eventstore import LogReader, plain_state
 from cargohold.bootstrap import Container
@@ -66,6 +63,7 @@ from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import BlobUnknown
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
+from cargohold.progress import progress_bar
 from cargohold.replay.bundle_format import (
     BundleError,
     BundleWriter,
@@ -105,19 +103,6 @@ def parse_patterns(values: Iterable[str] | None) -> tuple[str, ...]:
     for value in values or ():
         patterns.extend(p.strip() for p in value.split(",") if p.strip())
     return tuple(patterns)
-
-
-def progress_bar(total: int, description: str, unit: str, quiet: bool) -> Any:
-    return tqdm(
-        total=total,
-        desc=description,
-        unit=unit,
-        unit_scale=True,
-        unit_divisor=1024 if unit == "B" else 1000,
-        file=sys.stderr,
-        disable=quiet,
-        mininterval=0.5,
-    )
 
 
 def stored_state(mapper: Any, state: bytes) -> bytes:

@@ -20,7 +20,8 @@ from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import DomainError
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
-from cargohold.replay.bundle import CREATED_KINDS, ImportRefused, progress_bar, stored_state
+from cargohold.progress import progress_bar
+from cargohold.replay.bundle import CREATED_KINDS, ImportRefused, stored_state
 from cargohold.replay.bundle_format import (
     BlobStart,
     BundleError,

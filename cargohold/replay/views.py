@@ -17,20 +17,18 @@ or a PostgreSQL schema), using the same projector as the live runner:
 from __future__ import annotations
 
 import gc
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from cargohold.adapters.access_log import recount_access
 from cargohold.adapters.eventstore import LogReader
 from cargohold.adapters.sql import Cursor, Database, PostgresDatabase, SQLiteDatabase
 from cargohold.bootstrap import Container
+from cargohold.progress import follow_positions, progress_bar
 from cargohold.projections.runner import PROJECTION_NAME, EventSource, ProjectionRunner
 from cargohold.projections.schema import VIEW_TABLES, Table, create_indexes, drop_indexes
 
@@ -87,25 +85,6 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
                 Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-def progress_bar(total: int, description: str, quiet: bool) -> tuple[Callable[[int], None], Any]:
-    bar = tqdm(
-        total=total,
-        desc=description,
-        unit="ev",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=quiet,
-        mininterval=0.5,
-    )
-    state = {"last": 0}
-
-    def advance(position: int) -> None:
-        bar.update(max(0, position - state["last"]))
-        state["last"] = position
-
-    return advance, bar
-
-
 def _build(
     container: Container,
     db: Database,
@@ -124,7 +103,8 @@ def _build(
     runner = ProjectionRunner(db, source, batch_size=5000)
     runner.create_tables(ns, indexes=False, clustered=not indexes)
     total = stop if stop is not None else source.head()
-    advance, bar = progress_bar(total, what, quiet)
+    bar = progress_bar(total, what, quiet=quiet)
+    advance = follow_positions(bar)
     try:
         with few_collections():
             runner.catch_up(ns, stop=stop, progress=advance)
