@@ -13,7 +13,7 @@ position (``BlobFile``). The socket is non-blocking: a full socket sends nothing
 event loop comes back when it can take more, as with ``send``.
 
 NOTE: this replaces waitress 3.0's ``HTTPChannel._flush_some``, the loop that sends the
-queued output buffers (waitress is pinned below 4 in pyproject.toml for this and for
+queued output buffers (waitress is pinned below 4 in setup.cfg for this and for
 ``streaming_bodies``).
 """
 
