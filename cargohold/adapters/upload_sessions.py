@@ -29,11 +29,8 @@ class SQLUploadSessions:
             )
 
     def repository_of(self, upload_id: str) -> str | None:
-        with self.db.transaction(write=False) as c:
-            row = c.execute(
-                "SELECT repository FROM upload_sessions WHERE id = ?", (upload_id,)
-            ).fetchone()
-        return None if row is None else str(row[0])
+        rows = self.db.query("SELECT repository FROM upload_sessions WHERE id = ?", (upload_id,))
+        return None if not rows else str(rows[0][0])
 
     def remove(self, upload_id: str) -> None:
         with self.db.transaction() as c:
