@@ -135,7 +135,9 @@ STREAM_ORIGINS = Table(
     "stream_origins",
     (("id", T), ("kind", T), ("name", T), ("site_id", T), ("position", I)),
     key=("id",),
-    indexes=(("name", "kind"),),
+    # NOTE: (site_id, kind, name) serves the check before every write (origins.py),
+    # which looks only at other sites' rows, however many this site has.
+    indexes=(("name", "kind"), ("site_id", "kind", "name")),
 )
 
 # -- identity and access ---------------------------------------------------------------
