@@ -211,20 +211,10 @@ def _start(stack: ExitStack, names: Sequence[str], workdir: Path) -> list[Regist
                 )
             )
         else:
-            from bench.services import minio, postgres
+            from bench.services import postgres_and_minio
 
             _log("  starting PostgreSQL and MinIO for cargohold-pg")
-            _, database = stack.enter_context(postgres())
-            bucket = "cargohold-bench"
-            s3, s3_data = stack.enter_context(minio(workdir / "minio", bucket))
-            env = {
-                "CARGOHOLD_DATABASE": database,
-                "CARGOHOLD_BLOB_STORE": "s3",
-                "CARGOHOLD_S3_ENDPOINT": s3.endpoint,
-                "CARGOHOLD_S3_BUCKET": bucket,
-                "CARGOHOLD_S3_ACCESS_KEY": s3.access_key,
-                "CARGOHOLD_S3_SECRET_KEY": s3.secret_key,
-            }
+            env, s3_data = stack.enter_context(postgres_and_minio(workdir))
             registries.append(
                 stack.enter_context(
                     cargohold(

@@ -1,8 +1,9 @@
 """``python -m bench.profile NAME...``: one measurement on cargohold alone, under py-spy.
 
 For a target that is missed: starts ``cargohold serve --workers N`` on a throwaway data
-dir, loads what the measurement needs (the same content as ``python -m bench``), runs
-it ``--repeat`` times while ``py-spy record`` samples the server and its workers, then
+dir (or, with ``--backend postgres``, on PostgreSQL and MinIO started for it), loads
+what the measurement needs (the same content as ``python -m bench``), runs it
+``--repeat`` times while ``py-spy record`` samples the server and its workers, then
 prints where the samples fell: the functions with the most samples on top of the stack
 (self) and anywhere in it (inclusive). The raw collapsed stacks (and, with ``--svg``, a
 flame graph) are kept in ``--out``. py-spy comes from PyPI (``pip install py-spy``) and
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench import populate
@@ -112,7 +114,7 @@ def _profile(
 ) -> None:
     binary = _py_spy()
     measurement.prepare(registry, ctx)
-    suffix = "-gil" if args.gil else ""
+    suffix = ("-pg" if args.backend == "postgres" else "") + ("-gil" if args.gil else "")
     raw = out / f"{measurement.name}-w{args.workers}{suffix}.txt"
     recorders = [_record(binary, registry.pid, raw, "raw", args.rate, args.gil)]
     if args.svg:
@@ -127,7 +129,9 @@ def _profile(
         for recorder in recorders:
             _stop(recorder)
     what = "samples holding the GIL" if args.gil else "all samples of busy threads"
-    print(f"## {measurement.name}, cargohold --workers {args.workers}, {what} ({raw})\n")
+    backend = "PostgreSQL + MinIO" if args.backend == "postgres" else "SQLite + filesystem"
+    title = f"{measurement.name}, cargohold --workers {args.workers} on {backend}"
+    print(f"## {title}, {what} ({raw})\n")
     print(summarize(raw))
 
 
@@ -135,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("names", nargs="+", choices=NAMES, metavar="NAME")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the embedded default, or PostgreSQL + MinIO (as the cargohold-pg column)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="the smoke's tiny sizes")
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
@@ -152,13 +162,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="cargohold-profile-"))
     try:
-        with cargohold(
-            "cargohold",
-            f"cargohold, {args.workers} workers",
-            workdir / "data",
-            workdir,
-            workers=args.workers,
-        ) as registry:
+        with ExitStack() as stack:
+            env: dict[str, str] = {}
+            if args.backend == "postgres":
+                from bench.services import postgres_and_minio
+
+                env, _ = stack.enter_context(postgres_and_minio(workdir))
+            registry = stack.enter_context(
+                cargohold(
+                    "cargohold",
+                    f"cargohold, {args.workers} workers",
+                    workdir / "data",
+                    workdir,
+                    workers=args.workers,
+                    env=env,
+                )
+            )
             image = populate.push_image(registry.url)
             if TAGS in needs:
                 populate.push_tags(registry.url, image, profile.tags)

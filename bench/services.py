@@ -89,3 +89,22 @@ def minio(workdir: Path, bucket: str = "cargohold-bench") -> Iterator[tuple[Any,
     with _service("MinIO", body(_TempDirs(workdir))) as server:
         server.client().make_bucket(bucket)
         yield server, workdir
+
+
+@contextmanager
+def postgres_and_minio(workdir: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """PostgreSQL and MinIO for a cargohold on them: its ``CARGOHOLD_*`` settings, and
+    MinIO's data dir (where its blobs are)."""
+    bucket = "cargohold-bench"
+    with postgres() as (_, database), minio(workdir / "minio", bucket) as (s3, s3_data):
+        yield (
+            {
+                "CARGOHOLD_DATABASE": database,
+                "CARGOHOLD_BLOB_STORE": "s3",
+                "CARGOHOLD_S3_ENDPOINT": s3.endpoint,
+                "CARGOHOLD_S3_BUCKET": bucket,
+                "CARGOHOLD_S3_ACCESS_KEY": s3.access_key,
+                "CARGOHOLD_S3_SECRET_KEY": s3.secret_key,
+            },
+            s3_data,
+        )
