@@ -17,6 +17,9 @@ from cargohold.domain.errors import BlobUnknown, DigestInvalid, SizeInvalid, Upl
 from cargohold.domain.ports import BlobStore, ByteSource
 from cargohold.domain.values import Digest, RepositoryName
 
+# repositories read per step when a mount without ``from`` looks for a readable one
+MOUNT_PAGE = 100
+
 
 class UploadSessions(Protocol):
     """Which repository each staged upload belongs to."""
@@ -31,8 +34,14 @@ class UploadSessions(Protocol):
 
 
 class BlobLocator(Protocol):
-    def repositories_with_blob(self, digest: Digest) -> list[str]:
-        """Repositories the blob is linked into (for mounts without ``from``)."""
+    def blob_size(self, name: RepositoryName, digest: Digest) -> int | None:
+        """The blob's size if it is linked into repository ``name``, else None."""
+
+    def repositories_with_blob(
+        self, digest: Digest, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        """Repositories the blob is linked into, in name order, after ``after`` (for
+        mounts without ``from``)."""
 
 
 class UploadService:
@@ -142,18 +151,27 @@ class UploadService:
         Either way only repositories for which ``may_read`` holds count, so a mount never
         reveals (or copies) a blob the caller could not pull.
         """
-        linked_in = [
-            r
-            for r in self.locator.repositories_with_blob(digest)
-            if (source is None or r == str(source)) and may_read(RepositoryName(r))
-        ]
-        if not linked_in or not self.blobs.exists(digest):
+        # PERF: ask for the one source, or page through the others until one may be
+        # read: a common base layer may be linked into tens of thousands of repositories.
+        if source is not None:
+            found = self.locator.blob_size(source, digest) is not None and may_read(source)
+        else:
+            found = self._readable_link(digest, may_read)
+        if not found or not self.blobs.exists(digest):
             return False
         try:
             self.registry.link_blob(name, digest, caller)
         except BlobUnknown:
             return False
         return True
+
+    def _readable_link(self, digest: Digest, may_read: Callable[[RepositoryName], bool]) -> bool:
+        after = ""
+        while page := self.locator.repositories_with_blob(digest, after, MOUNT_PAGE):
+            if any(may_read(RepositoryName(r)) for r in page):
+                return True
+            after = page[-1]
+        return False
 
     def purge_expired(self) -> int:
         """Cancel uploads older than the expiry; return how many were removed."""

@@ -291,13 +291,14 @@ class RegistryQueries:
             for r in rows
         ]
 
-    def repositories_with_blob(self, digest: Digest) -> list[str]:
-        """Repositories the blob is linked into, in name order."""
-        with self.db.transaction(write=False) as c:
-            rows = c.execute(
-                "SELECT repository FROM blob_links WHERE digest = ? ORDER BY repository",
-                (str(digest),),
-            ).fetchall()
+    def repositories_with_blob(
+        self, digest: Digest, after: str = "", limit: int | None = None
+    ) -> list[str]:
+        """Repositories the blob is linked into, in name order, after ``after``; at most
+        ``limit`` of them (None: all)."""
+        sql = "SELECT repository FROM blob_links WHERE digest = ? AND repository > ? "
+        sql += "ORDER BY repository" + ("" if limit is None else f" LIMIT {int(limit)}")
+        rows = self.db.query(sql, (str(digest), after))
         return [str(r[0]) for r in rows]
 
     def visibility(self, name: RepositoryName) -> str | None:

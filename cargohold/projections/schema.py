@@ -46,7 +46,9 @@ BLOB_LINKS = Table(
     "blob_links",
     (("repository", T), ("digest", T), ("size", I), ("linked_at", T), ("position", I)),
     key=("repository", "digest"),
-    indexes=(("digest",),),
+    # NOTE: (digest, repository) pages through the repositories holding a blob in name
+    # order (a mount without ``from``) without sorting all of them.
+    indexes=(("digest", "repository"),),
 )
 MANIFESTS = Table(
     "manifests",
@@ -348,6 +350,10 @@ PROJECTION_LOOKUPS: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
     {("accounts", ("id",)), ("organizations", ("id",))}
 )
 
+# Indexes that earlier versions made and a later one replaced: dropped at every start
+# (a no-op once gone), so views kept across an upgrade do not keep maintaining them.
+OBSOLETE_INDEXES = ("blob_links_digest_idx",)
+
 
 def create_tables(
     c: Cursor, dialect: str, ns: str = "", *, indexes: bool = True, clustered: bool = False
@@ -372,6 +378,8 @@ def create_tables(
         for columns in table.indexes:
             if indexes or (table.name, columns) in PROJECTION_LOOKUPS:
                 _create_index(c, dialect, ns, table, columns)
+    for index in OBSOLETE_INDEXES:
+        c.execute(f"DROP INDEX IF EXISTS {ns}{index}")
 
 
 def create_indexes(c: Cursor, dialect: str, ns: str = "") -> None:
