@@ -137,18 +137,25 @@ class BodyPipe:
 
     # -- the task's side ----------------------------------------------------------------
 
+    def _wait_locked(self) -> bool:
+        """Under the lock: wait until bytes are buffered (True) or the body is over
+        (False); raise if it failed."""
+        while not self._chunks and not self._ended and self._failure is None:
+            if self._dropping:
+                return False
+            self._cond.wait()
+        if not self._chunks:
+            if self._failure is not None:
+                raise self._error()
+            return False
+        return True
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         if not view:
             return 0
         with self._cond:
-            while not self._chunks and not self._ended and self._failure is None:
-                if self._dropping:
-                    return 0
-                self._cond.wait()
-            if not self._chunks:
-                if self._failure is not None:
-                    raise self._error()
+            if not self._wait_locked():
                 return 0
             was_full = self._buffered >= self._limit
             n = 0
@@ -176,16 +183,34 @@ class BodyPipe:
         return V2Error(falcon.code_to_http_status(self._status), "SIZE_INVALID", message)
 
     def read(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes (all the rest: -1), as they arrived: one received chunk
+        or a part of it, so fewer than ``size`` before the end, as a file may.
+
+        PERF: no buffer of ``size``: the S3 store asks for a multipart part at a time
+        (megabytes), which a zeroed buffer per call and two copies made the upload's
+        hottest spot."""
         if size is None or size < 0:
             parts: list[bytes] = []
-            while True:
-                part = self.read(1 << 20)
-                if not part:
-                    return b"".join(parts)
+            while part := self.read(1 << 20):
                 parts.append(part)
-        buffer = bytearray(size)
-        n = self.readinto(buffer)
-        return bytes(buffer[:n])
+            return b"".join(parts)
+        if size == 0:
+            return b""
+        with self._cond:
+            if not self._wait_locked():
+                return b""
+            was_full = self._buffered >= self._limit
+            chunk = self._chunks[0]
+            if len(chunk) <= size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[size:]
+                chunk = chunk[:size]
+            self._buffered -= len(chunk)
+            wake = was_full and self._buffered < self._limit
+        if wake:
+            self._wake()
+        return bytes(chunk)
 
 
 class StreamingParser(HTTPRequestParser):  # type: ignore[misc]
