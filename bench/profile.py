@@ -164,10 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             env: dict[str, str] = {}
+            blobs: tuple[Path, ...] | None = None  # None: in the data dir
             if args.backend == "postgres":
                 from bench.services import postgres_and_minio
 
-                env, _ = stack.enter_context(postgres_and_minio(workdir))
+                env, s3_data = stack.enter_context(postgres_and_minio(workdir))
+                blobs = (s3_data,)  # where huge-push-rss frees its blob
             registry = stack.enter_context(
                 cargohold(
                     "cargohold",
@@ -176,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir,
                     workers=args.workers,
                     env=env,
+                    data_roots=blobs,
                 )
             )
             image = populate.push_image(registry.url)
