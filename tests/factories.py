@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,19 @@ def push_image(
     reference: Tag | Digest = Tag(tag) if tag is not None else digest
     c.registry.push_manifest(repo, reference, body, OCI_MANIFEST, caller)
     return Image(body, digest, config_digest, (layer_digest,))
+
+
+def sqlite_steps(c: Container) -> tuple[Callable[[], int], Callable[[bool], None]]:
+    """A counter of the SQLite virtual machine's steps on this thread's views connection,
+    and a switch for it: what a query costs, whatever the machine's speed."""
+    conn: sqlite3.Connection = c.views_db._connection()  # type: ignore[attr-defined]
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def switch(on: bool) -> None:
+        conn.set_progress_handler(count if on else None, 1)
+
+    return (lambda: steps[0]), switch

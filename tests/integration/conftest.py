@@ -17,6 +17,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def sqlite_container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
+    """The embedded default only: for tests of SQLite itself (its VM's step counts)."""
+    c = bootstrap(settings_for(request, "sqlite", tmp_path / "data", snapshot_interval=5))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
 def container(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Container]:
     c = bootstrap(settings_for(request, backend, tmp_path / "data", snapshot_interval=5))
     try:

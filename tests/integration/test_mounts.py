@@ -6,14 +6,11 @@ same whether 10 or 1,000 repositories hold the blob (it once read all of them: l
 from __future__ import annotations
 
 import io
-import sqlite3
-
-import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.commands.uploads import MOUNT_PAGE
 from cargohold.domain.values import Digest, RepositoryName
-from tests.factories import ALICE
+from tests.factories import ALICE, sqlite_steps
 
 name = RepositoryName.parse
 
@@ -54,29 +51,22 @@ def test_a_mount_from_a_source_asks_that_source_only(container: Container) -> No
 
 
 def test_a_mount_costs_the_same_however_many_repositories_hold_the_blob(
-    container: Container, backend: str
+    sqlite_container: Container,
 ) -> None:
-    if backend != "sqlite":
-        pytest.skip("SQLite's progress handler counts the work of a query")
-    conn: sqlite3.Connection = container.views_db._connection()  # type: ignore[attr-defined]
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
+    steps, counting = sqlite_steps(sqlite_container)
 
     def cost(target: str) -> int:
-        conn.set_progress_handler(count, 1)
-        before = steps[0]
+        before = steps()
+        counting(True)
         try:
-            assert container.uploads.mount(name(target), digest, name("base/r00004"), ALICE)
+            assert sqlite_container.uploads.mount(name(target), digest, name("base/r00004"), ALICE)
         finally:
-            conn.set_progress_handler(None, 1)
-        return steps[0] - before
+            counting(False)
+        return steps() - before
 
-    digest = _linked_into(container, 10)
+    digest = _linked_into(sqlite_container, 10)
     few = cost("mine/few")
-    _linked_into(container, 1_000, start=10)
+    _linked_into(sqlite_container, 1_000, start=10)
     many = cost("mine/many")
     # the mount's reads, its link command and the views catching up with it: the same
     # work either way (reading the 1,010 holders instead would be ~10,000 steps more)

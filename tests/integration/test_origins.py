@@ -1,19 +1,18 @@
 """Which names belong to other sites (``projections/origins.py``), on SQLite and
-PostgreSQL: the answers, and on SQLite that the check before every write does not grow
+PostgreSQL: the answers; and, on SQLite, that the check before every write does not grow
 with the number of this site's repositories (it once read each of them: 3.8 ms per check
 in a namespace of 10,000)."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.values import RepositoryName
 from cargohold.projections.origins import StreamOrigins
+from tests.factories import sqlite_steps
 
 # NOTE: site ids sort on both sides of any local id, so both seeks are exercised.
 LOW_SITE = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -38,8 +37,7 @@ def _local_repositories(container: Container, namespace: str, count: int, start:
     )
 
 
-@pytest.fixture
-def origins(container: Container) -> StreamOrigins:
+def _origins_in(container: Container) -> StreamOrigins:
     _add(
         container,
         [
@@ -52,6 +50,11 @@ def origins(container: Container) -> StreamOrigins:
     )
     _local_repositories(container, "shared", 50, 20_000)
     return StreamOrigins(container.views_db, container.site_id)
+
+
+@pytest.fixture
+def origins(container: Container) -> StreamOrigins:
+    return _origins_in(container)
 
 
 def test_foreign_names_are_found_and_local_ones_are_not(origins: StreamOrigins) -> None:
@@ -79,33 +82,23 @@ def test_without_foreign_streams_nothing_is_foreign(container: Container) -> Non
     assert origins.namespace_origin("solo") is None
 
 
-@pytest.fixture
-def sqlite_steps(container: Container, backend: str) -> Iterator[Callable[[], int]]:
-    """Counts the SQLite virtual machine's steps on this thread's views connection."""
-    if backend != "sqlite":
-        pytest.skip("SQLite's progress handler counts the work of a query")
-    conn: sqlite3.Connection = container.views_db._connection()  # type: ignore[attr-defined]
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
-
-    conn.set_progress_handler(count, 1)
-    yield lambda: steps[0]
-    conn.set_progress_handler(None, 1)
-
-
 def test_the_check_does_not_read_this_sites_repositories(
-    origins: StreamOrigins, container: Container, sqlite_steps: Callable[[], int]
+    sqlite_container: Container,
 ) -> None:
-    def cost() -> int:
-        before = sqlite_steps()
-        assert origins.repository_origin(RepositoryName.parse("busy/app")) is None
-        return sqlite_steps() - before
+    origins = _origins_in(sqlite_container)
+    steps, counting = sqlite_steps(sqlite_container)
 
-    _local_repositories(container, "busy", 10, 30_000)
+    def cost() -> int:
+        before = steps()
+        counting(True)
+        try:
+            assert origins.repository_origin(RepositoryName.parse("busy/app")) is None
+        finally:
+            counting(False)
+        return steps() - before
+
+    _local_repositories(sqlite_container, "busy", 10, 30_000)
     few = cost()
-    _local_repositories(container, "busy", 5_000, 40_000)
+    _local_repositories(sqlite_container, "busy", 5_000, 40_000)
     many = cost()
     assert many == few, (few, many)  # the old OR query read all 5,010 rows: ~50,000 steps
