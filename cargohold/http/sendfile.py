@@ -19,7 +19,6 @@ queued output buffers (waitress is pinned below 4 in setup.cfg for this and for
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from collections.abc import Callable
@@ -27,24 +26,15 @@ from typing import Any
 
 from waitress.buffers import ReadOnlyFileBasedBuffer
 
+# NOTE: the errors after which waitress's own send treats the client as gone
+from waitress.wasyncore import _DISCONNECTED
+
 from cargohold.domain.errors import StorageError
 
 # PERF: at most this much per sendfile call, so one answer does not hold the event loop
 # while a slow client drains a large blob (the kernel takes what fits in the socket buffer
 # anyway; the cap only matters when the receiver keeps up).
 SENDFILE_STEP = 4 * 1024 * 1024
-
-_DISCONNECTED = frozenset(
-    {
-        errno.ECONNRESET,
-        errno.ENOTCONN,
-        errno.ESHUTDOWN,
-        errno.ECONNABORTED,
-        errno.EPIPE,
-        errno.EBADF,
-    }
-)
-
 
 # ``sendfile_source``: the descriptor to send from, and the absolute offset of the position
 Source = Callable[[], tuple[int, int]]

@@ -150,6 +150,13 @@ class BodyPipe:
             return False
         return True
 
+    def _taken_locked(self, n: int) -> bool:
+        """Under the lock: ``n`` bytes were taken out; whether the event loop, stopped by
+        a full pipe, may read the socket again."""
+        was_full = self._buffered >= self._limit
+        self._buffered -= n
+        return was_full and self._buffered < self._limit
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         if not view:
@@ -157,7 +164,6 @@ class BodyPipe:
         with self._cond:
             if not self._wait_locked():
                 return 0
-            was_full = self._buffered >= self._limit
             n = 0
             while self._chunks and n < len(view):
                 chunk = self._chunks[0]
@@ -168,8 +174,7 @@ class BodyPipe:
                     self._chunks.popleft()
                 else:
                     self._chunks[0] = chunk[take:]
-            self._buffered -= n
-            wake = was_full and self._buffered < self._limit
+            wake = self._taken_locked(n)
         if wake:
             self._wake()  # NOTE: the loop may read the socket again
         return n
@@ -199,15 +204,13 @@ class BodyPipe:
         with self._cond:
             if not self._wait_locked():
                 return b""
-            was_full = self._buffered >= self._limit
             chunk = self._chunks[0]
             if len(chunk) <= size:
                 self._chunks.popleft()
             else:
                 self._chunks[0] = chunk[size:]
                 chunk = chunk[:size]
-            self._buffered -= len(chunk)
-            wake = was_full and self._buffered < self._limit
+            wake = self._taken_locked(len(chunk))
         if wake:
             self._wake()
         return bytes(chunk)
