@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cargohold.adapters.malloc import limit_arenas, release_free_memory
 from cargohold.bootstrap import Container, StartupError, bootstrap, ensure_admin
 from cargohold.config import ConfigError, Settings, load_settings, parse_instant
 from cargohold.domain.errors import StorageError
@@ -119,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # start is reported in one line. Logging proper begins once everything is open.
     quiet_start = logging.NullHandler()
     logging.getLogger().addHandler(quiet_start)
+    if args.command == "serve":
+        # Before any thread starts (bootstrap starts some): see adapters/malloc.py.
+        limit_arenas()
     try:
         settings = _settings(args)
         at_ms = parse_instant(args.time) if getattr(args, "action", None) == "as-of" else None
@@ -233,6 +238,12 @@ def _serve(container: Container, sock: socket.socket) -> int:
         return EXIT_OK
     # The parent only migrated and caught the views up; workers open their own stores.
     container.close()
+    # PERF: what the start left behind is not copied into every worker: collected and
+    # handed back first; what stays is frozen, so the workers' collections do not touch
+    # (and copy) the pages they share with the parent.
+    gc.collect()
+    release_free_memory()
+    gc.freeze()
     announce(settings, sock)
     return serve_workers(settings, sock)
 
