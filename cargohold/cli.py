@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[common], help="run the registry")
     serve.add_argument("--threads", type=int, help="request threads per worker (default 8)")
     serve.add_argument(
-        "--workers", type=int, help="processes sharing the listening socket (default 1)"
+        "--workers",
+        type=int,
+        help="processes sharing the listening socket (default: one per CPU, at most 4)",
     )
     serve.add_argument(
         "--as-of",

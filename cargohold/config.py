@@ -54,6 +54,23 @@ class PostgresSettings:
         )
 
 
+# PERF: one process serves Python on one core at a time (the GIL). Measured on 2 cores
+# (docs/benchmarks.md): 16 concurrent pushers ran at 0.78x the reference with 1 worker,
+# 0.95-1.04x with 2; manifest GETs at 2.0x and 3.8x. Not measured beyond 2: SQLite
+# takes one writer at a time, so the default stops at 4; --workers asks for more.
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on (its affinity, as containers and
+    ``taskset`` set it), at most ``MAX_DEFAULT_WORKERS``."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_WORKERS))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything cargohold can be told. Field names are the config keys."""
@@ -88,8 +105,9 @@ class Settings:
     # per manifest GET; see http/inline_reads.py). Only with SQLite and filesystem blobs,
     # whose reads never wait on a network; ignored with PostgreSQL or S3.
     inline_reads: bool = True
-    # Processes sharing the listening socket (one waitress process is bound by the GIL).
-    workers: int = 1
+    # Processes sharing the listening socket (one waitress process is bound by the GIL):
+    # one per CPU this process may run on, at most MAX_DEFAULT_WORKERS.
+    workers: int = field(default_factory=default_workers)
     # Snapshot a repository every N events, so a repository with 50k tags loads fast.
     snapshot_interval: int = 200
     # Which missing references a pushed manifest may have: "strict" (none), "index" (an

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from cargohold import config
 from cargohold.config import ConfigError, Settings, load_settings
 
 
@@ -14,6 +15,18 @@ def test_defaults_are_the_embedded_registry_on_localhost_5000() -> None:
     assert not s.uses_postgres
     assert s.blob_store == "filesystem"
     assert s.max_request_body_size >= 64 * 1024**3
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 1), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_serve_runs_one_worker_per_usable_cpu_up_to_four(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
+) -> None:
+    # The CPUs this process may run on (a container's or taskset's), not the machine's.
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 128)
+    assert load_settings(environ={}).workers == workers
+    assert load_settings(environ={"CARGOHOLD_WORKERS": "7"}).workers == 7
+    assert load_settings(environ={}, overrides={"workers": 3}).workers == 3
 
 
 def test_file_then_environment_then_overrides(tmp_path: Path) -> None:
