@@ -62,8 +62,9 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def default_workers() -> int:
-    """One worker per CPU this process may run on (its affinity, as containers and
-    ``taskset`` set it), at most ``MAX_DEFAULT_WORKERS``."""
+    """One worker per CPU this process may run on, at most ``MAX_DEFAULT_WORKERS``. The
+    CPUs are its affinity (as ``taskset`` or a cgroup cpuset limit them); a CPU quota
+    (``cpu.max``, ``docker --cpus``) is not seen: give ``--workers`` under one."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
