@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,20 +17,23 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def sqlite_container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
-    """The embedded default only: for tests of SQLite itself (its VM's step counts)."""
-    c = bootstrap(settings_for(request, "sqlite", tmp_path / "data", snapshot_interval=5))
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def container(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Container]:
+@contextmanager
+def _opened(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Container]:
     c = bootstrap(settings_for(request, backend, tmp_path / "data", snapshot_interval=5))
     try:
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def sqlite_container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Container]:
+    """The embedded default only: for tests of SQLite itself (its VM's step counts)."""
+    with _opened(request, "sqlite", tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Container]:
+    with _opened(request, backend, tmp_path) as c:
+        yield c
