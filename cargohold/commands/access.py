@@ -49,9 +49,9 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization, ctx_time
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.clock import HybridLogicalClock
-from cargohold.domain.context import EventContext
+from cargohold.domain.context import EventContext, ctx_time
 from cargohold.domain.credentials import PasswordHasher, TokenMinter
 from cargohold.domain.errors import (
     AccountUnknown,

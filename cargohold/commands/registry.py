@@ -30,9 +30,9 @@ from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
 from cargohold.domain.access import Principal, RepositoryRole, Visibility
-from cargohold.domain.accounts import Account, Organization, ctx_time
+from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.clock import HybridLogicalClock
-from cargohold.domain.context import EventContext
+from cargohold.domain.context import EventContext, ctx_time
 from cargohold.domain.errors import (
     BlobUnknown,
     ConcurrentModification,

@@ -8,6 +8,7 @@ the geo merge rules order by (``hlc``, then ``site_id``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -63,3 +64,8 @@ class ContextEvent(Aggregate.Event):
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["client_address"] = None
+
+
+def ctx_time(ctx: EventContext) -> datetime:
+    """The wall-clock time of a command, from its HLC reading."""
+    return datetime.fromtimestamp(ctx.hlc.wall_ms / 1000, tz=UTC)

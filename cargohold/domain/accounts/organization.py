@@ -1,35 +1,8 @@
-"""Identity aggregates: ``Account`` (a user), ``Organization``, and ``NamespaceClaim``.
-
-Same rules as ``repository.py``: typed past-tense events nested on each aggregate, every
-event carrying the command's ``EventContext`` (``actor``, ``site_id``, ``hlc``,
-``request_id``); guards in the public methods; ``apply`` only mutates state.
-
-Secrets: only hashes enter events. The caller (the command layer, through the crypto
-adapter) hashes passwords and robot tokens; the e-mail address is plain event state that
-the at-rest cipher protects.
-
-Duplicates, decided once for all the methods here:
-
-- making something true that already is (adding a member twice, setting the same role,
-  granting superuser twice) is a no-op: no event, no error, so HTTP PUTs are idempotent;
-- creating a *named* thing that exists (a team, a robot) raises a typed ``Conflict``
-  (``TeamExists``, ``RobotExists``), as Quay answers 400 for an existing robot; the
-  command layer turns Quay's upsert PUT of a team into create-or-``set_team_role``;
-- removing or changing something absent raises a typed ``NotFound``.
-
-One namespace for users and organisations. Quay refuses an organisation named like a
-user and vice versa. The ids ``account:<name>`` and ``organization:<name>`` differ, so
-two concurrent creators would not collide on them; the command layer therefore saves a
-``NamespaceClaim`` (id ``uuid5(site_id, "namespace:<name>")``) in the same ``save()`` as
-the new ``Account`` or ``Organization``: the second creator of a name, whichever kind,
-fails on the claim's primary key with the library's ``IntegrityError``, which it turns
-into ``NameTaken``.
-"""
+"""The ``Organization`` aggregate: members, teams, robots, default permissions (see the
+package docstring for the shared rules)."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -38,8 +11,6 @@ from eventsourcing.domain import Aggregate
 from cargohold.domain.access import (
     OWNERS_TEAM,
     AccountName,
-    ApiScope,
-    NamespaceKind,
     Principal,
     PrincipalKind,
     RepositoryRole,
@@ -47,217 +18,22 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
+from cargohold.domain.accounts.rules import check_hash, check_window
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
-    ApiTokenUnknown,
-    CredentialInvalid,
     DefaultPermissionUnknown,
-    EmailInvalid,
-    InvalidInput,
     MemberUnknown,
     OwnersTeamProtected,
     PermissionInvalid,
     RobotExists,
     RobotUnknown,
-    ScopeInvalid,
     TeamExists,
     TeamUnknown,
 )
-
-# Deliberately loose: one "@", no spaces; deliverability is not the domain's business.
-_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
-EMAIL_MAX_LENGTH = 254
+from cargohold.domain.topics import stored_as
 
 
-def _check_hash(value: str, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise CredentialInvalid(f"{what} must be a non-empty hash string")
-
-
-def _check_email(email: str) -> None:
-    """``""`` means "no address" (the first-start ``admin`` has none)."""
-    if not isinstance(email, str):
-        raise EmailInvalid("e-mail address must be a string")
-    if email and (len(email) > EMAIL_MAX_LENGTH or _EMAIL_RE.fullmatch(email) is None):
-        raise EmailInvalid(f"invalid e-mail address: {email[:200]!r}")
-
-
-class Account(Aggregate):
-    """A user. State: ``name``, ``email``, ``password_hash``, ``superuser``,
-    ``api_tokens`` (the ids of its live API tokens; the views hold their scopes), and
-    ``tag_expiration_s`` (the namespace's time-machine window, ``None`` for the
-    installation's default).
-    """
-
-    # NOTE: v2 added ``tag_expiration_s``; see ``upcast_v1_v2``.
-    class_version = 2
-
-    class Event(ContextEvent):
-        """Base of this aggregate's events (the command's provenance)."""
-
-    class Created(Event, Aggregate.Created):
-        name: AccountName
-        email: str
-        password_hash: str
-        superuser: bool
-
-    class PasswordChanged(Event):
-        password_hash: str
-
-        def apply(self, aggregate: Account) -> None:
-            aggregate.password_hash = self.password_hash
-
-    class SuperuserGranted(Event):
-        def apply(self, aggregate: Account) -> None:
-            aggregate.superuser = True
-
-    class SuperuserRevoked(Event):
-        def apply(self, aggregate: Account) -> None:
-            aggregate.superuser = False
-
-    class ApiTokenIssued(Event):
-        """A scoped API token; only its hash is kept (the token is shown once)."""
-
-        token_id: str
-        token_hash: str
-        scopes: tuple[ApiScope, ...]
-        expires_at: datetime
-        description: str
-
-        def apply(self, aggregate: Account) -> None:
-            aggregate.api_tokens.add(self.token_id)
-
-    class ApiTokenRevoked(Event):
-        token_id: str
-
-        def apply(self, aggregate: Account) -> None:
-            aggregate.api_tokens.discard(self.token_id)
-
-    class TagExpirationWindowSet(Event):
-        """The user namespace's time-machine window (Quay's ``tag_expiration_s``): how
-        long a deleted or moved tag stays restorable. ``from_seconds`` is the window it
-        replaces (``None``: the installation's default)."""
-
-        seconds: int
-        from_seconds: int | None
-
-        def apply(self, aggregate: Account) -> None:
-            aggregate.tag_expiration_s = self.seconds
-
-    def __init__(self, name: AccountName, email: str, password_hash: str, superuser: bool) -> None:
-        self.name = name
-        self.email = email
-        self.password_hash = password_hash
-        self.superuser = superuser
-        self.api_tokens: set[str] = set()
-        self.tag_expiration_s: int | None = None
-
-    @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
-        """A snapshot from before the time-machine window: the installation's default."""
-        state["tag_expiration_s"] = None
-
-    @staticmethod
-    def create_id(site_id: UUID, name: AccountName) -> UUID:
-        """``uuid5(site_id, "account:<name>")``. NOTE: persisted; never change it."""
-        return uuid5(site_id, f"account:{name}")
-
-    @classmethod
-    def create(
-        cls,
-        name: AccountName,
-        email: str,
-        password_hash: str,
-        ctx: EventContext,
-        superuser: bool = False,
-    ) -> Account:
-        """A new user. Raises ``EmailInvalid`` or ``CredentialInvalid`` (empty hash)."""
-        _check_email(email)
-        _check_hash(password_hash, "password hash")
-        return cls._create(
-            cls.Created,
-            id=cls.create_id(ctx.site_id, name),
-            name=name,
-            email=email,
-            password_hash=password_hash,
-            superuser=superuser,
-            **ctx.event_fields(),
-        )
-
-    def change_password(self, password_hash: str, ctx: EventContext) -> None:
-        """Record a new password hash (always an event: salted hashes never repeat)."""
-        _check_hash(password_hash, "password hash")
-        self._trigger(self.PasswordChanged, ctx, password_hash=password_hash)
-
-    def grant_superuser(self, ctx: EventContext) -> None:
-        """Idempotent."""
-        if not self.superuser:
-            self._trigger(self.SuperuserGranted, ctx)
-
-    def revoke_superuser(self, ctx: EventContext) -> None:
-        """Idempotent."""
-        if self.superuser:
-            self._trigger(self.SuperuserRevoked, ctx)
-
-    def issue_api_token(
-        self,
-        token_id: str,
-        token_hash: str,
-        scopes: tuple[ApiScope, ...],
-        expires_at: datetime,
-        ctx: EventContext,
-        description: str = "",
-    ) -> None:
-        """Record a new API token. Raises ``CredentialInvalid`` for an empty hash or id,
-        ``ScopeInvalid`` for no scopes, and ``InvalidInput`` for a naive or past expiry."""
-        _check_hash(token_hash, "API token hash")
-        if not token_id or token_id in self.api_tokens:
-            raise CredentialInvalid("an API token needs a new, non-empty id")
-        if not scopes:
-            raise ScopeInvalid("an API token needs at least one scope")
-        if expires_at.tzinfo is None or expires_at <= ctx_time(ctx):
-            raise InvalidInput("an API token must expire at an aware time in the future")
-        self._trigger(
-            self.ApiTokenIssued,
-            ctx,
-            token_id=token_id,
-            token_hash=token_hash,
-            scopes=tuple(sorted(set(scopes), key=lambda s: s.value)),
-            expires_at=expires_at,
-            description=description,
-        )
-
-    def revoke_api_token(self, token_id: str, ctx: EventContext) -> None:
-        """Raises ``ApiTokenUnknown`` for a token this account does not hold."""
-        if token_id not in self.api_tokens:
-            raise ApiTokenUnknown(f"{self.name} has no API token {token_id[:64]!r}")
-        self._trigger(self.ApiTokenRevoked, ctx, token_id=token_id)
-
-    def set_tag_expiration_window(self, seconds: int, ctx: EventContext) -> None:
-        """Set the time-machine window. Idempotent; ``InvalidInput`` below zero."""
-        _check_window(seconds)
-        if seconds != self.tag_expiration_s:
-            self._trigger(
-                self.TagExpirationWindowSet,
-                ctx,
-                seconds=seconds,
-                from_seconds=self.tag_expiration_s,
-            )
-
-    def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
-        self.trigger_event(event_class, **fields, **ctx.event_fields())
-
-
-def _check_window(seconds: int) -> None:
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
-        raise InvalidInput("the tag expiration window must be a whole number of seconds >= 0")
-
-
-def ctx_time(ctx: EventContext) -> datetime:
-    """The wall-clock time of a command, from its HLC reading."""
-    return datetime.fromtimestamp(ctx.hlc.wall_ms / 1000, tz=UTC)
-
-
+@stored_as("cargohold.domain.accounts")
 class Organization(Aggregate):
     """An organisation with its members, teams, robots and default permissions.
 
@@ -541,7 +317,7 @@ class Organization(Aggregate):
         ``CredentialInvalid`` for an empty hash."""
         if short_name in self.robots:
             raise RobotExists(f"existing robot with name: {self.name}+{short_name}")
-        _check_hash(token_hash, "robot token hash")
+        check_hash(token_hash, "robot token hash")
         self._trigger(
             self.RobotCreated,
             ctx,
@@ -555,7 +331,7 @@ class Organization(Aggregate):
     ) -> None:
         """Replace the robot's token hash. Raises ``RobotUnknown``, ``CredentialInvalid``."""
         self._check_robot(short_name)
-        _check_hash(token_hash, "robot token hash")
+        check_hash(token_hash, "robot token hash")
         self._trigger(self.RobotTokenRegenerated, ctx, short_name=short_name, token_hash=token_hash)
 
     def delete_robot(self, short_name: RobotShortName, ctx: EventContext) -> None:
@@ -619,7 +395,7 @@ class Organization(Aggregate):
 
     def set_tag_expiration_window(self, seconds: int, ctx: EventContext) -> None:
         """Set the time-machine window. Idempotent; ``InvalidInput`` below zero."""
-        _check_window(seconds)
+        check_window(seconds)
         if seconds != self.tag_expiration_s:
             self._trigger(
                 self.TagExpirationWindowSet,
@@ -630,37 +406,3 @@ class Organization(Aggregate):
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())
-
-
-class NamespaceClaim(Aggregate):
-    """The claim of a name by a user or an organisation; one per name and site.
-
-    It has one event and no methods: its only job is to make the second creator of a
-    name fail on the primary key (see the module docstring).
-    """
-
-    class Event(ContextEvent):
-        """Base of this aggregate's events (the command's provenance)."""
-
-    class Created(Event, Aggregate.Created):
-        name: AccountName
-        kind: NamespaceKind
-
-    def __init__(self, name: AccountName, kind: NamespaceKind) -> None:
-        self.name = name
-        self.kind = kind
-
-    @staticmethod
-    def create_id(site_id: UUID, name: AccountName) -> UUID:
-        """``uuid5(site_id, "namespace:<name>")``. NOTE: persisted; never change it."""
-        return uuid5(site_id, f"namespace:{name}")
-
-    @classmethod
-    def create(cls, name: AccountName, kind: NamespaceKind, ctx: EventContext) -> NamespaceClaim:
-        return cls._create(
-            cls.Created,
-            id=cls.create_id(ctx.site_id, name),
-            name=name,
-            kind=kind,
-            **ctx.event_fields(),
-        )

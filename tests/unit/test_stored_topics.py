@@ -1,0 +1,72 @@
+"""Stored topics are a persisted schema: moving a class between modules keeps them.
+
+The list below is every topic the log held on 70e6a6e, before ``domain/accounts.py`` was
+split into a package (``domain/topics.py``). A new event class adds its topic here; a
+topic never leaves it.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.utils import get_topic, resolve_topic
+
+from tests.strategies import AGGREGATES, all_event_classes
+
+STORED_TOPICS = frozenset(
+    {
+        "cargohold.domain.accounts:Account",
+        "cargohold.domain.accounts:Account.ApiTokenIssued",
+        "cargohold.domain.accounts:Account.ApiTokenRevoked",
+        "cargohold.domain.accounts:Account.Created",
+        "cargohold.domain.accounts:Account.PasswordChanged",
+        "cargohold.domain.accounts:Account.SuperuserGranted",
+        "cargohold.domain.accounts:Account.SuperuserRevoked",
+        "cargohold.domain.accounts:Account.TagExpirationWindowSet",
+        "cargohold.domain.accounts:NamespaceClaim",
+        "cargohold.domain.accounts:NamespaceClaim.Created",
+        "cargohold.domain.accounts:Organization",
+        "cargohold.domain.accounts:Organization.Created",
+        "cargohold.domain.accounts:Organization.DefaultPermissionRemoved",
+        "cargohold.domain.accounts:Organization.DefaultPermissionSet",
+        "cargohold.domain.accounts:Organization.MemberAdded",
+        "cargohold.domain.accounts:Organization.MemberRemoved",
+        "cargohold.domain.accounts:Organization.RobotCreated",
+        "cargohold.domain.accounts:Organization.RobotDeleted",
+        "cargohold.domain.accounts:Organization.RobotTokenRegenerated",
+        "cargohold.domain.accounts:Organization.TagExpirationWindowSet",
+        "cargohold.domain.accounts:Organization.TeamCreated",
+        "cargohold.domain.accounts:Organization.TeamDeleted",
+        "cargohold.domain.accounts:Organization.TeamDescriptionChanged",
+        "cargohold.domain.accounts:Organization.TeamMemberAdded",
+        "cargohold.domain.accounts:Organization.TeamMemberRemoved",
+        "cargohold.domain.accounts:Organization.TeamRoleChanged",
+        "cargohold.domain.repository:Repository",
+        "cargohold.domain.repository:Repository.BlobLinked",
+        "cargohold.domain.repository:Repository.BlobUnlinked",
+        "cargohold.domain.repository:Repository.Created",
+        "cargohold.domain.repository:Repository.Deleted",
+        "cargohold.domain.repository:Repository.ManifestDeleted",
+        "cargohold.domain.repository:Repository.ManifestPushed",
+        "cargohold.domain.repository:Repository.PermissionGranted",
+        "cargohold.domain.repository:Repository.PermissionRevoked",
+        "cargohold.domain.repository:Repository.Recreated",
+        "cargohold.domain.repository:Repository.TagDeleted",
+        "cargohold.domain.repository:Repository.TagExpirationChanged",
+        "cargohold.domain.repository:Repository.TagExpired",
+        "cargohold.domain.repository:Repository.TagMoved",
+        "cargohold.domain.repository:Repository.TagRestored",
+        "cargohold.domain.repository:Repository.VisibilityChanged",
+    }
+)
+
+
+def _topics() -> set[str]:
+    return {get_topic(c) for c in (*AGGREGATES, *all_event_classes())}
+
+
+def test_every_class_is_stored_under_its_pinned_topic() -> None:
+    assert _topics() == STORED_TOPICS
+
+
+def test_every_stored_topic_resolves_to_its_class() -> None:
+    for cls in (*AGGREGATES, *all_event_classes()):
+        assert resolve_topic(get_topic(cls)) is cls
