@@ -25,10 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cargohold.adapters.access_log import create_access_log_table, recount_access
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
 from cargohold.config import load_settings
 from cargohold.projections import audit_counts
+from cargohold.projections.access_log import create_access_log_table, recount_access
 from cargohold.projections.audit_counts import DAY_MS
 from cargohold.projections.audit_queries import AuditQueries, LogFilter
 from cargohold.projections.schema import create_tables

@@ -40,7 +40,10 @@ from eventsourcing.domain import Aggregate
 
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.config import load_settings
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.context import EventContext
+from cargohold.domain.identity import (
     AccountName,
     NamespaceKind,
     Principal,
@@ -50,9 +53,6 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization
-from cargohold.domain.clock import HybridLogicalClock
-from cargohold.domain.context import EventContext
 from cargohold.domain.manifest import parse_manifest
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag

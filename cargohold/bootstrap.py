@@ -16,7 +16,6 @@ from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 
-from cargohold.adapters.access_log import BufferedAccessLog
 from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.credentials import (
     Argon2PasswordHasher,
@@ -30,8 +29,8 @@ from cargohold.adapters.eventstore import LogReader, log_environment
 from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
 from cargohold.adapters.upload_sessions import SQLUploadSessions
-from cargohold.commands.access import AccessService
 from cargohold.commands.authentication import Authenticator
+from cargohold.commands.identity import IdentityService
 from cargohold.commands.registry import Caller, RegistryLog, RegistryService
 from cargohold.commands.tag_windows import TagWindows
 from cargohold.commands.uploads import UploadService
@@ -41,22 +40,23 @@ from cargohold.config import (
     default_tag_expiration,
     tag_expiration_options,
 )
-from cargohold.domain.access import AccountName, Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
 from cargohold.domain.credentials import PasswordHasher, TokenSigner
 from cargohold.domain.errors import NameTaken, StorageError
+from cargohold.domain.identity import AccountName, Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import SparsePolicy
 from cargohold.domain.values import Actor, ActorKind, RepositoryName
-from cargohold.projections.access_queries import AccessQueries
-from cargohold.projections.as_of import AsOfAccessQueries, AsOfRegistryQueries
+from cargohold.projections.access_log import BufferedAccessLog
+from cargohold.projections.as_of import AsOfIdentityQueries, AsOfRegistryQueries
+from cargohold.projections.audit_chain import AuditChain
 from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.origins import StreamOrigins
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay import as_of as as_of_views
 from cargohold.replay.as_of import AsOfViews
-from cargohold.replay.chain import AuditChain
 
 
 class StartupError(Exception):
@@ -74,8 +74,8 @@ class Container:
     queries: RegistryQueries
     registry: RegistryService
     uploads: UploadService
-    access_queries: AccessQueries
-    access: AccessService
+    access_queries: IdentityQueries
+    access: IdentityService
     authenticator: Authenticator
     signer: TokenSigner
     audit_chain: AuditChain
@@ -84,7 +84,7 @@ class Container:
     audit_queries: AuditQueries
     #: Who may do what: the live rules, also when serving the registry as of a moment
     #: (``access_queries`` then shows that moment's teams and grants).
-    authorization: AccessQueries
+    authorization: IdentityQueries
     #: Set when serving the registry as it stood at a moment, read-only.
     as_of: AsOfViews | None = None
     as_of_db: Database | None = None
@@ -143,7 +143,7 @@ def bootstrap(
         views_db.close()
         raise
     clock = HybridLogicalClock(wall_ms)
-    access_queries = AccessQueries(views_db)
+    access_queries = IdentityQueries(views_db)
     replicas = StreamOrigins(views_db, site_id)
     queries = RegistryQueries(views_db, now_ms=wall_ms)
     tag_windows = TagWindows(
@@ -167,7 +167,7 @@ def bootstrap(
     )
     hasher = hasher or Argon2PasswordHasher()
     minter = HashedTokenMinter()
-    access = AccessService(
+    access = IdentityService(
         log, runner, clock, site_id, hasher, minter, access_queries, registry, replicas=replicas
     )
     authenticator = Authenticator(
@@ -242,7 +242,7 @@ def _as_of(
     return dataclasses.replace(
         live,
         queries=queries,
-        access_queries=AsOfAccessQueries(db, live.access_queries),
+        access_queries=AsOfIdentityQueries(db, live.access_queries),
         audit_queries=AuditQueries(db),
         tag_windows=TagWindows(
             queries.tag_expiration_window,
@@ -254,7 +254,7 @@ def _as_of(
     )
 
 
-def _creation_grants(access: AccessQueries) -> Any:
+def _creation_grants(access: IdentityQueries) -> Any:
     """Quay's grants for a new repository: the organisation's default permissions, and
     admin for the user who created it in an organisation (the strongest role wins)."""
 

@@ -213,7 +213,7 @@ def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
 
 
 def _bind(settings: Settings) -> socket.socket:
-    from cargohold.http.serve import bind
+    from cargohold.http.server.serve import bind
 
     try:
         return bind(settings)
@@ -222,7 +222,7 @@ def _bind(settings: Settings) -> socket.socket:
 
 
 def _serve(container: Container, sock: socket.socket) -> int:
-    from cargohold.http.serve import announce, serve_with, serve_workers
+    from cargohold.http.server.serve import announce, serve_with, serve_workers
 
     settings = container.settings
     password = None if container.read_only else ensure_admin(container)
@@ -251,7 +251,7 @@ def _serve(container: Container, sock: socket.socket) -> int:
 
 
 def _replay(container: Container, action: str, *, quiet: bool) -> int:
-    from cargohold.replay.views import rebuild, verify
+    from cargohold.replay.rebuild import rebuild, verify
 
     if action == "audit-seal":
         chain = container.audit_chain

@@ -103,7 +103,7 @@ class Settings:
     read_threads: int = 1
     # Answer the smallest reads (manifest GET/HEAD, blob HEAD, tags/list, /v2/) on
     # waitress's event-loop thread, without a thread handoff (PERF: about half the CPU
-    # per manifest GET; see http/inline_reads.py). Only with SQLite and filesystem blobs,
+    # per manifest GET; see http/server/inline_reads.py). Only with SQLite and filesystem blobs,
     # whose reads never wait on a network; ignored with PostgreSQL or S3.
     inline_reads: bool = True
     # Processes sharing the listening socket (one waitress process is bound by the GIL):

@@ -22,7 +22,9 @@ from eventsourcing.domain import CanInitAggregate
 from eventsourcing.utils import get_topic
 from hypothesis import strategies as st
 
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.context import EventContext
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     NamespaceKind,
@@ -34,8 +36,6 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization
-from cargohold.domain.context import EventContext
 from cargohold.domain.manifest import OCI_INDEX, OCI_MANIFEST, ParsedManifest
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (

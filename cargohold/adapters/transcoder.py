@@ -71,7 +71,7 @@ from uuid import UUID
 import msgpack
 from eventsourcing.persistence import Transcoder, TranscodingNotRegisteredError
 
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     NamespaceKind,

@@ -37,7 +37,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 
 from cargohold.commands.registry import NoReplicas, RegistryLog, Replicas
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account
+from cargohold.domain.authorization import Requester
+from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter
+from cargohold.domain.errors import CredentialsInvalid, InvalidInput, LoginThrottled
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     Principal,
@@ -47,10 +51,6 @@ from cargohold.domain.access import (
     expand_scopes,
     repository_role_cap,
 )
-from cargohold.domain.accounts import Account
-from cargohold.domain.authorization import Caller as AuthorizationCaller
-from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter
-from cargohold.domain.errors import CredentialsInvalid, InvalidInput, LoginThrottled
 from cargohold.domain.ports import AccessRecord, AccessRecorder, NoAccessRecorder
 from cargohold.domain.values import Actor, ActorKind
 
@@ -95,9 +95,9 @@ class Identity:
         return self.superuser and self.has_scope(ApiScope.SUPER_USER)
 
     @property
-    def authorization_caller(self) -> AuthorizationCaller:
+    def requester(self) -> Requester:
         """The caller for the rule model, superuser only where the scopes allow it."""
-        return AuthorizationCaller(self.principal, self.acts_as_superuser)
+        return Requester(self.principal, self.acts_as_superuser)
 
     def cap(self, role: RepositoryRole | None) -> RepositoryRole | None:
         """``role`` limited by the token's scopes."""

@@ -29,7 +29,6 @@ from eventsourcing.application import AggregateNotFoundError, Application, proje
 from eventsourcing.persistence import IntegrityError, RecordConflictError
 from eventsourcing.utils import Environment
 
-from cargohold.domain.access import Principal, RepositoryRole, Visibility
 from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext, ctx_time
@@ -43,6 +42,7 @@ from cargohold.domain.errors import (
     RepositoryUnknown,
 )
 from cargohold.domain.expiration import MAX_CONFIG_BYTES, label_expiration
+from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository, SparsePolicy

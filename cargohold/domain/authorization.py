@@ -54,7 +54,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     Principal,
     PrincipalKind,
     RepositoryRole,
@@ -81,7 +81,7 @@ REQUIRED_ROLE: Mapping[Action, RepositoryRole] = {
 
 
 @dataclass(frozen=True)
-class Caller:
+class Requester:
     """Who asks: a user or a robot principal, or ``None`` for anonymous."""
 
     principal: Principal | None = None
@@ -96,7 +96,7 @@ class Caller:
             raise ValueError("only a user can be a superuser")
 
 
-ANONYMOUS = Caller()
+ANONYMOUS = Requester()
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _strongest(roles: list[RepositoryRole]) -> RepositoryRole | None:
 
 
 def effective_role(
-    caller: Caller,
+    caller: Requester,
     repository: RepositoryFacts,
     organization: OrganizationFacts | None = None,
 ) -> RepositoryRole | None:
@@ -182,7 +182,7 @@ def effective_role(
 
 
 def may(
-    caller: Caller,
+    caller: Requester,
     action: Action,
     repository: RepositoryFacts,
     organization: OrganizationFacts | None = None,
@@ -193,7 +193,7 @@ def may(
 
 
 def may_create_repository(
-    caller: Caller, namespace: str, organization: OrganizationFacts | None = None
+    caller: Requester, namespace: str, organization: OrganizationFacts | None = None
 ) -> bool:
     """May ``caller`` create a repository in ``namespace``? Rules C1-C3.
 

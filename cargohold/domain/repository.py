@@ -41,7 +41,6 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     BlobUnknown,
@@ -53,6 +52,7 @@ from cargohold.domain.errors import (
     RepositoryUnknown,
     TagUnknown,
 )
+from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest
 from cargohold.domain.values import (
     Actor,

@@ -9,7 +9,7 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import StorageError
 from cargohold.http.api_v1 import register as register_api_v1
-from cargohold.http.auth.registry import RegistryAuth
+from cargohold.http.registry_v2.auth import RegistryAuth
 from cargohold.http.registry_v2.routing import register as register_v2
 
 

@@ -27,10 +27,10 @@ from typing import Any
 
 from cargohold.adapters.sql import Database
 from cargohold.domain import authorization
-from cargohold.domain.access import RepositoryRole
+from cargohold.domain.identity import RepositoryRole
 from cargohold.domain.values import RepositoryName
-from cargohold.projections.access_queries import AccessQueries
-from cargohold.projections.access_sql import starts_with
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.identity_sql import starts_with
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import EventSource
 
@@ -93,23 +93,23 @@ class AsOfRegistryQueries(RegistryQueries):
         return self.live.visibility(name)
 
 
-class AsOfAccessQueries(AccessQueries):
+class AsOfIdentityQueries(IdentityQueries):
     """Accounts, organisations, teams, robots and grants as of a moment (for display),
     with listings of readable repositories filtered by the live rules (``live``).
 
     Whoever authenticates or authorises uses ``live`` itself, never this (bootstrap
     wires ``Container.authorization`` and the ``Authenticator`` to ``live``)."""
 
-    def __init__(self, db: Database, live: AccessQueries) -> None:
+    def __init__(self, db: Database, live: IdentityQueries) -> None:
         super().__init__(db)
         self.live = live
 
-    def may_create_repository(self, caller: authorization.Caller, namespace: str) -> bool:
+    def may_create_repository(self, caller: authorization.Requester, namespace: str) -> bool:
         return False  # NOTE: the past is read-only
 
     def readable_repositories(
         self,
-        caller: authorization.Caller,
+        caller: authorization.Requester,
         after: str | None = None,
         limit: int | None = None,
         namespace: str | None = None,
@@ -134,6 +134,6 @@ class AsOfAccessQueries(AccessQueries):
             cursor = page[-1]
         return found if limit is None else found[:limit]
 
-    def _live_may_read(self, caller: authorization.Caller, name: str) -> bool:
+    def _live_may_read(self, caller: authorization.Requester, name: str) -> bool:
         role = self.live.effective_role(caller, name)
         return role is not None and role >= RepositoryRole.READ

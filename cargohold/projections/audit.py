@@ -9,7 +9,7 @@ entry also adds 1 to its rows of ``audit_counts`` (``audit_counts.py``: per scop
 and kind), which the aggregates read.
 
 Pulls and logins are not events; they go to the ``access_log`` table through
-``cargohold.adapters.access_log`` (same columns, its own source of truth). The query
+``cargohold.projections.access_log`` (same columns, its own source of truth). The query
 facade (``audit_queries``) merges both.
 
 Every event class and the entry it becomes. Metadata always holds ``namespace`` (and, for
@@ -96,8 +96,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
-from cargohold.domain.access import Principal, PrincipalKind
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.identity import Principal, PrincipalKind
 from cargohold.domain.repository import Repository
 from cargohold.projections import audit_counts
 from cargohold.projections.base import ProjectionCorrupt

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
-from cargohold.domain.access import OWNERS_TEAM, TeamRole
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.identity import OWNERS_TEAM, TeamRole
 from cargohold.projections.base import Handler, ProjectionCorrupt, event_time, record_origin
 from cargohold.projections.writes import BatchedWrites, write
 

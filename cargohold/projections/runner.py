@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from cargohold.adapters.sql import Cursor, Database
 from cargohold.projections.audit_counts import CountKey
-from cargohold.projections.registry import RegistryProjector
+from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.schema import create_tables
 from cargohold.projections.writes import BatchedWrites
 

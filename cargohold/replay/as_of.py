@@ -9,7 +9,7 @@ What "as of T" means is in ``projections/as_of.py``. The views are kept, so that
 A build catches up from where a kept one stopped, one transaction per batch with its
 tracking position, like the live projection: a build killed halfway resumes, and a
 build whose cut was met (a later event exists) is final. The pulls and logins up to T
-are copied from the live ``access_log`` (not a view; see ``adapters/access_log.py``).
+are copied from the live ``access_log`` (not a view; see ``projections/access_log.py``).
 ``drop`` removes a kept build.
 """
 
@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cargohold.adapters.access_log import copy_access_log
 from cargohold.adapters.eventstore import LogReader
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
 from cargohold.commands.registry import RegistryLog
 from cargohold.config import Settings
+from cargohold.projections.access_log import copy_access_log
 from cargohold.projections.as_of import TimeBoundSource
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.projections.schema import create_indexes

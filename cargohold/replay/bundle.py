@@ -58,9 +58,9 @@ from uuid import UUID
 
 from cargohold.adapters.eventstore import LogReader, plain_state
 from cargohold.bootstrap import Container
-from cargohold.domain.access import PrincipalKind
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import BlobUnknown
+from cargohold.domain.identity import PrincipalKind
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
 from cargohold.progress import progress_bar

@@ -33,7 +33,7 @@ from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import bootstrap, ensure_admin
 from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     AccountName,
     Principal,
     RepositoryRole,

@@ -29,7 +29,7 @@ from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import bootstrap, ensure_admin
 from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
-from cargohold.domain.access import AccountName
+from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor
 from cargohold.replay.bundle_format import BlobStart, BundleReader, EventFrame
 from tests.fixtures.digests import sha256

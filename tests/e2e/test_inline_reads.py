@@ -1,4 +1,4 @@
-"""Tiny reads answered on the event loop (http/inline_reads.py), on the real server:
+"""Tiny reads answered on the event loop (http/server/inline_reads.py), on the real server:
 in order with the other lanes on one connection, and never stalling the loop on a
 client that pipelines big answers and reads none of them."""
 

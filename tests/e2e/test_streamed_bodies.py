@@ -1,4 +1,4 @@
-"""Upload bodies reach the application while they arrive (``http/streaming_bodies.py``),
+"""Upload bodies reach the application while they arrive (``http/server/streaming_bodies.py``),
 through a real ``cargohold serve`` and raw sockets: an upload grows before its body
 ends; an answer given before the body is read leaves the connection usable; a client
 that goes away mid-body commits nothing and the upload resumes."""

@@ -8,7 +8,7 @@ either. A sampler reads the server's ``VmRSS`` every 50 ms; the peak growth over
 idle baseline must stay under ``LIMIT``. The figures are printed (run with ``-s``).
 
 NOTE: an upload's body reaches the application while it arrives, through a pipe that
-holds at most 4 MiB (``http/streaming_bodies.py``); smaller bodies are spooled by waitress.
+holds at most 4 MiB (``http/server/streaming_bodies.py``); smaller bodies are spooled by waitress.
 
 The request-body limit is tested by behaviour: a small configured limit (config file or
 environment) refuses a larger upload with 413 and commits nothing; the default accepts a

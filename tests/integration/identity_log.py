@@ -1,5 +1,5 @@
 """A real log and real views without the composition root: aggregates are saved through
-``RegistryLog`` and folded by ``ProjectionRunner``, then read through ``AccessQueries``.
+``RegistryLog`` and folded by ``ProjectionRunner``, then read through ``IdentityQueries``.
 
 The access tests build identity facts straight from the domain methods (no command
 layer), so they prove the projection and the queries alone.
@@ -17,13 +17,13 @@ from cargohold.adapters.eventstore import LogReader, log_environment
 from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
 from cargohold.commands.registry import RegistryLog
 from cargohold.config import Settings, load_settings
-from cargohold.domain.access import AccountName, NamespaceKind
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
+from cargohold.domain.identity import AccountName, NamespaceKind
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, ActorKind, RepositoryName
-from cargohold.projections.access_queries import AccessQueries
+from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.runner import ProjectionRunner
 
 
@@ -46,7 +46,7 @@ class IdentityLog:
         )
         self.runner = ProjectionRunner(self.db, LogReader(self.log))
         self.runner.create_tables()
-        self.queries = AccessQueries(self.db)
+        self.queries = IdentityQueries(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -4,7 +4,7 @@ Hypothesis draws random facts (users, some superusers; organisations with teams 
 roles and members, robots; repositories with random visibility and grants to users,
 teams and robots, some deleted and recreated; then teams, robots and members removed),
 builds them as real events through the log and the projection on SQLite, and compares
-``AccessQueries`` with ``cargohold.domain.authorization`` for every caller and
+``IdentityQueries`` with ``cargohold.domain.authorization`` for every caller and
 repository, and for every namespace: zero disagreements.
 
 The model's facts are taken from the aggregates' own state after the events, so the test
@@ -27,7 +27,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cargohold.domain import authorization
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.authorization import (
+    ANONYMOUS,
+    OrganizationFacts,
+    RepositoryFacts,
+    Requester,
+    TeamFacts,
+)
+from cargohold.domain.errors import OwnersTeamProtected
+from cargohold.domain.identity import (
     OWNERS_TEAM,
     AccountName,
     Principal,
@@ -38,18 +47,9 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.accounts import Account, Organization
-from cargohold.domain.authorization import (
-    ANONYMOUS,
-    Caller,
-    OrganizationFacts,
-    RepositoryFacts,
-    TeamFacts,
-)
-from cargohold.domain.errors import OwnersTeamProtected
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import RepositoryName
-from cargohold.projections.access_queries import AccessQueries
+from cargohold.projections.identity_queries import IdentityQueries
 from tests.integration.identity_log import IdentityLog, sqlite_settings
 
 USERS = ("alice", "bob", "carol", "dave")
@@ -90,10 +90,10 @@ class World:
         # A deleted repository's state is already private without grants.
         return RepositoryFacts(namespace, repo.visibility, dict(repo.permissions))
 
-    def callers(self) -> list[Caller]:
-        users = [Caller(Principal.user(u), self.accounts[u].superuser) for u in USERS]
+    def callers(self) -> list[Requester]:
+        users = [Requester(Principal.user(u), self.accounts[u].superuser) for u in USERS]
         robots = [
-            Caller(Principal.robot(ns, short))
+            Requester(Principal.robot(ns, short))
             for ns in (*ORGS, "alice", UNCLAIMED)
             for short in (*ROBOTS, "gone")
         ]
@@ -209,7 +209,7 @@ def _build(ident: IdentityLog, data: st.DataObject) -> World:
     return world
 
 
-def _disagreements(q: AccessQueries, world: World) -> list[Any]:
+def _disagreements(q: IdentityQueries, world: World) -> list[Any]:
     found: list[Any] = []
     for caller in world.callers():
         readable: list[str] = []
@@ -242,7 +242,7 @@ def _disagreements(q: AccessQueries, world: World) -> list[Any]:
     return found
 
 
-def _identity_disagreements(q: AccessQueries, world: World) -> list[Any]:
+def _identity_disagreements(q: IdentityQueries, world: World) -> list[Any]:
     """The identity views against the aggregates' state."""
     found: list[Any] = []
     for name, account in world.accounts.items():
@@ -298,7 +298,7 @@ def test_a_robot_of_a_user_namespace_gets_nothing(tmp_path: Path) -> None:
         robot = Principal(PrincipalKind.ROBOT, "alice+ci")
         repo.grant(robot, RepositoryRole.WRITE, ident.ctx())  # the domain allows the grant
         ident.save(repo)
-        caller = Caller(robot)
+        caller = Requester(robot)
         model = authorization.effective_role(
             caller, RepositoryFacts("alice", Visibility.PRIVATE, {robot: RepositoryRole.WRITE})
         )

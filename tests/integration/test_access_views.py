@@ -1,6 +1,6 @@
 """Access in the views, on both backends: repository grants and visibility through the
 commands, and the identity views (accounts, organisations, teams, robots, default
-permissions, API tokens) with ``AccessQueries`` over them, from aggregates saved through
+permissions, API tokens) with ``IdentityQueries`` over them, from aggregates saved through
 the log."""
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.authorization import ANONYMOUS, Requester
+from cargohold.domain.context import EventContext
+from cargohold.domain.errors import PermissionInvalid, PermissionUnknown, RepositoryUnknown
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     NamespaceKind,
@@ -23,16 +27,12 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization
-from cargohold.domain.authorization import ANONYMOUS, Caller
-from cargohold.domain.context import EventContext
-from cargohold.domain.errors import PermissionInvalid, PermissionUnknown, RepositoryUnknown
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest, RepositoryName
-from cargohold.projections.access_queries import TeamRow
+from cargohold.projections.identity_queries import TeamRow
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.schema import VIEW_TABLES
-from cargohold.replay.views import rebuild, verify
+from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image, settings_for
 from tests.integration.identity_log import IdentityLog
 
@@ -75,7 +75,7 @@ def test_access_commands_refuse_what_the_domain_refuses(container: Container) ->
     assert container.queries.permissions(NAME) == []
 
 
-# -- identity views and AccessQueries, from aggregates saved through the log ----------------
+# -- identity views and IdentityQueries, from aggregates saved through the log ----------------
 
 
 @pytest.fixture
@@ -91,12 +91,12 @@ EXPIRES = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
 A, W, R = RepositoryRole.ADMIN, RepositoryRole.WRITE, RepositoryRole.READ
 
 
-def _user(name: str, superuser: bool = False) -> Caller:
-    return Caller(Principal.user(name), superuser)
+def _user(name: str, superuser: bool = False) -> Requester:
+    return Requester(Principal.user(name), superuser)
 
 
-def _robot(namespace: str, short: str) -> Caller:
-    return Caller(Principal.robot(namespace, short))
+def _robot(namespace: str, short: str) -> Requester:
+    return Requester(Principal.robot(namespace, short))
 
 
 def _fill(ident: IdentityLog) -> None:
@@ -289,7 +289,7 @@ def test_grant_queries_and_deleted_repositories(ident: IdentityLog) -> None:
     assert registry.repositories_with_blob(Digest.of(b"old layer")) == []
 
 
-ROLES: list[tuple[Caller, str, RepositoryRole | None]] = [
+ROLES: list[tuple[Requester, str, RepositoryRole | None]] = [
     (ANONYMOUS, "acme/site", R),
     (ANONYMOUS, "acme/app", None),
     (ANONYMOUS, "acme/old", None),  # public before its deletion, private since

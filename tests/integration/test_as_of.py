@@ -16,7 +16,7 @@ import pytest
 
 from cargohold.adapters.sql import Database
 from cargohold.bootstrap import Container, StartupError, bootstrap
-from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole
+from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.audit_queries import LogFilter

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from cargohold.bootstrap import Container
 from cargohold.commands.registry import Caller
-from cargohold.domain.access import AccountName, Principal, RepositoryRole
 from cargohold.domain.errors import StorageError
+from cargohold.domain.identity import AccountName, Principal, RepositoryRole
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.audit_queries import LogFilter
-from cargohold.replay.views import rebuild, verify
+from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image
 
 NAME = RepositoryName("alice/app")

@@ -27,7 +27,11 @@ from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Account
+from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.context import EventContext
+from cargohold.domain.errors import NameTaken, ReplicatedReadOnly
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     Principal,
@@ -37,10 +41,6 @@ from cargohold.domain.access import (
     TeamName,
     TeamRole,
 )
-from cargohold.domain.accounts import Account
-from cargohold.domain.clock import HybridLogicalClock
-from cargohold.domain.context import EventContext
-from cargohold.domain.errors import NameTaken, ReplicatedReadOnly
 from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag
 from cargohold.replay.bundle import BundleError, ImportRefused, export_bundle
 from cargohold.replay.bundle_format import (
@@ -52,7 +52,7 @@ from cargohold.replay.bundle_format import (
     Header,
 )
 from cargohold.replay.bundle_import import import_bundle
-from cargohold.replay.views import verify
+from cargohold.replay.rebuild import verify
 from tests.factories import push_image
 
 SOURCE_KEY = base64.b64encode(b"s" * 32).decode()

@@ -15,9 +15,9 @@ from cargohold.bootstrap import Container, open_views_database
 from cargohold.domain.errors import ManifestBlobUnknown, NameInvalid, TagUnknown
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest, RepositoryName, Tag
-from cargohold.projections.registry import RegistryProjector
+from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.runner import ProjectionRunner
-from cargohold.replay.views import verify
+from cargohold.replay.rebuild import verify
 from tests.factories import ALICE, OCI_MANIFEST, push_image
 
 NAME = RepositoryName("acme/app")

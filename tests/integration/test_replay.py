@@ -12,7 +12,7 @@ import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.values import RepositoryName, Tag
-from cargohold.replay.views import rebuild, verify
+from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image
 
 NAME = RepositoryName("acme/app")
@@ -116,7 +116,7 @@ def test_a_rebuild_that_fails_leaves_the_live_views_and_no_scratch_behind(
 ) -> None:
     """The scratch file has no journal (it is disposable): a failure mid-build or in
     the swap must still leave the live views as they were, and the file removed."""
-    from cargohold.projections.registry import RegistryProjector
+    from cargohold.projections.projector import RegistryProjector
     from cargohold.projections.schema import VIEW_TABLES
 
     _fill(container)

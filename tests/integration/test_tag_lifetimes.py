@@ -12,10 +12,10 @@ import pytest
 
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.registry import Caller
-from cargohold.domain.access import AccountName
+from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor, RepositoryName, Tag
-from cargohold.http.serve import sweep_expired_tags
-from cargohold.replay.views import verify
+from cargohold.http.server.serve import sweep_expired_tags
+from cargohold.replay.rebuild import verify
 from tests.factories import ALICE, ManualClock, push_image, settings_for
 
 NAME = RepositoryName("acme/app")
@@ -108,7 +108,7 @@ def test_a_replay_in_big_batches_writes_the_rows_of_one_event_per_transaction(
     from cargohold.adapters.sql import SQLiteDatabase
     from cargohold.projections.runner import ProjectionRunner
     from cargohold.projections.schema import VIEW_TABLES
-    from cargohold.replay.views import rebuild
+    from cargohold.replay.rebuild import rebuild
 
     images = [push_image(container, "acme/app", "latest", seed=f"s{i}") for i in range(4)]
     for i in range(6):

@@ -62,21 +62,21 @@ from hypothesis.stateful import (
 )
 
 from cargohold.domain import authorization
-from cargohold.domain.access import (
+from cargohold.domain.authorization import (
+    ANONYMOUS,
+    Action,
+    OrganizationFacts,
+    RepositoryFacts,
+    Requester,
+    TeamFacts,
+)
+from cargohold.domain.identity import (
     OWNERS_TEAM,
     Principal,
     PrincipalKind,
     RepositoryRole,
     TeamRole,
     Visibility,
-)
-from cargohold.domain.authorization import (
-    ANONYMOUS,
-    Action,
-    Caller,
-    OrganizationFacts,
-    RepositoryFacts,
-    TeamFacts,
 )
 from tests.fixtures.server import serving
 from tests.fixtures.services import free_port
@@ -231,13 +231,13 @@ class AccessMachine(RuleBasedStateMachine):
 
     # -- what the model says -------------------------------------------------------------
 
-    def caller(self, who: Who) -> Caller:
+    def caller(self, who: Who) -> Requester:
         if who is None:
             return ANONYMOUS
         if "+" in who:
             org, _, short = who.partition("+")
-            return Caller(Principal.robot(org, short))
-        return Caller(Principal.user(who), self.superusers[who])
+            return Requester(Principal.robot(org, short))
+        return Requester(Principal.user(who), self.superusers[who])
 
     def org_facts(self, namespace: str) -> OrganizationFacts | None:
         org = self.orgs.get(namespace)

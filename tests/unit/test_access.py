@@ -9,16 +9,6 @@ from uuid import UUID
 import pytest
 from hypothesis import given
 
-from cargohold.domain.access import (
-    AccountName,
-    Principal,
-    PrincipalKind,
-    RepositoryRole,
-    RobotShortName,
-    TeamName,
-    TeamRole,
-    Visibility,
-)
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
     AccountNameInvalid,
@@ -27,6 +17,16 @@ from cargohold.domain.errors import (
     PermissionUnknown,
     RobotNameInvalid,
     TeamNameInvalid,
+)
+from cargohold.domain.identity import (
+    AccountName,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
+    Visibility,
 )
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, ActorKind, HLCTimestamp, RepositoryName

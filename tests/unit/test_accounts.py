@@ -10,15 +10,6 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.access import (
-    AccountName,
-    NamespaceKind,
-    Principal,
-    RepositoryRole,
-    RobotShortName,
-    TeamName,
-    TeamRole,
-)
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
@@ -32,6 +23,15 @@ from cargohold.domain.errors import (
     RobotUnknown,
     TeamExists,
     TeamUnknown,
+)
+from cargohold.domain.identity import (
+    AccountName,
+    NamespaceKind,
+    Principal,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
 )
 from cargohold.domain.values import Actor, ActorKind, HLCTimestamp
 

@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cargohold.adapters.access_log import BufferedAccessLog, create_access_log_table
 from cargohold.adapters.sql import SQLiteDatabase
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind
 from cargohold.projections import audit_counts
+from cargohold.projections.access_log import BufferedAccessLog, create_access_log_table
 from cargohold.projections.audit import insert_entry, iso
 from cargohold.projections.audit_counts import DAY_MS
 from cargohold.projections.audit_queries import AuditQueries, LogFilter

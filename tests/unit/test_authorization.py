@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from cargohold.domain.access import Principal, RepositoryRole, TeamRole, Visibility
 from cargohold.domain.authorization import (
     ANONYMOUS,
     REQUIRED_ROLE,
     Action,
-    Caller,
     OrganizationFacts,
     RepositoryFacts,
+    Requester,
     TeamFacts,
     effective_role,
     may,
     may_create_repository,
 )
+from cargohold.domain.identity import Principal, RepositoryRole, TeamRole, Visibility
 
 R, W, A = RepositoryRole.READ, RepositoryRole.WRITE, RepositoryRole.ADMIN
 
 
-def user(name: str, superuser: bool = False) -> Caller:
-    return Caller(Principal.user(name), superuser)
+def user(name: str, superuser: bool = False) -> Requester:
+    return Requester(Principal.user(name), superuser)
 
 
 ACME = OrganizationFacts(
@@ -52,7 +52,7 @@ PUBLIC = RepositoryFacts("acme", Visibility.PUBLIC, {Principal.robot("acme", "ci
 ALICES = RepositoryFacts("alice", Visibility.PRIVATE, {Principal.user("bob"): W})
 
 TABLE: list[
-    tuple[str, Caller, RepositoryFacts, OrganizationFacts | None, RepositoryRole | None]
+    tuple[str, Requester, RepositoryFacts, OrganizationFacts | None, RepositoryRole | None]
 ] = [
     ("R1 superuser, private org repo", user("root", superuser=True), PRIVATE, ACME, A),
     ("R1 superuser, someone's repo", user("root", superuser=True), ALICES, None, A),
@@ -65,12 +65,12 @@ TABLE: list[
     ("R4 beats weaker team grant", user("erin"), PRIVATE, ACME, A),
     ("R5 strongest of two team grants", user("bob"), PRIVATE, ACME, W),
     ("R5 creator team gives no repo role", user("erin"), RepositoryFacts("acme"), ACME, None),
-    ("R6 robot grant", Caller(Principal.robot("acme", "ci")), PRIVATE, ACME, W),
-    ("R6 robot without grant", Caller(Principal.robot("acme", "ro")), PRIVATE, ACME, None),
-    ("R6 deleted robot", Caller(Principal.robot("acme", "gone")), PRIVATE, ACME, None),
+    ("R6 robot grant", Requester(Principal.robot("acme", "ci")), PRIVATE, ACME, W),
+    ("R6 robot without grant", Requester(Principal.robot("acme", "ro")), PRIVATE, ACME, None),
+    ("R6 deleted robot", Requester(Principal.robot("acme", "gone")), PRIVATE, ACME, None),
     (
         "R6 no robot outside an organisation",
-        Caller(Principal.robot("alice", "ci")),
+        Requester(Principal.robot("alice", "ci")),
         RepositoryFacts("alice", grants={Principal.robot("alice", "ci"): W}),
         None,
         None,
@@ -78,8 +78,8 @@ TABLE: list[
     ("R7 anonymous, public", ANONYMOUS, PUBLIC, ACME, R),
     ("R7 anonymous, private", ANONYMOUS, PRIVATE, ACME, None),
     ("R7 stranger, public", user("zed"), PUBLIC, ACME, R),
-    ("R7 robot, public, plus grant", Caller(Principal.robot("acme", "ci")), PUBLIC, ACME, W),
-    ("R7 foreign robot, public", Caller(Principal.robot("other", "ci")), PUBLIC, ACME, R),
+    ("R7 robot, public, plus grant", Requester(Principal.robot("acme", "ci")), PUBLIC, ACME, W),
+    ("R7 foreign robot, public", Requester(Principal.robot("other", "ci")), PUBLIC, ACME, R),
     ("nothing: stranger, private", user("zed"), PRIVATE, ACME, None),
     ("nothing: org member without grant", user("dave2"), PRIVATE, ACME, None),
 ]
@@ -91,7 +91,7 @@ TABLE: list[
     ids=[row[0] for row in TABLE],
 )
 def test_effective_role(
-    caller: Caller,
+    caller: Requester,
     repository: RepositoryFacts,
     organization: OrganizationFacts | None,
     expected: RepositoryRole | None,
@@ -135,12 +135,12 @@ def test_may_follows_the_role(role: RepositoryRole | None, allowed: set[Action])
         (user("erin"), "acme", ACME, True),  # C3 creator team
         (user("bob"), "acme", ACME, False),  # member teams only
         (user("zed"), "acme", ACME, False),
-        (Caller(Principal.robot("acme", "ci")), "acme", ACME, False),
+        (Requester(Principal.robot("acme", "ci")), "acme", ACME, False),
         (ANONYMOUS, "acme", ACME, False),
     ],
 )
 def test_may_create_repository(
-    caller: Caller, namespace: str, organization: OrganizationFacts | None, expected: bool
+    caller: Requester, namespace: str, organization: OrganizationFacts | None, expected: bool
 ) -> None:
     assert may_create_repository(caller, namespace, organization) is expected
 
@@ -154,8 +154,8 @@ def test_facts_of_another_organisation_are_refused() -> None:
 
 def test_teams_and_non_users_cannot_be_callers_or_superusers() -> None:
     with pytest.raises(ValueError):
-        Caller(Principal.team("acme", "devs"))
+        Requester(Principal.team("acme", "devs"))
     with pytest.raises(ValueError):
-        Caller(Principal.robot("acme", "ci"), superuser=True)
+        Requester(Principal.robot("acme", "ci"), superuser=True)
     with pytest.raises(ValueError):
-        Caller(None, superuser=True)
+        Requester(None, superuser=True)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 
 from cargohold.adapters.blobs import DEFAULT_CHUNK_SIZE
-from cargohold.http import serve
 from cargohold.http.registry_v2.blobs import RequestBody
+from cargohold.http.server import serve
 
 
 class ReadOnly:

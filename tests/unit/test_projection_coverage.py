@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cargohold.projections.registry import RegistryProjector, UnknownEvent
+from cargohold.projections.projector import RegistryProjector, UnknownEvent
 from tests.strategies import all_event_classes
 
 

@@ -1,4 +1,4 @@
-"""File-backed bodies go out with ``os.sendfile`` (``http/sendfile.py``): through a real
+"""File-backed bodies go out with ``os.sendfile`` (``http/server/sendfile.py``): through a real
 waitress server in this process, whose channel is the one ``serve`` builds, answering
 with ``BlobFile``s the way the filesystem blob store does.
 
@@ -20,7 +20,7 @@ import waitress
 
 from cargohold.adapters.blobs.filesystem import BlobFile
 from cargohold.domain.values import Digest
-from cargohold.http.sendfile import sending_files
+from cargohold.http.server.sendfile import sending_files
 from tests.fixtures.services import free_port
 
 MiB = 1024 * 1024

@@ -1,5 +1,5 @@
 """``BodyPipe``: the event loop appends, one task thread reads, with backpressure, an end,
-an abort, and a close that drops the rest (see ``http/streaming_bodies.py``)."""
+an abort, and a close that drops the rest (see ``http/server/streaming_bodies.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from cargohold.domain.errors import SizeInvalid
 from cargohold.http.registry_v2.errors import V2Error
-from cargohold.http.streaming_bodies import BodyPipe, wants_streaming
+from cargohold.http.server.streaming_bodies import BodyPipe, wants_streaming
 
 
 class Wakes:

@@ -10,7 +10,6 @@ from uuid import UUID
 import pytest
 
 from cargohold.commands.tag_windows import TagWindows
-from cargohold.domain.access import AccountName
 from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import (
@@ -20,6 +19,7 @@ from cargohold.domain.errors import (
     TagUnknown,
 )
 from cargohold.domain.expiration import label_expiration, parse_duration
+from cargohold.domain.identity import AccountName
 from cargohold.domain.manifest import OCI_MANIFEST, ParsedManifest
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (

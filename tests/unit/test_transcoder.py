@@ -17,7 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cargohold.adapters.transcoder import MsgpackTranscoder
-from cargohold.domain.access import (
+from cargohold.domain.accounts import Organization
+from cargohold.domain.context import EventContext
+from cargohold.domain.identity import (
     AccountName,
     NamespaceKind,
     Principal,
@@ -28,8 +30,6 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.accounts import Organization
-from cargohold.domain.context import EventContext
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (
     Actor,

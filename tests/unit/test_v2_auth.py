@@ -17,7 +17,8 @@ from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
-from cargohold.domain.access import (
+from cargohold.domain.errors import CredentialsInvalid, LoginThrottled
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     Principal,
@@ -27,7 +28,6 @@ from cargohold.domain.access import (
     TeamRole,
     Visibility,
 )
-from cargohold.domain.errors import CredentialsInvalid, LoginThrottled
 from cargohold.domain.values import Actor, RepositoryName
 from cargohold.http.app import create_app
 from tests.fixtures.digests import sha256

@@ -428,7 +428,7 @@ class BlobFile:
 
     def sendfile_source(self) -> tuple[int, int]:
         """The descriptor and the absolute offset of the current position, for a server
-        that sends the rest with ``os.sendfile`` (``http/sendfile.py``) and then moves the
+        that sends the rest with ``os.sendfile`` (``http/server/sendfile.py``) and then moves the
         position with ``seek``."""
         return self._descriptor(), self._offset + self._position
 

@@ -8,10 +8,6 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.access import (
-    AccountName,
-    ApiScope,
-)
 from cargohold.domain.accounts.rules import check_email, check_hash, check_window
 from cargohold.domain.context import ContextEvent, EventContext, ctx_time
 from cargohold.domain.errors import (
@@ -19,6 +15,10 @@ from cargohold.domain.errors import (
     CredentialInvalid,
     InvalidInput,
     ScopeInvalid,
+)
+from cargohold.domain.identity import (
+    AccountName,
+    ApiScope,
 )
 from cargohold.domain.topics import stored_as
 

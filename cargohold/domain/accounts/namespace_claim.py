@@ -7,11 +7,11 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.access import (
+from cargohold.domain.context import ContextEvent, EventContext
+from cargohold.domain.identity import (
     AccountName,
     NamespaceKind,
 )
-from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.topics import stored_as
 
 

@@ -8,16 +8,6 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.access import (
-    OWNERS_TEAM,
-    AccountName,
-    Principal,
-    PrincipalKind,
-    RepositoryRole,
-    RobotShortName,
-    TeamName,
-    TeamRole,
-)
 from cargohold.domain.accounts.rules import check_hash, check_window
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
@@ -29,6 +19,16 @@ from cargohold.domain.errors import (
     RobotUnknown,
     TeamExists,
     TeamUnknown,
+)
+from cargohold.domain.identity import (
+    OWNERS_TEAM,
+    AccountName,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
 )
 from cargohold.domain.topics import stored_as
 

@@ -29,14 +29,6 @@ look the same as a missing one to whoever may not read it).
 from __future__ import annotations
 
 from cargohold.commands.authentication import Identity
-from cargohold.domain.access import (
-    AccountName,
-    ApiScope,
-    PrincipalKind,
-    RepositoryRole,
-    TeamRole,
-    Visibility,
-)
 from cargohold.domain.errors import (
     AccessDenied,
     AuthenticationRequired,
@@ -45,8 +37,16 @@ from cargohold.domain.errors import (
     OrganizationUnknown,
     RepositoryUnknown,
 )
+from cargohold.domain.identity import (
+    AccountName,
+    ApiScope,
+    PrincipalKind,
+    RepositoryRole,
+    TeamRole,
+    Visibility,
+)
 from cargohold.domain.values import RepositoryName
-from cargohold.projections.access_queries import AccessQueries
+from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.queries import RegistryQueries
 
 
@@ -64,9 +64,9 @@ class Guard:
 
     def __init__(
         self,
-        access: AccessQueries,
+        access: IdentityQueries,
         queries: RegistryQueries,
-        content: AccessQueries | None = None,
+        content: IdentityQueries | None = None,
     ) -> None:
         self.access = access
         self.queries = queries
@@ -106,7 +106,7 @@ class Guard:
 
     def repository_role(self, identity: Identity, name: RepositoryName) -> RepositoryRole | None:
         """The caller's role on ``name`` as the token's scopes let it act."""
-        role = identity.cap(self.access.effective_role(identity.authorization_caller, str(name)))
+        role = identity.cap(self.access.effective_role(identity.requester, str(name)))
         if role is None and self.is_public(name):
             role = RepositoryRole.READ  # R7 holds whatever a token's scopes say
         return role
@@ -124,7 +124,7 @@ class Guard:
 
     def may_create_repository(self, identity: Identity, namespace: str) -> bool:
         return identity.has_scope(ApiScope.REPO_CREATE) and self.access.may_create_repository(
-            identity.authorization_caller, namespace
+            identity.requester, namespace
         )
 
     # -- organisations -----------------------------------------------------------------

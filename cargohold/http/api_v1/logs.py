@@ -43,11 +43,11 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import ApiScope, RepositoryRole
+from cargohold.domain.identity import ApiScope, RepositoryRole
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import rfc2822
 from cargohold.http.api_v1.request import encode_page_token, identity_of, page_after, send
-from cargohold.http.api_v1.views import rfc2822
 from cargohold.projections.audit import ALL_KINDS
 from cargohold.projections.audit_queries import AuditQueries, Key, LogEntry, LogFilter
 

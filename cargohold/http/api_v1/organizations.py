@@ -21,10 +21,11 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import AccountName, ApiScope, Principal, PrincipalKind
 from cargohold.domain.errors import MemberUnknown
+from cargohold.domain.identity import AccountName, ApiScope, Principal, PrincipalKind
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import avatar, short_repository
 from cargohold.http.api_v1.request import (
     caller_of,
     identity_of,
@@ -32,8 +33,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import avatar, short_repository
-from cargohold.projections.access_queries import TeamRow
+from cargohold.projections.identity_queries import TeamRow
 
 
 def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:

@@ -17,12 +17,6 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.commands.authentication import Identity
-from cargohold.domain.access import (
-    NamespaceKind,
-    Principal,
-    PrincipalKind,
-    RepositoryRole,
-)
 from cargohold.domain.errors import (
     AccountUnknown,
     InvalidInput,
@@ -30,8 +24,15 @@ from cargohold.domain.errors import (
     RobotUnknown,
     TeamUnknown,
 )
+from cargohold.domain.identity import (
+    NamespaceKind,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+)
 from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import avatar
 from cargohold.http.api_v1.request import (
     caller_of,
     identity_of,
@@ -39,7 +40,6 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import avatar
 
 
 class _Permissions:

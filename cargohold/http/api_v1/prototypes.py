@@ -18,7 +18,6 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.errors import (
     AccountUnknown,
     DefaultPermissionUnknown,
@@ -26,8 +25,10 @@ from cargohold.domain.errors import (
     RobotUnknown,
     TeamUnknown,
 )
+from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import avatar
 from cargohold.http.api_v1.request import (
     Body,
     caller_of,
@@ -36,7 +37,6 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import avatar
 
 PROTOTYPE_NAMESPACE = uuid.UUID("0b6a3c52-9f0e-5d6f-8a57-2f4a1c7e9d10")
 

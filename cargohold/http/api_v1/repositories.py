@@ -27,12 +27,13 @@ import falcon
 
 from cargohold.bootstrap import Container
 from cargohold.commands.authentication import Identity
-from cargohold.domain.access import NamespaceKind, RepositoryRole, Visibility
-from cargohold.domain.authorization import ANONYMOUS, Caller
+from cargohold.domain.authorization import ANONYMOUS, Requester
 from cargohold.domain.errors import AuthenticationRequired, OrganizationUnknown
+from cargohold.domain.identity import NamespaceKind, RepositoryRole, Visibility
 from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard, deny
+from cargohold.http.api_v1.render import rfc2822
 from cargohold.http.api_v1.request import (
     caller_of,
     encode_page_token,
@@ -43,18 +44,17 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import rfc2822
 
 PAGE_SIZE = 100
 MAX_TAGS = 500
 
 
-def listing_caller(identity: Identity) -> Caller:
+def listing_caller(identity: Identity) -> Requester:
     """Whom to list for: the identity, unless its token has no repository scope at all
     (then only what anyone may read)."""
     if identity.cap(RepositoryRole.ADMIN) is None:
         return ANONYMOUS
-    return identity.authorization_caller
+    return identity.requester
 
 
 class _Repositories:

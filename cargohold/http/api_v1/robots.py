@@ -17,10 +17,11 @@ from __future__ import annotations
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import Principal, PrincipalKind, RepositoryRole, RobotShortName
 from cargohold.domain.errors import InvalidInput, RobotUnknown
+from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole, RobotShortName
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import repository_permission, robot, short_repository
 from cargohold.http.api_v1.request import (
     caller_of,
     identity_of,
@@ -30,8 +31,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import repository_permission, robot, short_repository
-from cargohold.projections.access_queries import RobotRow
+from cargohold.projections.identity_queries import RobotRow
 
 
 class _Robots:

@@ -27,7 +27,7 @@ from falcon.routing import CompiledRouter
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
 from cargohold.domain.errors import ReadOnly
 from cargohold.http.api_v1.errors import ApiError, render_exception
-from cargohold.http.auth.credentials import Basic, Bearer, address_of, credentials_of
+from cargohold.http.auth_headers import Basic, Bearer, address_of, credentials_of
 from cargohold.http.read_only import SAFE
 from cargohold.http.registry_v2.context import request_id_of
 

@@ -31,7 +31,7 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import RepositoryRole
+from cargohold.domain.identity import RepositoryRole
 from cargohold.domain.values import Digest, Tag
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard

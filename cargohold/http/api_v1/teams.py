@@ -18,10 +18,11 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import AccountName, Principal, PrincipalKind, TeamName, TeamRole
 from cargohold.domain.errors import AccountUnknown, InvalidInput, TeamUnknown
+from cargohold.domain.identity import AccountName, Principal, PrincipalKind, TeamName, TeamRole
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard, deny
+from cargohold.http.api_v1.render import avatar, repository_permission, team_member
 from cargohold.http.api_v1.request import (
     caller_of,
     identity_of,
@@ -29,8 +30,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import avatar, repository_permission, team_member
-from cargohold.projections.access_queries import TeamRow
+from cargohold.projections.identity_queries import TeamRow
 
 
 class _Teams:

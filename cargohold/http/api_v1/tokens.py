@@ -22,10 +22,11 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.commands.access import DEFAULT_API_TOKEN_LIFETIME, MAX_API_TOKEN_LIFETIME
-from cargohold.domain.access import AccountName, ApiScope, expand_scopes
+from cargohold.commands.identity import DEFAULT_API_TOKEN_LIFETIME, MAX_API_TOKEN_LIFETIME
 from cargohold.domain.errors import AccessDenied, ApiTokenUnknown
+from cargohold.domain.identity import AccountName, ApiScope, expand_scopes
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import rfc2822
 from cargohold.http.api_v1.request import (
     caller_of,
     identity_of,
@@ -33,8 +34,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import rfc2822
-from cargohold.projections.access_queries import ApiTokenRow
+from cargohold.projections.identity_queries import ApiTokenRow
 
 
 def token_view(row: ApiTokenRow) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from typing import Any
 import falcon
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import AccountName, ApiScope, TeamRole
 from cargohold.domain.errors import AccountUnknown, InvalidInput
+from cargohold.domain.identity import AccountName, ApiScope, TeamRole
 from cargohold.http.api_v1.guard import Guard
+from cargohold.http.api_v1.render import avatar, superuser_user
 from cargohold.http.api_v1.request import (
     caller_of,
     encode_page_token,
@@ -28,8 +29,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.http.api_v1.views import avatar, superuser_user
-from cargohold.projections.access_queries import AccountRow
+from cargohold.projections.identity_queries import AccountRow
 
 MAX_USERS_PAGE = 100
 GENERATED_PASSWORD_LENGTH = 32

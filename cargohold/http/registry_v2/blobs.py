@@ -10,15 +10,15 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, RepositoryUnknown
 from cargohold.domain.values import Digest, RepositoryName
-from cargohold.http.auth.registry import PULL, RegistryAuth
 from cargohold.http.registry_v2 import headers as h
+from cargohold.http.registry_v2.auth import PULL, RegistryAuth
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
 
 
 class RequestBody:
     """A request body as a ``ByteSource``: at most ``length`` bytes of the WSGI input,
-    or (``length`` ``None``: a chunked body streamed, see ``http/streaming_bodies.py``)
+    or (``length`` ``None``: a chunked body streamed, see ``http/server/streaming_bodies.py``)
     all of it, the input ending where the body does.
 
     Like falcon's ``bounded_stream`` (never reads past the declared length, so a server

@@ -10,8 +10,8 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import RepositoryUnknown
 from cargohold.domain.values import Digest, MediaType, RepositoryName
-from cargohold.http.auth.registry import RegistryAuth
 from cargohold.http.registry_v2 import headers as h
+from cargohold.http.registry_v2.auth import RegistryAuth
 from cargohold.projections.queries import PositionCache
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -95,7 +95,7 @@ class CatalogResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.auth.enabled:
-            caller = self.auth.identify(req).identity.authorization_caller
+            caller = self.auth.identify(req).identity.requester
             readable = self.container.access_queries.readable_repositories
 
             def fetch(n: int, last: str | None) -> list[str]:

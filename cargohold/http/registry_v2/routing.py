@@ -14,7 +14,8 @@ import falcon
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, ReadOnly, TokenInvalid
 from cargohold.domain.values import RepositoryName
-from cargohold.http.auth.registry import (
+from cargohold.http.read_only import SAFE, read_only_refusal
+from cargohold.http.registry_v2.auth import (
     CATALOG,
     DELETE,
     PULL,
@@ -22,7 +23,6 @@ from cargohold.http.auth.registry import (
     RegistryAuth,
     TokenResource,
 )
-from cargohold.http.read_only import SAFE, read_only_refusal
 from cargohold.http.registry_v2.blobs import BlobResource, UploadResource, UploadsResource
 from cargohold.http.registry_v2.errors import V2Error, render_exception
 from cargohold.http.registry_v2.headers import API_VERSION
@@ -42,7 +42,7 @@ class V2Base:
 
 _READ = {"GET": PULL, "HEAD": PULL}
 _WRITE = {"GET": PUSH, "HEAD": PUSH, "POST": PUSH, "PUT": PUSH, "PATCH": PUSH, "DELETE": PUSH}
-#: Per route: the action each method needs (see http/auth/registry.py). A method the map
+#: Per route: the action each method needs (see http/registry_v2/auth.py). A method the map
 #: leaves out needs push (fail closed: a handler added without its entry is not open to
 #: any caller); ``_OPEN`` (the token endpoint) and ``None`` (the base check) need no
 #: repository right.

@@ -16,7 +16,7 @@ from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.commands.registry import Caller
 from cargohold.config import load_settings
-from cargohold.domain.access import AccountName, ApiScope, Visibility
+from cargohold.domain.identity import AccountName, ApiScope, Visibility
 from cargohold.domain.values import Actor, RepositoryName
 from cargohold.http import api_v1
 from cargohold.http.app import create_app

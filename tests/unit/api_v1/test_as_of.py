@@ -15,7 +15,7 @@ import pytest
 from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.config import load_settings
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     AccountName,
     Principal,
     PrincipalKind,

@@ -10,7 +10,7 @@ import falcon.testing
 import pytest
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import AccountName, ApiScope
+from cargohold.domain.identity import AccountName, ApiScope
 from tests.unit.api_v1.support import (
     SYSTEM,
     api_token,

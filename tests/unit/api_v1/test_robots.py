@@ -10,7 +10,7 @@ import falcon.testing
 import pytest
 
 from cargohold.bootstrap import Container
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     AccountName,
     ApiScope,
     Principal,

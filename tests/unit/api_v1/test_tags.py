@@ -17,10 +17,10 @@ import pytest
 from cargohold.adapters.credentials import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.config import load_settings
-from cargohold.domain.access import AccountName, ApiScope
+from cargohold.domain.identity import AccountName, ApiScope
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, RepositoryName, Tag
-from cargohold.http.serve import sweep_expired_tags
+from cargohold.http.server.serve import sweep_expired_tags
 from tests.factories import ManualClock
 from tests.fixtures.digests import sha256
 from tests.unit.api_v1.support import (

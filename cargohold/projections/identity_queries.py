@@ -36,7 +36,7 @@ from typing import Any
 
 from cargohold.adapters.sql import Database
 from cargohold.domain import authorization
-from cargohold.domain.access import (
+from cargohold.domain.identity import (
     ApiScope,
     NamespaceKind,
     Principal,
@@ -44,7 +44,7 @@ from cargohold.domain.access import (
     RepositoryRole,
     TeamRole,
 )
-from cargohold.projections.access_sql import (
+from cargohold.projections.identity_sql import (
     CREATOR_SQL,
     PUBLIC_SQL,
     ROBOT_ROLE_SQL,
@@ -115,7 +115,7 @@ def _grants(rows: list[tuple[Any, ...]]) -> list[tuple[Principal, RepositoryRole
     return sorted(grants, key=lambda grant: grant[0].sort_key)
 
 
-class AccessQueries:
+class IdentityQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -301,7 +301,7 @@ class AccessQueries:
     # -- authorization -----------------------------------------------------------------
 
     def effective_role(
-        self, caller: authorization.Caller, repository: str
+        self, caller: authorization.Requester, repository: str
     ) -> RepositoryRole | None:
         """The caller's role on ``repository`` by rules R1-R7, or ``None``.
 
@@ -323,7 +323,7 @@ class AccessQueries:
             sql, params = PUBLIC_SQL, (repository,)
         return _strongest(self.db.query(sql, params))  # PERF: one statement, as ``account``
 
-    def may_create_repository(self, caller: authorization.Caller, namespace: str) -> bool:
+    def may_create_repository(self, caller: authorization.Requester, namespace: str) -> bool:
         """May the caller create a repository in ``namespace``? Rules C1-C3."""
         who = caller.principal
         if who is None or who.kind is not PrincipalKind.USER:
@@ -336,7 +336,7 @@ class AccessQueries:
 
     def readable_repositories(
         self,
-        caller: authorization.Caller,
+        caller: authorization.Requester,
         after: str | None = None,
         limit: int | None = None,
         namespace: str | None = None,

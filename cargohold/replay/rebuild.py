@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cargohold.adapters.access_log import recount_access
 from cargohold.adapters.eventstore import LogReader
 from cargohold.adapters.sql import Cursor, Database, PostgresDatabase, SQLiteDatabase
 from cargohold.bootstrap import Container
 from cargohold.progress import follow_positions, progress_bar
+from cargohold.projections.access_log import recount_access
 from cargohold.projections.runner import PROJECTION_NAME, EventSource, ProjectionRunner
 from cargohold.projections.schema import VIEW_TABLES, Table, create_indexes, drop_indexes
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cargohold.adapters.sql import Cursor
-from cargohold.domain.access import Visibility
+from cargohold.domain.identity import Visibility
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
 from cargohold.projections import audit_counts

@@ -1,6 +1,6 @@
 """The authorization rules of ``cargohold.domain.authorization`` as SQL over the views.
 
-``AccessQueries`` runs these; its docstring says how each rule (R1-R7, C1-C3) reads the
+``IdentityQueries`` runs these; its docstring says how each rule (R1-R7, C1-C3) reads the
 views. Statements use ``?`` placeholders, and never a literal ``?`` or ``%`` (see
 ``adapters.sql``): that is why prefixes are compared with ``substr`` and not ``LIKE``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from cargohold.domain import authorization
-from cargohold.domain.access import PrincipalKind
+from cargohold.domain.identity import PrincipalKind
 
 # ``substr(name, 1, len) = prefix``: whether a name starts with ``prefix`` (LIKE would
 # need escaping of ``_`` and is case-insensitive on SQLite). The CAST pins the parameter's
@@ -59,7 +59,7 @@ CREATOR_SQL = (
 )
 
 
-def readable_condition(caller: authorization.Caller, params: list[Any]) -> str:
+def readable_condition(caller: authorization.Requester, params: list[Any]) -> str:
     """The SQL condition on ``repositories r`` for ``effective_role >= READ``."""
     who = caller.principal
     if who is None:  # R7

@@ -39,8 +39,7 @@ import falcon
 
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
 from cargohold.commands.registry import replicated
-from cargohold.domain.access import ApiScope, Principal, PrincipalKind, RepositoryRole, Visibility
-from cargohold.domain.authorization import Caller as AuthorizationCaller
+from cargohold.domain.authorization import Requester
 from cargohold.domain.credentials import TokenSigner
 from cargohold.domain.errors import (
     AccessDenied,
@@ -48,8 +47,9 @@ from cargohold.domain.errors import (
     InvalidInput,
     TokenInvalid,
 )
+from cargohold.domain.identity import ApiScope, Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.values import RepositoryName
-from cargohold.http.auth.credentials import Basic, Bearer, address_of, credentials_of
+from cargohold.http.auth_headers import Basic, Bearer, address_of, credentials_of
 from cargohold.http.registry_v2.context import request_id_of
 from cargohold.http.registry_v2.errors import V2Error
 
@@ -66,11 +66,9 @@ MAX_SCOPES = 32
 
 
 class AccessViews(Protocol):
-    def effective_role(
-        self, caller: AuthorizationCaller, repository: str
-    ) -> RepositoryRole | None: ...
+    def effective_role(self, caller: Requester, repository: str) -> RepositoryRole | None: ...
 
-    def may_create_repository(self, caller: AuthorizationCaller, namespace: str) -> bool: ...
+    def may_create_repository(self, caller: Requester, namespace: str) -> bool: ...
 
     def account(self, name: str) -> Any: ...
 
@@ -136,7 +134,7 @@ class RegistryAuth:
         if not self.enabled:
             return [a for a in ACTIONS if a in wanted_set]
         exists = self.repositories.repository_exists(name)
-        role = identity.cap(self.access.effective_role(identity.authorization_caller, str(name)))
+        role = identity.cap(self.access.effective_role(identity.requester, str(name)))
         if (
             role is None
             and exists
@@ -146,7 +144,7 @@ class RegistryAuth:
         creates = (
             not exists
             and identity.has_scope(ApiScope.REPO_CREATE)
-            and self.access.may_create_repository(identity.authorization_caller, name.namespace)
+            and self.access.may_create_repository(identity.requester, name.namespace)
         )
         out = []
         for action in ACTIONS:

@@ -25,9 +25,9 @@ from cargohold.commands.registry import Caller
 from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor
-from cargohold.http.inline_reads import InlineReads, serves_inline
-from cargohold.http.sendfile import sending_files
-from cargohold.http.streaming_bodies import streaming_channel
+from cargohold.http.server.inline_reads import InlineReads, serves_inline
+from cargohold.http.server.sendfile import sending_files
+from cargohold.http.server.streaming_bodies import streaming_channel
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ SEAL_INTERVAL_SECONDS = 1.0
 
 
 def _sealer(container: Container, stop: threading.Event) -> None:
-    """Seal new events into the audit chain about once a second (see replay/chain.py).
+    """Seal new events into the audit chain about once a second (see projections/audit_chain.py).
 
     Every worker runs one; they take turns by compare-and-set on the chain's head."""
     while not stop.wait(SEAL_INTERVAL_SECONDS):
@@ -183,7 +183,7 @@ class LaneDispatcher:
     def __init__(self, read_threads: int, threads: int, inline: InlineReads | None = None) -> None:
         from waitress.task import ThreadedTaskDispatcher
 
-        self.inline = inline  # tiny reads answered on the loop itself (http/inline_reads.py)
+        self.inline = inline  # tiny reads answered on the loop itself (http/server/inline_reads.py)
         self.reads = ThreadedTaskDispatcher()
         self.others = ThreadedTaskDispatcher()
         self.reads.set_thread_count(read_threads)

@@ -38,17 +38,6 @@ from cargohold.commands.registry import (
     ViewsWaiter,
     replicated,
 )
-from cargohold.domain.access import (
-    AccountName,
-    ApiScope,
-    NamespaceKind,
-    Principal,
-    PrincipalKind,
-    RepositoryRole,
-    RobotShortName,
-    TeamName,
-    TeamRole,
-)
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext, ctx_time
@@ -63,6 +52,17 @@ from cargohold.domain.errors import (
     OrganizationUnknown,
     PermissionUnknown,
     RepositoryUnknown,
+)
+from cargohold.domain.identity import (
+    AccountName,
+    ApiScope,
+    NamespaceKind,
+    Principal,
+    PrincipalKind,
+    RepositoryRole,
+    RobotShortName,
+    TeamName,
+    TeamRole,
 )
 from cargohold.domain.values import RepositoryName
 
@@ -83,7 +83,7 @@ class GrantLookup(Protocol):
         """Repositories of ``namespace`` on which ``user`` holds an explicit grant."""
 
 
-class AccessService:
+class IdentityService:
     def __init__(
         self,
         log: RegistryLog,

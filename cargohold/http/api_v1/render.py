@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import Any
 
-from cargohold.domain.access import RepositoryRole
-from cargohold.projections.access_queries import AccountRow, RobotRow
+from cargohold.domain.identity import RepositoryRole
+from cargohold.projections.identity_queries import AccountRow, RobotRow
 
 # Quay's avatar palette (data/avatar.py), so colours look familiar.
 _COLORS = (

@@ -1,1 +1,0 @@
-"""Authentication and authorization at the HTTP edge: credentials, /v2 token auth."""
