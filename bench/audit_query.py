@@ -25,8 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
+from cargohold.adapters.postgres import PostgresDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.config import load_settings
+from cargohold.domain.ports import Database
 from cargohold.projections import audit_counts
 from cargohold.projections.access_log import create_access_log_table, recount_access
 from cargohold.projections.audit_counts import DAY_MS

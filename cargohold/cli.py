@@ -169,23 +169,26 @@ def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
 
 
 def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
+    from cargohold.adapters.eventstore import LogReader
+    from cargohold.bootstrap.stores import data_dir
     from cargohold.progress import follow_positions, progress_bar
     from cargohold.replay import as_of
 
-    settings = container.settings
+    layout = data_dir(container.settings)
+    live_db = container.views_db
     if drop:
-        found = as_of.drop(settings, container.views_db, at_ms)
+        found = as_of.drop(layout, live_db, at_ms)
         what = "removed" if found else "there were no"
-        print(f"{what} views as of {as_of.stamp(at_ms)} ({as_of.location(settings, at_ms)})")
+        print(f"{what} views as of {as_of.stamp(at_ms)} ({as_of.location(layout, live_db, at_ms)})")
         return EXIT_OK
-    db = as_of.open_views(settings, container.views_db, at_ms)
+    db = as_of.open_views(layout, live_db, at_ms)
     bar = progress_bar(container.runner.position(), "as-of", quiet=quiet)
     advance = follow_positions(bar)
     try:
         views = as_of.build(
-            settings,
-            container.log,
-            container.views_db,
+            layout,
+            LogReader(container.log),
+            live_db,
             db,
             at_ms,
             now_ms=container.queries.now_ms(),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from cargohold.bootstrap import Container
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import Settings, load_settings
 from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag
 

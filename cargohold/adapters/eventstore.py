@@ -1,15 +1,16 @@
 """The event log's storage: eventsourcing's SQLite or PostgreSQL recorder, configured.
 
-``log_environment`` turns ``Settings`` into the environment mapping the eventsourcing
-``Application`` reads (persistence module, our msgpack transcoder, the optional AES-GCM
-cipher). ``LogReader`` presents the stored log to projections and replay.
+``RegistryLog`` is the log (one eventsourcing ``Application`` for every aggregate);
+``log_environment`` builds the environment mapping it reads (persistence module, our
+msgpack transcoder, the optional AES-GCM cipher) from plain values. ``LogReader``
+presents the stored log to projections and replay.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -17,33 +18,42 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import MapperDeserialisationError
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from eventsourcing.utils import resolve_topic
+from eventsourcing.utils import Environment, resolve_topic
 
-from cargohold.config import ConfigError, Settings
+from cargohold.adapters.sql import PostgresAddress
+from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.repository import Repository
 
 TRANSCODER_TOPIC = "cargohold.adapters.transcoder:MsgpackTranscoder"
 CIPHER_TOPIC = "eventsourcing.cryptography:AESCipher"
 
 
 def log_environment(
-    settings: Settings, *, create_tables: bool = True, pool_size: int = 8
+    *,
+    sqlite_path: Path | None = None,
+    postgres: PostgresAddress | None = None,
+    cipher_key: str = "",
+    create_tables: bool = True,
+    pool_size: int = 8,
 ) -> dict[str, str]:
+    """The environment of a ``RegistryLog`` on SQLite (the file ``sqlite_path``) or on
+    PostgreSQL (``postgres``), with the AES-GCM cipher when ``cipher_key`` (base64 of 16,
+    24 or 32 bytes) is given. Raises ``ValueError`` for a key that is not one."""
     env = {
         "TRANSCODER_TOPIC": TRANSCODER_TOPIC,
         "CREATE_TABLE": "y" if create_tables else "n",
         # The repository cache stays off: several processes write the same aggregates.
         "AGGREGATE_CACHE_MAXSIZE": "",
     }
-    if settings.uses_postgres:
-        pg = settings.postgres
+    if postgres is not None:
         env.update(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.postgres",
-                "POSTGRES_HOST": pg.host,
-                "POSTGRES_PORT": str(pg.port),
-                "POSTGRES_USER": pg.user,
-                "POSTGRES_PASSWORD": pg.password,
-                "POSTGRES_DBNAME": pg.dbname,
+                "POSTGRES_HOST": postgres.host,
+                "POSTGRES_PORT": str(postgres.port),
+                "POSTGRES_USER": postgres.user,
+                "POSTGRES_PASSWORD": postgres.password,
+                "POSTGRES_DBNAME": postgres.dbname,
                 "POSTGRES_POOL_SIZE": str(pool_size),
                 "POSTGRES_CONNECT_TIMEOUT": "10",
                 # NOTE: readers can miss events with the DB functions on; keep them off.
@@ -51,23 +61,52 @@ def log_environment(
                 "POSTGRES_LOCK_TIMEOUT": "30",
             }
         )
-    else:
+    elif sqlite_path is not None:
         env.update(
             {
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": str(Path(settings.data_dir) / "events.sqlite"),
+                "SQLITE_DBNAME": str(sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "60",
             }
         )
-    if settings.cipher_key:
+    else:
+        raise ValueError("the event log needs a SQLite file or a PostgreSQL database")
+    if cipher_key:
         try:
-            key = base64.b64decode(settings.cipher_key, validate=True)
+            key = base64.b64decode(cipher_key, validate=True)
         except (binascii.Error, ValueError):
-            raise ConfigError("cipher_key must be base64 (of 16, 24 or 32 bytes)") from None
+            raise ValueError("cipher_key must be base64 (of 16, 24 or 32 bytes)") from None
         if len(key) not in (16, 24, 32):
-            raise ConfigError("cipher_key must decode to 16, 24 or 32 bytes")
-        env.update({"CIPHER_TOPIC": CIPHER_TOPIC, "CIPHER_KEY": settings.cipher_key})
+            raise ValueError("cipher_key must decode to 16, 24 or 32 bytes")
+        env.update({"CIPHER_TOPIC": CIPHER_TOPIC, "CIPHER_KEY": cipher_key})
     return env
+
+
+class RegistryLog(Application[UUID]):
+    """The event log of repositories (an eventsourcing ``Application``).
+
+    Configured only from the ``env`` mapping of ``log_environment``: unlike the
+    library's default, it never reads ``os.environ``. Snapshots every
+    ``snapshot_interval`` events of a repository, an organisation or an account.
+    """
+
+    name = "registry"
+
+    def __init__(self, env: Mapping[str, str], snapshot_interval: int = 200) -> None:
+        # NOTE: the library reads this class variable through the instance; setting it per
+        # instance makes the interval configurable without a class per setting.
+        self.snapshotting_intervals = {  # type: ignore[misc]
+            Repository: snapshot_interval,
+            Organization: snapshot_interval,
+            Account: snapshot_interval,
+        }
+        super().__init__(env=dict(env))
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        merged = dict(type(self).env)
+        merged["IS_SNAPSHOTTING_ENABLED"] = "y"
+        merged.update(env or {})
+        return Environment(name, merged)
 
 
 def plain_state(mapper: Any, state: bytes) -> bytes:

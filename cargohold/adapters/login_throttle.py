@@ -1,25 +1,131 @@
-"""The login throttle kept in the views database, shared by every worker and every node.
+"""The login throttle (``LoginThrottle``): per account and per source address, failures
+cost a growing delay (``login_delay``).
 
-``MemoryLoginThrottle`` (in ``credentials.py``) counts per process, so ``serve --workers N``
-or N nodes behind one PostgreSQL would give an attacker N times the attempts. This adapter
-keeps the counts in one table instead::
+Two adapters pass one contract suite (``tests/contract/test_login_throttle.py``):
+
+- ``MemoryLoginThrottle`` counts per process (tools and tests);
+- ``SQLLoginThrottle`` keeps the counts in the views database, shared by every worker
+  and every node: ``serve --workers N`` or N nodes behind one PostgreSQL would otherwise
+  give an attacker N times the attempts. Its one table::
 
     login_failures
         key           TEXT PRIMARY KEY    "account:<name>" or "address:<ip>"
         count         BIGINT              failures since the last success
         last_failure  DOUBLE PRECISION    wall-clock seconds (time.time) of the latest one
 
-Like the upload-session table it is not a read model: nothing in the log describes it.
+  Like the upload-session table it is not a read model: nothing in the log describes it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from cargohold.adapters.credentials import login_delay
-from cargohold.adapters.sql import Cursor, Database
 from cargohold.domain.credentials import LoginThrottle
+from cargohold.domain.ports import Cursor, Database
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+
+
+class _FailureTable:
+    """Failure counts per key, least recently failed evicted past ``max_entries``."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._rows: OrderedDict[str, _Failures] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: str) -> _Failures | None:
+        return self._rows.get(key)
+
+    def fail(self, key: str, now: float) -> None:
+        row = self._rows.pop(key, None)
+        self._rows[key] = _Failures(row.count + 1 if row else 1, now)
+        while len(self._rows) > self._max:
+            self._rows.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        self._rows.pop(key, None)
+
+
+def login_delay(count: int, free_failures: int, base_delay: float, max_delay: float) -> float:
+    """Seconds to wait after ``count`` failures: none for the first ``free_failures``, then
+    ``base_delay`` doubling with each further failure, never more than ``max_delay``."""
+    over = count - free_failures
+    if over <= 0:
+        return 0.0
+    # min() on the exponent first so a huge count cannot overflow the float.
+    return min(base_delay * 2.0 ** min(over - 1, 64), max_delay)
+
+
+class MemoryLoginThrottle(LoginThrottle):
+    """In-process throttle: after ``free_failures`` failures, wait ``base_delay`` seconds,
+    doubling with each further failure up to ``max_delay``. The wait runs from the last
+    failure. Accounts and addresses are counted in separate tables.
+
+    Memory is bounded: each table keeps at most ``max_entries`` keys, evicting the one
+    whose last failure is oldest. NOTE: a flood of failures from many keys can therefore
+    evict a throttled key early; the cap trades that for never running out of memory.
+    State is per process (instances do not share it) and lost on restart.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        free_failures: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._clock = clock
+        self._free = free_failures
+        self._base = base_delay
+        self._cap = max_delay
+        self._lock = threading.Lock()
+        self._accounts = _FailureTable(max_entries)
+        self._addresses = _FailureTable(max_entries)
+
+    def _delay(self, count: int) -> float:
+        return login_delay(count, self._free, self._base, self._cap)
+
+    def _wait(self, row: _Failures | None, now: float) -> float:
+        if row is None:
+            return 0.0
+        return max(0.0, row.last + self._delay(row.count) - now)
+
+    def check(self, account: str, address: str) -> float:
+        now = self._clock()
+        with self._lock:
+            return max(
+                self._wait(self._accounts.get(account), now),
+                self._wait(self._addresses.get(address), now),
+            )
+
+    def failed(self, account: str, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            self._accounts.fail(account, now)
+            self._addresses.fail(address, now)
+
+    def succeeded(self, account: str, address: str) -> None:
+        with self._lock:
+            self._accounts.forget(account)
+            self._addresses.forget(address)
+
+    def tracked(self) -> tuple[int, int]:
+        """How many (accounts, addresses) are remembered; for tests and metrics."""
+        with self._lock:
+            return len(self._accounts), len(self._addresses)
+
 
 _ACCOUNT = "account:"
 _ADDRESS = "address:"

@@ -6,7 +6,7 @@ is not a read model: nothing in the log describes uploads in progress.
 
 from __future__ import annotations
 
-from cargohold.adapters.sql import Database
+from cargohold.domain.ports import Database
 from cargohold.domain.values import RepositoryName
 
 

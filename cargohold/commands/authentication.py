@@ -36,7 +36,8 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from cargohold.commands.registry import NoReplicas, RegistryLog, Replicas
+from cargohold.adapters.eventstore import RegistryLog
+from cargohold.commands.replicas import NoReplicas, Replicas
 from cargohold.domain.accounts import Account
 from cargohold.domain.authorization import Requester
 from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter

@@ -1,7 +1,8 @@
 """The write side of identity and access: users, organisations, teams, robots, API tokens.
 
-Every command is load, decide, save (``_update``), retried on a version conflict like the
-registry's commands, and returns once the views show its effect. Creating a user or an
+Every command is load, decide, save through the unit of work (``unit_of_work.py``),
+retried on a version conflict like the registry's, and returns once the views show its
+effect. Creating a user or an
 organisation saves its ``NamespaceClaim`` in the same ``save()``, so the second creator of
 a name, of either kind, fails on the claim's primary key (``NameTaken``).
 
@@ -17,7 +18,6 @@ check only the domain's own rules.
 from __future__ import annotations
 
 import contextlib
-import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -26,25 +26,15 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, RecordConflictError
 
-from cargohold.commands.registry import (
-    Caller,
-    NoReplicas,
-    RegistryLog,
-    RegistryService,
-    Replicas,
-    RetryPolicy,
-    ViewsWaiter,
-    replicated,
-)
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.replicas import NoReplicas, Replicas, replicated
+from cargohold.commands.unit_of_work import Caller, UnitOfWork
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
-from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext, ctx_time
 from cargohold.domain.credentials import PasswordHasher, TokenMinter
 from cargohold.domain.errors import (
     AccountUnknown,
-    ConcurrentModification,
     CredentialInvalid,
     DomainError,
     InvalidInput,
@@ -86,30 +76,23 @@ class GrantLookup(Protocol):
 class IdentityService:
     def __init__(
         self,
-        log: RegistryLog,
-        views: ViewsWaiter,
-        clock: HybridLogicalClock,
-        site_id: UUID,
+        unit: UnitOfWork,
         hasher: PasswordHasher,
         minter: TokenMinter,
         grants: GrantLookup,
         registry: RegistryService,
-        retry: RetryPolicy | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         replicas: Replicas | None = None,
     ) -> None:
+        self.unit = unit
+        self.log = unit.log
+        self.site_id = unit.site_id
         self.replicas: Replicas = replicas or NoReplicas()
-        self.log = log
-        self.views = views
-        self.clock = clock
-        self.site_id = site_id
         self.hasher = hasher
         self.minter = minter
         self.grants = grants
         self.registry = registry
-        self._retry = retry or RetryPolicy()
         self._new_id = new_id
-        self._stripes = tuple(threading.Lock() for _ in range(16))
 
     # -- users -------------------------------------------------------------------------
 
@@ -123,7 +106,7 @@ class IdentityService:
     ) -> None:
         """A new user. Raises ``NameTaken``, ``EmailInvalid``, ``CredentialInvalid``."""
         password_hash = self._hash_password(password)
-        ctx = self._ctx(caller)
+        ctx = self.unit.context(caller)
         claim = NamespaceClaim.create(name, NamespaceKind.USER, ctx)
         account = Account.create(name, email, password_hash, ctx, superuser=superuser)
         self._create(name, claim, account)
@@ -197,7 +180,7 @@ class IdentityService:
         Raises ``NameTaken`` and ``AccountUnknown``.
         """
         self._require_account(owner)
-        ctx = self._ctx(caller)
+        ctx = self.unit.context(caller)
         claim = NamespaceClaim.create(name, NamespaceKind.ORGANIZATION, ctx)
         organization = Organization.create(name, owner, ctx)
         self._create(name, claim, organization)
@@ -208,7 +191,7 @@ class IdentityService:
         organization = self._load_organization(org)
         # NOTE: a dry run on a copy that is never saved: it raises what the real command
         # would (MemberUnknown, OwnersTeamProtected) before any repository is touched.
-        organization.remove_member(user, self._ctx(caller))
+        organization.remove_member(user, self.unit.context(caller))
         principal = Principal(PrincipalKind.USER, str(user))
         for repository in self.grants.grants_in_namespace_for_user(str(org), str(user)):
             self._revoke_quietly(repository, principal, caller)
@@ -241,7 +224,7 @@ class IdentityService:
         """The team's grants first, then the team. Raises ``TeamUnknown`` and
         ``OwnersTeamProtected``."""
         organization = self._load_organization(org)
-        organization.delete_team(team, self._ctx(caller))  # dry run: raises what it would
+        organization.delete_team(team, self.unit.context(caller))  # dry run: raises what it would
         principal = organization.team_principal(team)
         for repository, _role in self.grants.grants_of(principal):
             self._revoke_quietly(repository, principal, caller)
@@ -284,7 +267,7 @@ class IdentityService:
     def delete_robot(self, org: AccountName, short_name: RobotShortName, caller: Caller) -> None:
         """The robot's grants first, then the robot. Raises ``RobotUnknown``."""
         organization = self._load_organization(org)
-        organization.delete_robot(short_name, self._ctx(caller))  # dry run
+        organization.delete_robot(short_name, self.unit.context(caller))  # dry run
         principal = organization.robot_principal(short_name)
         for repository, _role in self.grants.grants_of(principal):
             self._revoke_quietly(repository, principal, caller)
@@ -324,15 +307,6 @@ class IdentityService:
             raise CredentialInvalid("a password may not look like an API token")
         return self.hasher.hash(password)
 
-    def _ctx(self, caller: Caller) -> EventContext:
-        return EventContext(
-            actor=caller.actor,
-            site_id=self.site_id,
-            hlc=self.clock.now(),
-            request_id=caller.request_id,
-            client_address=caller.client_address,
-        )
-
     def _exists(self, aggregate_id: UUID) -> bool:
         try:
             self.log.repository.get(aggregate_id)
@@ -367,11 +341,10 @@ class IdentityService:
                 f"a user or organization with the name {name} already exists "
                 f"(replicated from site {origin})"
             )
-        try:
-            recordings = self.log.save(*aggregates)
-        except (IntegrityError, RecordConflictError):
-            raise NameTaken(f"a user or organization with the name {name} already exists") from None
-        self._wait(recordings)
+        self.unit.create(
+            aggregates,
+            lambda: NameTaken(f"a user or organization with the name {name} already exists"),
+        )
 
     def _update_account(
         self, name: AccountName, caller: Caller, decide: Callable[[Account, EventContext], T]
@@ -405,30 +378,14 @@ class IdentityService:
         caller: Caller,
         decide: Callable[[Any, EventContext], T],
     ) -> T:
-        deadline = self._retry.monotonic() + self._retry.budget
-        attempt = 0
-        with self._stripes[aggregate_id.int % len(self._stripes)]:
-            while True:
-                ctx = self._ctx(caller)
-                try:
-                    aggregate: Aggregate = self.log.repository.get(aggregate_id)
-                except AggregateNotFoundError:
-                    raise unknown() from None
-                result = decide(aggregate, ctx)
-                try:
-                    recordings = self.log.save(aggregate)
-                    break
-                except (IntegrityError, RecordConflictError):
-                    attempt += 1
-                    if self._retry.monotonic() >= deadline:
-                        raise ConcurrentModification("too busy; try again") from None
-                    self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
-        self._wait(recordings)
-        return result
+        def load(ctx: EventContext) -> Aggregate:
+            try:
+                aggregate: Aggregate = self.log.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                raise unknown() from None
+            return aggregate
 
-    def _wait(self, recordings: Sequence[Any]) -> None:
-        if recordings:
-            self.views.wait_for(max(r.notification.id for r in recordings))
+        return self.unit.execute(aggregate_id, caller, load, decide)
 
     def _revoke_quietly(self, repository: str, principal: Principal, caller: Caller) -> None:
         """Revoke a grant the views showed; one that is already gone is fine."""

@@ -3,41 +3,32 @@
 Every command is load, decide, save. ``save`` writes all events of one command at once;
 a version conflict (another writer saved the same repository first) is retried with a
 fresh load, so concurrent pushes to one tag all succeed and are all in its history. A
-command returns only once the read models show its effect (``ViewsWaiter``).
+command returns only once the read models show its effect. The loop is the unit of work's
+(``unit_of_work.py``).
 
 PERF: the last repositories a process wrote stay in memory between commands
-(``WarmRepositories``); before each use one is fast-forwarded with the events stored
-after its version, so it is never staler than a fresh load. An event saved by another
-process between that read and our save makes the save fail on the version (the log's
-primary key), and the retry loads afresh, so a cached aggregate never decides wrongly.
+(``warm_repositories.py``).
 """
 
 from __future__ import annotations
 
 import io
-import random
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.persistence import IntegrityError, RecordConflictError
-from eventsourcing.utils import Environment
+from eventsourcing.application import AggregateNotFoundError
 
-from cargohold.domain.accounts import Account, Organization
+from cargohold.commands.creation_grants import CreationGrants, no_creation_grants
+from cargohold.commands.replicas import NoReplicas, Replicas, replicated
+from cargohold.commands.unit_of_work import Caller, UnitOfWork
+from cargohold.commands.warm_repositories import WarmRepositories
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext, ctx_time
 from cargohold.domain.errors import (
     BlobUnknown,
-    ConcurrentModification,
     DigestInvalid,
     DomainError,
-    ReplicatedReadOnly,
     RepositoryExists,
     RepositoryUnknown,
 )
@@ -46,135 +37,7 @@ from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository, SparsePolicy
-from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
-
-
-class RegistryLog(Application[UUID]):
-    """The event log of repositories (an eventsourcing ``Application``).
-
-    Configured only from the ``env`` mapping that bootstrap builds from ``Settings``:
-    unlike the library's default, it never reads ``os.environ``.
-    """
-
-    name = "registry"
-
-    def __init__(self, env: Mapping[str, str], snapshot_interval: int = 200) -> None:
-        # NOTE: the library reads this class variable through the instance; setting it per
-        # instance makes the interval configurable without a class per setting.
-        self.snapshotting_intervals = {  # type: ignore[misc]
-            Repository: snapshot_interval,
-            Organization: snapshot_interval,
-            Account: snapshot_interval,
-        }
-        super().__init__(env=dict(env))
-
-    def construct_env(self, name: str, env: Any = None) -> Environment:
-        merged = dict(type(self).env)
-        merged["IS_SNAPSHOTTING_ENABLED"] = "y"
-        merged.update(env or {})
-        return Environment(name, merged)
-
-
-class WarmRepositories:
-    """The last ``size`` repositories saved by this process, kept for the next command.
-
-    ``load`` hands an aggregate out (taking it out of the cache) fast-forwarded to the
-    log's latest version, or loads it from the log; ``keep`` puts one back after it was
-    saved. An aggregate whose command failed is simply never kept: it may hold events
-    that were not saved. Thread-safe; the caller serialises commands per repository.
-    """
-
-    def __init__(self, log: Application[UUID], size: int = 256) -> None:
-        self._log = log
-        self._size = size
-        self._items: OrderedDict[UUID, Repository] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def load(self, repo_id: UUID) -> Repository:
-        """The repository as stored now. Raises ``AggregateNotFoundError``."""
-        with self._lock:
-            repo = self._items.pop(repo_id, None)
-        if repo is None:
-            loaded: Repository = self._log.repository.get(repo_id)
-            return loaded
-        # NOTE: each event checks that it follows the aggregate's version (mutate).
-        newer = self._log.events.get(originator_id=repo_id, gt=repo.version)
-        fresh: Repository | None = project_aggregate(repo, newer)
-        if fresh is None:  # pragma: no cover - a stored stream never ends in None
-            raise AggregateNotFoundError(repo_id)
-        return fresh
-
-    def keep(self, repo: Repository) -> None:
-        """Cache ``repo``, whose every event is saved, for the next command."""
-        if self._size <= 0 or repo.pending_events:
-            return
-        with self._lock:
-            self._items[repo.id] = repo
-            self._items.move_to_end(repo.id)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class ViewsWaiter(Protocol):
-    def wait_for(self, position: int) -> None:
-        """Return once the registry-critical views include notification ``position``."""
-
-
-class Replicas(Protocol):
-    """Names whose streams were imported from other sites (``cargohold import``).
-
-    Such names are read-only here: a command computes the *local* stream id of a name, so
-    writing an imported name would start a second stream for it (see
-    ``projections/origins.py``).
-    """
-
-    def repository_origin(self, name: RepositoryName) -> UUID | None:
-        """The other site that owns repository ``name`` or its namespace; None when both
-        are this site's or unknown."""
-
-    def namespace_origin(self, name: str) -> UUID | None:
-        """The other site that owns the user or organisation ``name``, or repositories in
-        that namespace; None otherwise."""
-
-    def foreign_account(self, name: str) -> UUID | None:
-        """The stream id of the account ``name`` imported from another site, or None."""
-
-
-class NoReplicas:
-    """A site that never imported anything (tools and tests)."""
-
-    def repository_origin(self, name: RepositoryName) -> UUID | None:
-        return None
-
-    def namespace_origin(self, name: str) -> UUID | None:
-        return None
-
-    def foreign_account(self, name: str) -> UUID | None:
-        return None
-
-
-def replicated(what: str, site: UUID) -> ReplicatedReadOnly:
-    return ReplicatedReadOnly(
-        f"{what} is replicated from site {site} and is managed there (read-only here)"
-    )
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who issues a command, under which request id and from which network address (for
-    the audit trail; ``None`` for the CLI and the system's own commands)."""
-
-    actor: Actor
-    request_id: str
-    client_address: str | None = None
-
-
-#: The explicit grants a new repository starts with, given its name and its creator.
-CreationGrants = Callable[[RepositoryName, Actor], Sequence[tuple[Principal, RepositoryRole]]]
-
+from cargohold.domain.values import Digest, DigestAlgorithm, RepositoryName, Tag
 
 #: The time-machine window of a namespace (how long a past tag stays restorable).
 TagWindow = Callable[[str], timedelta]
@@ -197,12 +60,6 @@ def default_tag_window(namespace: str) -> timedelta:
     return DEFAULT_TAG_WINDOW
 
 
-def no_creation_grants(
-    name: RepositoryName, creator: Actor
-) -> Sequence[tuple[Principal, RepositoryRole]]:
-    return ()
-
-
 class RegistryService:
     """Commands on repositories.
 
@@ -214,30 +71,29 @@ class RegistryService:
 
     def __init__(
         self,
-        log: RegistryLog,
+        unit: UnitOfWork,
         blobs: BlobStore,
-        views: ViewsWaiter,
-        clock: HybridLogicalClock,
-        site_id: UUID,
         sparse: SparsePolicy = SparsePolicy.STRICT,
-        retry: RetryPolicy | None = None,
         creation_grants: CreationGrants = no_creation_grants,
         tag_window: TagWindow = default_tag_window,
         warm_repositories: int = 256,
         replicas: Replicas | None = None,
     ) -> None:
+        self.unit = unit
+        self.blobs = blobs
         self.replicas: Replicas = replicas or NoReplicas()
         self.creation_grants = creation_grants
         self.tag_window = tag_window
-        self.warm = WarmRepositories(log, warm_repositories)
+        self.warm = WarmRepositories(unit.log, warm_repositories)
         self.sparse = sparse
-        self._retry = retry or RetryPolicy()
-        self._stripes = tuple(threading.Lock() for _ in range(64))
-        self.log = log
-        self.blobs = blobs
-        self.views = views
-        self.clock = clock
-        self.site_id = site_id
+
+    @property
+    def clock(self) -> HybridLogicalClock:
+        return self.unit.clock
+
+    @property
+    def site_id(self) -> UUID:
+        return self.unit.site_id
 
     # -- commands ----------------------------------------------------------------------
 
@@ -366,7 +222,7 @@ class RegistryService:
             name, caller, lambda repo, ctx: repo.set_visibility(visibility, ctx), create=False
         )
 
-    # -- the one load-decide-save loop -------------------------------------------------
+    # -- the unit of work ---------------------------------------------------------------
 
     def _execute(
         self,
@@ -376,54 +232,38 @@ class RegistryService:
         *,
         create: bool = True,
     ) -> None:
+        """Run ``decide`` on repository ``name`` through the unit of work. ``create``: a
+        repository that does not exist (or was deleted) comes into being first, with its
+        creation grants; otherwise that is ``RepositoryUnknown``."""
         origin = self.replicas.repository_origin(name)
         if origin is not None:
             raise replicated(f"repository {name}", origin)
         repo_id = Repository.create_id(self.site_id, name)
-        # NOTE: commands on one repository queue here within a process, so version
-        # conflicts come only from other processes or nodes; those are retried with
-        # jittered backoff until the time budget is spent.
-        deadline = self._retry.monotonic() + self._retry.budget
-        attempt = 0
-        with self._stripes[repo_id.int % len(self._stripes)]:
-            while True:
-                ctx = EventContext(
-                    actor=caller.actor,
-                    site_id=self.site_id,
-                    hlc=self.clock.now(),
-                    request_id=caller.request_id,
-                    client_address=caller.client_address,
-                )
-                try:
-                    repo = self.warm.load(repo_id)
-                except AggregateNotFoundError:
-                    if not create:
-                        raise RepositoryUnknown(f"repository {name} is not known") from None
-                    repo = Repository.create(name, ctx)
-                    self._grant_initial(repo, caller, ctx)
-                else:
-                    if repo.deleted:
-                        if not create:
-                            raise RepositoryUnknown(f"repository {name} is not known")
-                        repo.recreate(ctx)
-                        self._grant_initial(repo, caller, ctx)
-                decide(repo, ctx)
-                try:
-                    recordings = self.log.save(repo)
-                except (IntegrityError, RecordConflictError):
-                    # another writer saved this repository first: reload and retry
-                    # (``repo`` holds unsaved events now, so it is not kept)
-                    attempt += 1
-                    if self._retry.monotonic() >= deadline:
-                        raise ConcurrentModification(
-                            f"repository {name} is too busy; try again"
-                        ) from None
-                    self._retry.sleep(self._retry.jitter() * min(0.05, 0.001 * 2**attempt))
-                else:
-                    self.warm.keep(repo)
-                    break
-        if recordings:
-            self.views.wait_for(max(r.notification.id for r in recordings))
+
+        def load(ctx: EventContext) -> Repository:
+            try:
+                repo = self.warm.load(repo_id)
+            except AggregateNotFoundError:
+                if not create:
+                    raise RepositoryUnknown(f"repository {name} is not known") from None
+                repo = Repository.create(name, ctx)
+                self._grant_initial(repo, caller, ctx)
+                return repo
+            if repo.deleted:
+                if not create:
+                    raise RepositoryUnknown(f"repository {name} is not known")
+                repo.recreate(ctx)
+                self._grant_initial(repo, caller, ctx)
+            return repo
+
+        self.unit.execute(
+            repo_id,
+            caller,
+            load,
+            decide,
+            saved=self.warm.keep,
+            busy=f"repository {name} is too busy; try again",
+        )
 
     def _expires_after(self, manifest: ParsedManifest) -> timedelta | None:
         """The ``quay.expires-after`` label of an image's config blob, read only when it
@@ -467,13 +307,3 @@ def _is_fresh(repo: Repository) -> bool:
     """Whether ``repo``'s pending events start its current life (created or recreated)."""
     pending = repo.pending_events
     return bool(pending) and isinstance(pending[0], Repository.Created | Repository.Recreated)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long a command keeps retrying version conflicts; injectable for tests."""
-
-    budget: float = 10.0
-    sleep: Callable[[float], None] = time.sleep
-    jitter: Callable[[], float] = random.random
-    monotonic: Callable[[], float] = time.monotonic

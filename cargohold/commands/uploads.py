@@ -12,7 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from cargohold.commands.registry import Caller, RegistryService
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.errors import BlobUnknown, DigestInvalid, SizeInvalid, UploadUnknown
 from cargohold.domain.ports import BlobStore, ByteSource
 from cargohold.domain.values import Digest, RepositoryName

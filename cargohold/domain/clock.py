@@ -76,3 +76,10 @@ class HybridLogicalClock:
             reading = HLCTimestamp(wall, logical)
             self._last = reading
             return reading
+
+
+def stamp(at_ms: int) -> str:
+    """``at_ms`` as ISO 8601 UTC with milliseconds (``2026-11-24T15:00:00.000Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms // 1000)) + (
+        f".{at_ms % 1000:03d}Z"
+    )

@@ -1,9 +1,9 @@
 """Ports for secrets: password hashes, API/robot tokens, registry JWTs, login throttling.
 
-Written as contracts; the adapters live in ``cargohold/adapters/credentials.py``. No port
-ever returns or logs a secret except where its docstring says so (``TokenMinter.mint``
-hands the fresh token to the caller exactly once). Stored values (hashes) are safe to
-persist in events and views; secrets are not.
+Written as contracts; the adapters are ``adapters/passwords.py``, ``adapters/tokens.py``
+and ``adapters/login_throttle.py``. No port ever returns or logs a secret except where its
+docstring says so (``TokenMinter.mint`` hands the fresh token to the caller exactly
+once). Stored values (hashes) are safe to persist in events and views; secrets are not.
 """
 
 from __future__ import annotations

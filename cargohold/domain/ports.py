@@ -8,7 +8,7 @@ adapter passes the same contract suite under ``tests/contract``. Ports speak dom
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -230,3 +230,63 @@ class NoAccessRecorder:
 
     def record(self, entry: AccessRecord) -> None:
         return None
+
+
+# -- the read side's SQL database ------------------------------------------------------
+
+Params = Sequence[Any]
+
+
+class Cursor(ABC):
+    """The part of a DB-API cursor the views use."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+
+    @abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+    @abstractmethod
+    def fetchone(self) -> tuple[Any, ...] | None: ...
+
+    @abstractmethod
+    def fetchall(self) -> list[tuple[Any, ...]]: ...
+
+    @property
+    @abstractmethod
+    def rowcount(self) -> int: ...
+
+
+class Database(ABC):
+    """A transactional SQL database: where the views (read models) live.
+
+    Statements are written once with ``?`` placeholders; each driver runs them in its own
+    dialect (``adapters/sqlite.py``, ``adapters/postgres.py``) and raises ``StorageError``
+    for whatever its driver raises.
+
+    ``transaction(write=True)`` takes the write lock at its start on SQLite (``BEGIN
+    IMMEDIATE``), so two writers never deadlock upgrading a read lock; on PostgreSQL it is
+    an ordinary READ COMMITTED transaction. Leaving the block normally commits; an
+    exception rolls back and propagates (driver errors as ``StorageError``).
+    """
+
+    dialect: str
+
+    @abstractmethod
+    def transaction(self, *, write: bool = True) -> Any:
+        """A context manager yielding a ``Cursor``."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement, run on its own (one statement sees one
+        consistent snapshot on both databases, so it needs no explicit transaction)."""
+        with self.transaction(write=False) as c:
+            rows: list[tuple[Any, ...]] = c.execute(sql, params).fetchall()
+        return rows
+
+    def check(self) -> None:
+        """Raise ``StorageError`` (one line) unless the database answers."""
+        with self.transaction(write=False) as c:
+            c.execute("SELECT 1")

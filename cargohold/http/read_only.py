@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cargohold.bootstrap import Container
-from cargohold.replay.as_of import stamp
 
 #: Methods that change nothing; anything else is a write unless its resource says it
 #: only reads (``reads_only``, like the logs export that Quay lets one POST).
@@ -13,6 +12,4 @@ SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 def read_only_refusal(container: Container) -> str | None:
     """Why a write to ``container``'s registry is refused (raise ``ReadOnly`` with it),
     or ``None`` if it takes writes."""
-    if container.as_of is None:
-        return None
-    return f"this registry serves its state as of {stamp(container.as_of.at_ms)}; it is read-only"
+    return container.read_only

@@ -38,9 +38,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from cargohold.adapters.sql import Cursor, Database
 from cargohold.domain.errors import StorageError
-from cargohold.domain.ports import AccessRecord
+from cargohold.domain.ports import AccessRecord, Cursor, Database
 from cargohold.projections import audit_counts
 from cargohold.projections.audit import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cargohold.adapters.sql import Database
 from cargohold.domain import authorization
 from cargohold.domain.identity import RepositoryRole
+from cargohold.domain.ports import Database
 from cargohold.domain.values import RepositoryName
 from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.identity_sql import starts_with

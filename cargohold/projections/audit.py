@@ -95,9 +95,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.identity import Principal, PrincipalKind
+from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.projections import audit_counts
 from cargohold.projections.base import ProjectionCorrupt

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from cargohold.adapters.sql import Cursor, Database
+from cargohold.domain.ports import Cursor, Database
 
 SEAL_NAME = "log"
 GENESIS = bytes(32)

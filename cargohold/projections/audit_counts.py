@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from cargohold.adapters.sql import Cursor
+from cargohold.domain.ports import Cursor
 
 DAY_MS = 86_400_000
 SCOPE_ALL = "*"

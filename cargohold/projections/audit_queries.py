@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cargohold.adapters.sql import Cursor, Database
+from cargohold.domain.ports import Cursor, Database
 from cargohold.projections import audit_counts
 from cargohold.projections.audit import ENTRY_COLUMNS
 from cargohold.projections.audit_counts import DAY_MS

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
+from cargohold.domain.ports import Cursor
 from cargohold.projections.writes import BatchedWrites, write
 
 Handler = Callable[[Cursor, str, Any, int], None]

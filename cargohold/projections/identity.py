@@ -18,9 +18,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.identity import OWNERS_TEAM, TeamRole
+from cargohold.domain.ports import Cursor
 from cargohold.projections.base import Handler, ProjectionCorrupt, event_time, record_origin
 from cargohold.projections.writes import BatchedWrites, write
 

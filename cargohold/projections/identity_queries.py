@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cargohold.adapters.sql import Database
 from cargohold.domain import authorization
 from cargohold.domain.identity import (
     ApiScope,
@@ -44,6 +43,7 @@ from cargohold.domain.identity import (
     RepositoryRole,
     TeamRole,
 )
+from cargohold.domain.ports import Database
 from cargohold.projections.identity_sql import (
     CREATOR_SQL,
     PUBLIC_SQL,

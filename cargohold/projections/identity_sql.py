@@ -2,7 +2,7 @@
 
 ``IdentityQueries`` runs these; its docstring says how each rule (R1-R7, C1-C3) reads the
 views. Statements use ``?`` placeholders, and never a literal ``?`` or ``%`` (see
-``adapters.sql``): that is why prefixes are compared with ``substr`` and not ``LIKE``.
+``adapters/postgres.py``): that is why prefixes are compared with ``substr`` and not ``LIKE``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from cargohold.adapters.sql import Database
+from cargohold.domain.ports import Database
 from cargohold.domain.values import RepositoryName
 
 

@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
 from cargohold.domain.identity import Visibility
+from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
 from cargohold.projections import audit_counts

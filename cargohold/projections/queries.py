@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cargohold.adapters.sql import Database
 from cargohold.domain.clock import system_wall_ms
+from cargohold.domain.ports import Database
 from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.projections.runner import PROJECTION_NAME
 

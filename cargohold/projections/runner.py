@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from cargohold.adapters.sql import Cursor, Database
+from cargohold.domain.ports import Cursor, Database
 from cargohold.projections.audit_counts import CountKey
 from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.schema import create_tables

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cargohold.adapters.sql import Cursor
+from cargohold.domain.ports import Cursor
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cargohold.adapters.sql import Cursor
 from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository, epoch_ms
 from cargohold.projections.base import (
     Handler,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from cargohold.adapters.sql import Cursor, Params
+from cargohold.domain.ports import Cursor, Params
 
 
 class BatchedWrites(Cursor):

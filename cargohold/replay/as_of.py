@@ -1,33 +1,47 @@
-"""Build the views of the registry as it stood at a moment (``replay as-of``).
+"""The registry as it stood at a moment: building its views, and opening it to serve.
 
-What "as of T" means is in ``projections/as_of.py``. The views are kept, so that
-``serve --as-of T`` (and every worker it forks) opens them at once:
-
-- on the embedded default, in ``<data_dir>/as-of/views-<T>.sqlite``;
-- on PostgreSQL, in the schema ``cargohold_as_of_<T in epoch ms>`` of the same database.
+What "as of T" means, and how a past registry answers questions, is in
+``projections/as_of.py``. This module is the one builder: ``build`` (``replay as-of``)
+brings the kept views of T up to date, ``open_registry`` (``serve --as-of``) opens them
+with the queries that serve them, ``drop`` removes them. Where they are kept is
+``adapters/data_dir.py``'s: a SQLite file under ``as-of/``, or a PostgreSQL schema.
 
 A build catches up from where a kept one stopped, one transaction per batch with its
 tracking position, like the live projection: a build killed halfway resumes, and a
 build whose cut was met (a later event exists) is final. The pulls and logins up to T
 are copied from the live ``access_log`` (not a view; see ``projections/access_log.py``).
-``drop`` removes a kept build.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from cargohold.adapters.eventstore import LogReader
-from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
-from cargohold.commands.registry import RegistryLog
-from cargohold.config import Settings
+from cargohold.adapters.data_dir import DataDir, as_of_schema, remove_sqlite
+from cargohold.adapters.postgres import PostgresDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
+from cargohold.domain.clock import stamp
+from cargohold.domain.ports import Database
 from cargohold.projections.access_log import copy_access_log
-from cargohold.projections.as_of import TimeBoundSource
-from cargohold.projections.runner import ProjectionRunner
+from cargohold.projections.as_of import AsOfIdentityQueries, AsOfRegistryQueries, TimeBoundSource
+from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.queries import RegistryQueries
+from cargohold.projections.runner import EventSource, ProjectionRunner
 from cargohold.projections.schema import create_indexes
+
+__all__ = [
+    "AsOfError",
+    "AsOfRegistry",
+    "AsOfViews",
+    "build",
+    "drop",
+    "location",
+    "open_registry",
+    "open_views",
+    "refusal",
+    "stamp",
+]
 
 
 class AsOfError(Exception):
@@ -44,42 +58,43 @@ class AsOfViews:
     location: str
 
 
-def stamp(at_ms: int) -> str:
-    """``at_ms`` as ISO 8601 UTC with milliseconds (``2026-11-24T15:00:00.000Z``)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_ms // 1000)) + (
-        f".{at_ms % 1000:03d}Z"
-    )
+@dataclass(frozen=True)
+class AsOfRegistry:
+    """The registry as of a moment, opened to serve: its views (in ``db``) and the
+    queries over them. Authorisation stays with the live views (``projections/as_of``)."""
+
+    views: AsOfViews
+    db: Database
+    queries: AsOfRegistryQueries
+    identity_queries: AsOfIdentityQueries
+    audit_queries: AuditQueries
 
 
-def _sqlite_path(settings: Settings, at_ms: int) -> Path:
-    compact = stamp(at_ms).replace("-", "").replace(":", "")
-    return Path(settings.data_dir) / "as-of" / f"views-{compact}.sqlite"
+def refusal(at_ms: int) -> str:
+    """Why a write to the registry as of ``at_ms`` is refused."""
+    return f"this registry serves its state as of {stamp(at_ms)}; it is read-only"
 
 
-def _schema(at_ms: int) -> str:
-    return f"cargohold_as_of_{at_ms}"
+def location(layout: DataDir, live_db: Database, at_ms: int) -> str:
+    if isinstance(live_db, PostgresDatabase):
+        return f"PostgreSQL schema {as_of_schema(at_ms)}"
+    return str(layout.as_of_views(at_ms))
 
 
-def location(settings: Settings, at_ms: int) -> str:
-    if settings.uses_postgres:
-        return f"PostgreSQL schema {_schema(at_ms)}"
-    return str(_sqlite_path(settings, at_ms))
-
-
-def open_views(settings: Settings, live_db: Database, at_ms: int) -> Database:
+def open_views(layout: DataDir, live_db: Database, at_ms: int) -> Database:
     """The database holding the views as of ``at_ms`` (created empty if missing)."""
     if isinstance(live_db, PostgresDatabase):
         with live_db.transaction() as c:
-            c.execute(f"CREATE SCHEMA IF NOT EXISTS {_schema(at_ms)}")
-        return PostgresDatabase(live_db.settings, pool_size=4, schema=_schema(at_ms))
-    path = _sqlite_path(settings, at_ms)
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {as_of_schema(at_ms)}")
+        return live_db.in_schema(as_of_schema(at_ms), pool_size=4)
+    path = layout.as_of_views(at_ms)
     path.parent.mkdir(parents=True, exist_ok=True)
     return SQLiteDatabase(path)
 
 
 def build(
-    settings: Settings,
-    log: RegistryLog,
+    layout: DataDir,
+    log: EventSource,
     live_db: Database,
     db: Database,
     at_ms: int,
@@ -93,7 +108,7 @@ def build(
     their parent built them)."""
     if at_ms > now_ms:
         raise AsOfError(f"{stamp(at_ms)} is in the future (it is {stamp(now_ms)})")
-    source = TimeBoundSource(LogReader(log), at_ms)
+    source = TimeBoundSource(log, at_ms)
     # PERF: the indexes are built once at the end (a kept build has them already).
     runner = ProjectionRunner(db, source, batch_size=5000)
     if refresh:
@@ -113,22 +128,49 @@ def build(
         last_event_ms=last[0][1].hlc.wall_ms if last else None,
         final=final,
         access_entries=entries,
-        location=location(settings, at_ms),
+        location=location(layout, live_db, at_ms),
     )
 
 
-def drop(settings: Settings, live_db: Database, at_ms: int) -> bool:
+def open_registry(
+    layout: DataDir,
+    log: EventSource,
+    live_db: Database,
+    live_queries: RegistryQueries,
+    live_identity: IdentityQueries,
+    at_ms: int,
+    *,
+    now_ms: int,
+    refresh: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> AsOfRegistry:
+    """The registry as of ``at_ms``, its views brought up to date first (``refresh``) or
+    opened as a build left them. Raises ``AsOfError`` for a moment in the future."""
+    db = open_views(layout, live_db, at_ms)
+    try:
+        views = build(
+            layout, log, live_db, db, at_ms, now_ms=now_ms, progress=progress, refresh=refresh
+        )
+    except BaseException:
+        db.close()
+        raise
+    return AsOfRegistry(
+        views=views,
+        db=db,
+        queries=AsOfRegistryQueries(db, at_ms, live_queries),
+        identity_queries=AsOfIdentityQueries(db, live_identity),
+        audit_queries=AuditQueries(db),
+    )
+
+
+def drop(layout: DataDir, live_db: Database, at_ms: int) -> bool:
     """Remove the kept views as of ``at_ms``; whether there were any."""
     if isinstance(live_db, PostgresDatabase):
-        schema = _schema(at_ms)
+        schema = as_of_schema(at_ms)
         with live_db.transaction() as c:
             found = c.execute(
                 "SELECT 1 FROM information_schema.schemata WHERE schema_name = ?", (schema,)
             ).fetchone()
             c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         return found is not None
-    path = _sqlite_path(settings, at_ms)
-    existed = path.exists()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    return existed
+    return remove_sqlite(layout.as_of_views(at_ms))

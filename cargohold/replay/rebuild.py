@@ -21,12 +21,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from cargohold.adapters.data_dir import remove_sqlite, scratch_schema
 from cargohold.adapters.eventstore import LogReader
-from cargohold.adapters.sql import Cursor, Database, PostgresDatabase, SQLiteDatabase
+from cargohold.adapters.postgres import PostgresDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.bootstrap import Container
+from cargohold.bootstrap.stores import data_dir
+from cargohold.domain.ports import Cursor, Database
 from cargohold.progress import follow_positions, progress_bar
 from cargohold.projections.access_log import recount_access
 from cargohold.projections.runner import PROJECTION_NAME, EventSource, ProjectionRunner
@@ -55,10 +58,11 @@ class ReplayResult:
 @contextmanager
 def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
     """A database handle that sees the live views and an empty scratch namespace."""
-    settings = container.settings
+    layout = data_dir(container.settings)
+    token = uuid.uuid4().hex[:12]
     db: Database
     if isinstance(container.views_db, PostgresDatabase):
-        schema = f"cargohold_scratch_{uuid.uuid4().hex[:12]}"
+        schema = scratch_schema(token)
         db = container.views_db
         with db.transaction() as c:
             c.execute(f"CREATE SCHEMA {schema}")
@@ -68,11 +72,11 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
             with db.transaction() as c:
                 c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     else:
-        path = Path(settings.data_dir) / f"views-scratch-{uuid.uuid4().hex[:12]}.sqlite"
+        path = layout.scratch_views(token)
         # NOTE: disposable (no journal, no fsync): the file is deleted below whatever
         # happens, and the swap into the live views is one durable transaction there.
         db = SQLiteDatabase(
-            Path(settings.data_dir) / "views.sqlite",
+            layout.views,
             attach={"scratch": path},
             disposable=frozenset({"scratch"}),
             cache_mib=256,
@@ -81,8 +85,7 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
             yield db, "scratch."
         finally:
             db.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
+            remove_sqlite(path)
 
 
 def _build(

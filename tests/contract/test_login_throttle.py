@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from cargohold.adapters.credentials import MemoryLoginThrottle
-from cargohold.adapters.login_throttle import SQLLoginThrottle
-from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
+from cargohold.adapters.login_throttle import MemoryLoginThrottle, SQLLoginThrottle
+from cargohold.adapters.postgres import PostgresDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.config import Settings
 from cargohold.domain.credentials import LoginThrottle
+from cargohold.domain.ports import Database
 
 # The schedule of every test unless it says otherwise: 5 free, then 1 s doubling to 300 s.
 FREE = 5

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import bootstrap, ensure_admin
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import load_settings
 from cargohold.domain.identity import (
     AccountName,
@@ -98,12 +98,12 @@ def _prepare(data: Path, secrets: dict[str, str]) -> None:
         system = Caller(Actor.system(), "e2e-setup")
         ensure_admin(c)
         for user in ("alice", "bob"):
-            c.access.create_user(AccountName(user), f"{user}@example.com", secrets[user], system)
+            c.identity.create_user(AccountName(user), f"{user}@example.com", secrets[user], system)
         alice = Caller(Actor(ActorKind.USER, "alice"), "e2e-setup")
         acme = AccountName("acme")
-        c.access.create_organization(acme, AccountName("alice"), alice)
-        secrets["robot"] = c.access.create_robot(acme, RobotShortName("ci"), alice)
-        c.access.set_default_permission(
+        c.identity.create_organization(acme, AccountName("alice"), alice)
+        secrets["robot"] = c.identity.create_robot(acme, RobotShortName("ci"), alice)
+        c.identity.set_default_permission(
             acme, Principal.robot("acme", "ci"), RepositoryRole.WRITE, alice
         )
         c.registry.create_repository(RepositoryName("acme/web"), alice)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import bootstrap, ensure_admin
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import load_settings
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor
@@ -132,7 +132,7 @@ def _prepare(data: Path, cipher: bool, users: tuple[str, ...]) -> None:
     try:
         ensure_admin(c)
         for user in users:
-            c.access.create_user(
+            c.identity.create_user(
                 AccountName(user),
                 f"{user}@example.com",
                 PASSWORDS[user],

@@ -13,14 +13,16 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.adapters.eventstore import LogReader, log_environment
-from cargohold.adapters.sql import Database, PostgresDatabase, SQLiteDatabase
-from cargohold.commands.registry import RegistryLog
+from cargohold.adapters.eventstore import LogReader, RegistryLog
+from cargohold.adapters.postgres import PostgresDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
+from cargohold.bootstrap import log_environment
 from cargohold.config import Settings, load_settings
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.context import EventContext
 from cargohold.domain.identity import AccountName, NamespaceKind
+from cargohold.domain.ports import Database
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, ActorKind, RepositoryName
 from cargohold.projections.identity_queries import IdentityQueries

@@ -427,7 +427,7 @@ def test_identity_views_verify_and_rebuild(container: Container) -> None:
     }
     rebuild(container, quiet=True)
     assert verify(container, quiet=True).differences == ()
-    team = container.access_queries.team("acme", "devs")
+    team = container.identity_queries.team("acme", "devs")
     assert team is not None and team.role is TeamRole.MEMBER
 
     repo = container.log.repository.get(repo.id)

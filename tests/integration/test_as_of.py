@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from cargohold.adapters.sql import Database
 from cargohold.bootstrap import Container, StartupError, bootstrap
 from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole
-from cargohold.domain.ports import AccessRecord
+from cargohold.domain.ports import AccessRecord, Database
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.audit_queries import LogFilter
 from cargohold.projections.schema import VIEW_TABLES
@@ -114,7 +113,7 @@ def test_each_moment_shows_the_registry_as_it_stood_then(
             assert past.queries.catalog() == catalog, moment
             if catalog:
                 assert past.queries.resolve_tag(APP, V1) == v1, moment
-            assert [r for r, _ in past.access_queries.grants_of(BOB)] == grants, moment
+            assert [r for r, _ in past.identity_queries.grants_of(BOB)] == grants, moment
             entries = list(
                 past.audit_queries.iterate(LogFilter(0, 2**62, kinds=frozenset({"pull_repo"})))
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cargohold.bootstrap import Container
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.errors import StorageError
 from cargohold.domain.identity import AccountName, Principal, RepositoryRole
 from cargohold.domain.ports import AccessRecord
@@ -29,8 +29,8 @@ def _everything() -> LogFilter:
 
 
 def _fill(container: Container) -> str:
-    container.access.create_user(AccountName("alice"), "a@example.com", "alice-pw-1", SYSTEM)
-    container.access.create_user(AccountName("bob"), "b@example.com", "bob-pw-1", SYSTEM)
+    container.identity.create_user(AccountName("alice"), "a@example.com", "alice-pw-1", SYSTEM)
+    container.identity.create_user(AccountName("bob"), "b@example.com", "bob-pw-1", SYSTEM)
     first = push_image(container, "alice/app", "v1", seed="a")
     push_image(container, "alice/app", "v1", seed="b")
     container.registry.untag(NAME, Tag("v1"), ALICE)

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from cargohold import cli
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import load_settings
 from cargohold.domain.accounts import Account
 from cargohold.domain.clock import HybridLogicalClock
@@ -113,7 +113,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
 
 def populate(c: Container) -> dict[str, Any]:
     """Three repositories with history and permissions, and one that stays home."""
-    access = c.access
+    access = c.identity
     for user in ("alice", "bob", "carol"):
         access.create_user(AccountName(user), f"{user}@example.com", f"{user}-pw-123", SYSTEM)
     access.create_organization(AccountName("acme"), AccountName("alice"), ALICE)
@@ -236,7 +236,7 @@ def test_a_second_export_since_carries_only_what_is_new(site: Site, tmp_path: Pa
     # New: a push to acme/app, a new repository, and a user granted since.
     new = push_image(source, "acme/app", "v2", seed="new", caller=ALICE)
     push_image(source, "acme/fresh", "latest", seed="fresh", caller=ALICE)
-    source.access.create_user(AccountName("dave"), "d@example.com", "dave-pw-123", SYSTEM)
+    source.identity.create_user(AccountName("dave"), "d@example.com", "dave-pw-123", SYSTEM)
     source.registry.grant(
         RepositoryName("acme/web"),
         Principal(PrincipalKind.USER, "dave"),
@@ -377,7 +377,7 @@ def _rewrite_trailer(data: bytearray, at: int, out: Path) -> Path:
 def test_a_name_taken_here_refuses_the_whole_bundle(site: Site, tmp_path: Path) -> None:
     source, dest = site("a"), site("b")
     populate(source)
-    dest.access.create_user(AccountName("bob"), "", "local-bob-pw", SYSTEM)  # not their bob
+    dest.identity.create_user(AccountName("bob"), "", "local-bob-pw", SYSTEM)  # not their bob
     bundle = tmp_path / "b.bundle"
     export_bundle(source, bundle, patterns=("acme/*",), quiet=True)
     before = dest.log.recorder.max_notification_id()
@@ -399,8 +399,8 @@ def test_a_bundle_from_this_same_site_is_refused(site: Site, tmp_path: Path) -> 
 def test_imported_names_are_read_only_here(site: Site, tmp_path: Path) -> None:
     source, dest = site("a"), site("b")
     populate(source)
-    source.access.set_superuser(AccountName("alice"), True, SYSTEM)
-    _, token = source.access.issue_api_token(AccountName("alice"), [ApiScope.SUPER_USER], ALICE)
+    source.identity.set_superuser(AccountName("alice"), True, SYSTEM)
+    _, token = source.identity.issue_api_token(AccountName("alice"), [ApiScope.SUPER_USER], ALICE)
     export_bundle(source, tmp_path / "b.bundle", patterns=("acme/*", "alice/*"), quiet=True)
     import_bundle(dest, tmp_path / "b.bundle", quiet=True)
     # Superuser is a power over one installation: it does not travel with the account.
@@ -415,18 +415,20 @@ def test_imported_names_are_read_only_here(site: Site, tmp_path: Path) -> None:
         lambda: dest.registry.untag(app, Tag("latest"), bob),
         lambda: dest.registry.delete_repository(app, bob),
         lambda: dest.registry.create_repository(new, bob),
-        lambda: dest.access.upsert_team(AccountName("acme"), TeamName("xx"), TeamRole.MEMBER, bob),
-        lambda: dest.access.create_robot(AccountName("acme"), RobotShortName("r2"), bob),
-        lambda: dest.access.change_password(AccountName("bob"), "another-pw-1", bob),
+        lambda: dest.identity.upsert_team(
+            AccountName("acme"), TeamName("xx"), TeamRole.MEMBER, bob
+        ),
+        lambda: dest.identity.create_robot(AccountName("acme"), RobotShortName("r2"), bob),
+        lambda: dest.identity.change_password(AccountName("bob"), "another-pw-1", bob),
     ]
     for write in writes:
         with pytest.raises(ReplicatedReadOnly, match=f"replicated from site {source.site_id}"):
             write()
     for name in ("acme", "bob"):
         with pytest.raises(NameTaken):
-            dest.access.create_user(AccountName(name), "", "some-pw-123", SYSTEM)
+            dest.identity.create_user(AccountName(name), "", "some-pw-123", SYSTEM)
     # Local names stay writable, and may name imported users in their grants.
-    dest.access.create_user(AccountName("erin"), "", "erin-pw-123", SYSTEM)
+    dest.identity.create_user(AccountName("erin"), "", "erin-pw-123", SYSTEM)
     push_image(dest, "erin/own", "latest", caller=Caller(Actor(ActorKind.USER, "erin"), "r"))
     dest.registry.grant(
         RepositoryName("erin/own"),
@@ -502,7 +504,7 @@ def test_a_new_repository_never_goes_into_a_namespace_of_this_site(
         source, tmp_path / "2.bundle", since=first.through, patterns=("acme/*",), quiet=True
     )
     # A site with an acme of its own refuses the repository acme/new.
-    third.access.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
+    third.identity.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
     with pytest.raises(ImportRefused) as refused:
         import_bundle(third, tmp_path / "2.bundle", quiet=True)
     assert any("this site's own" in p for p in refused.value.problems), refused.value.problems
@@ -511,7 +513,7 @@ def test_a_new_repository_never_goes_into_a_namespace_of_this_site(
     import_bundle(dest, tmp_path / "2.bundle", quiet=True)
     assert "acme/new" in dest.queries.catalog()
     with pytest.raises(NameTaken):
-        dest.access.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
+        dest.identity.create_user(AccountName("acme"), "", "acme-pw-123", SYSTEM)
     with pytest.raises(ReplicatedReadOnly):
         push_image(dest, "acme/other", "latest", caller=SYSTEM)
 
@@ -540,7 +542,7 @@ def _forged(c: Container, path: Path, *aggregates: Any) -> Path:
 
 def test_a_bundle_never_changes_or_makes_this_sites_own_streams(site: Site, tmp_path: Path) -> None:
     dest = site("b")
-    dest.access.create_user(AccountName("victim"), "", "victim-pw-123", SYSTEM)
+    dest.identity.create_user(AccountName("victim"), "", "victim-pw-123", SYSTEM)
     ctx = EventContext(Actor.system(), dest.site_id, HybridLogicalClock().now(), "forged")
     victim = dest.log.repository.get(Account.create_id(dest.site_id, AccountName("victim")))
     victim.change_password(Argon2PasswordHasher.cheap().hash("taken-over"), ctx)

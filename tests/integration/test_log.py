@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cargohold.adapters.eventstore import LogReader, log_environment
-from cargohold.bootstrap import bootstrap
-from cargohold.commands.registry import RegistryLog
+from cargohold.adapters.eventstore import LogReader, RegistryLog
+from cargohold.bootstrap import bootstrap, log_environment
 from cargohold.config import Settings
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import RepositoryName

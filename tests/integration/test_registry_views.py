@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from cargohold.adapters.eventstore import LogReader
-from cargohold.adapters.sql import Cursor
 from cargohold.bootstrap import Container, open_views_database
 from cargohold.domain.errors import ManifestBlobUnknown, NameInvalid, TagUnknown
+from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.projections.projector import RegistryProjector

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor, RepositoryName, Tag
 from cargohold.http.server.serve import sweep_expired_tags
@@ -79,11 +79,11 @@ def test_lifetimes_follow_moves_restores_expiry_and_replay_rebuilds_them(
 
 
 def test_namespace_windows_are_in_the_views(container: Container) -> None:
-    container.access.create_user(AccountName("alice"), "", "alice-pw-12", SYSTEM)
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    container.identity.create_user(AccountName("alice"), "", "alice-pw-12", SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
     assert container.tag_windows.seconds("acme") == 14 * 86400
-    container.access.set_org_tag_expiration_window(AccountName("acme"), 0, SYSTEM)
-    container.access.set_user_tag_expiration_window(AccountName("alice"), 86400, SYSTEM)
+    container.identity.set_org_tag_expiration_window(AccountName("acme"), 0, SYSTEM)
+    container.identity.set_user_tag_expiration_window(AccountName("alice"), 86400, SYSTEM)
     assert container.queries.tag_expiration_window("acme") == 0
     assert container.tag_windows.seconds("alice") == 86400
     assert verify(container, quiet=True).differences == ()
@@ -105,7 +105,7 @@ def test_a_replay_in_big_batches_writes_the_rows_of_one_event_per_transaction(
     moves of one tag again and again, a delete then a new move of it, restores,
     expirations set and expired, a manifest deleted, a repository deleted and recreated."""
     from cargohold.adapters.eventstore import LogReader
-    from cargohold.adapters.sql import SQLiteDatabase
+    from cargohold.adapters.sqlite import SQLiteDatabase
     from cargohold.projections.runner import ProjectionRunner
     from cargohold.projections.schema import VIEW_TABLES
     from cargohold.replay.rebuild import rebuild

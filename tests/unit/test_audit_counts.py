@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cargohold.adapters.sql import SQLiteDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind
 from cargohold.projections import audit_counts

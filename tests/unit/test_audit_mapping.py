@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cargohold.adapters.sql import SQLiteDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.accounts import NamespaceClaim
 from cargohold.domain.repository import Repository
 from cargohold.projections.audit import AUDIT_KINDS, AuditMapper

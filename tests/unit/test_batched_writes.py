@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cargohold.adapters.sql import SQLiteDatabase
+from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.projections.writes import BatchedWrites
 
 

@@ -13,11 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cargohold.adapters.credentials import (
-    Argon2PasswordHasher,
+from cargohold.adapters.login_throttle import MemoryLoginThrottle
+from cargohold.adapters.passwords import Argon2PasswordHasher
+from cargohold.adapters.tokens import (
     HashedTokenMinter,
     JWTSigner,
-    MemoryLoginThrottle,
     SigningKeyError,
     libtrust_key_id,
     load_or_create_signing_key,

@@ -38,7 +38,7 @@ def test_fast_sqlite_reads_equal_the_library_mapper(tmp_path: Path) -> None:
 def test_batched_projection_equals_one_event_per_transaction(tmp_path: Path) -> None:
     """Queued writes (one executemany per run, names remembered per batch, indexes
     built late in a replay) give the rows that applying event by event gives."""
-    from cargohold.adapters.sql import SQLiteDatabase
+    from cargohold.adapters.sqlite import SQLiteDatabase
     from cargohold.projections.runner import ProjectionRunner
     from cargohold.projections.schema import VIEW_TABLES
     from cargohold.replay.rebuild import rebuild

@@ -11,7 +11,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError
 
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.commands.registry import RetryPolicy
+from cargohold.commands.unit_of_work import RetryPolicy
 from cargohold.config import load_settings
 from cargohold.domain.errors import ConcurrentModification
 from cargohold.domain.values import RepositoryName
@@ -55,7 +55,7 @@ def _conflicting(container: Container, conflicts: int) -> list[int]:
 
 def test_conflicts_are_retried_with_growing_jittered_backoff(container: Container) -> None:
     clock = FakeTime()
-    container.registry._retry = RetryPolicy(
+    container.registry.unit.retry = RetryPolicy(
         budget=10, sleep=clock.sleep, jitter=lambda: 1.0, monotonic=clock.monotonic
     )
     calls = _conflicting(container, conflicts=7)
@@ -68,7 +68,7 @@ def test_conflicts_are_retried_with_growing_jittered_backoff(container: Containe
 
 def test_the_budget_ends_in_a_clear_error(container: Container) -> None:
     clock = FakeTime()
-    container.registry._retry = RetryPolicy(
+    container.registry.unit.retry = RetryPolicy(
         budget=1, sleep=clock.sleep, jitter=lambda: 1.0, monotonic=clock.monotonic
     )
     _conflicting(container, conflicts=10**6)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import load_settings
 from cargohold.domain.errors import CredentialsInvalid, LoginThrottled
 from cargohold.domain.identity import (
@@ -47,7 +47,9 @@ def container(tmp_path: Path) -> Iterator[Container]:
     try:
         assert ensure_admin(c) is None  # the password came from the settings
         for name in ("alice", "bob", "carol"):
-            c.access.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
+            c.identity.create_user(
+                AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM
+            )
         yield c
     finally:
         c.close()
@@ -216,17 +218,17 @@ def test_push_to_create_in_an_organization_applies_default_permissions(
     client: falcon.testing.TestClient, container: Container
 ) -> None:
     acme = AccountName("acme")
-    container.access.create_organization(acme, AccountName("alice"), SYSTEM)
-    container.access.upsert_team(acme, TeamName("builders"), TeamRole.CREATOR, SYSTEM)
-    container.access.add_team_member(acme, TeamName("builders"), AccountName("carol"), SYSTEM)
-    robot_token = container.access.create_robot(acme, RobotShortName("ci"), SYSTEM)
-    container.access.set_default_permission(
+    container.identity.create_organization(acme, AccountName("alice"), SYSTEM)
+    container.identity.upsert_team(acme, TeamName("builders"), TeamRole.CREATOR, SYSTEM)
+    container.identity.add_team_member(acme, TeamName("builders"), AccountName("carol"), SYSTEM)
+    robot_token = container.identity.create_robot(acme, RobotShortName("ci"), SYSTEM)
+    container.identity.set_default_permission(
         acme, Principal.robot("acme", "ci"), RepositoryRole.WRITE, SYSTEM
     )
     # carol may create; bob (no team) may not.
     assert push_image(client, "acme/web", basic("bob")).status_code == 403
     assert push_image(client, "acme/web", basic("carol")).status_code == 201
-    grants = dict(container.access_queries.repository_grants("acme/web"))
+    grants = dict(container.identity_queries.repository_grants("acme/web"))
     assert grants == {
         Principal.user("carol"): RepositoryRole.ADMIN,
         Principal.robot("acme", "ci"): RepositoryRole.WRITE,
@@ -239,7 +241,7 @@ def test_push_to_create_in_an_organization_applies_default_permissions(
     assert push_image(client, "acme/web", robot, tag="v2").status_code == 201
     assert push_image(client, "acme/other", robot).status_code == 403
     # A regenerated token replaces the old one.
-    container.access.regenerate_robot_token(acme, RobotShortName("ci"), SYSTEM)
+    container.identity.regenerate_robot_token(acme, RobotShortName("ci"), SYSTEM)
     assert client.simulate_get("/v2/acme/web/tags/list", headers=robot).status_code == 401
 
 
@@ -247,7 +249,7 @@ def test_api_tokens_are_capped_by_their_scopes(
     client: falcon.testing.TestClient, container: Container
 ) -> None:
     assert push_image(client, "alice/app", basic("alice")).status_code == 201
-    _, read_only = container.access.issue_api_token(
+    _, read_only = container.identity.issue_api_token(
         AccountName("alice"), [ApiScope.REPO_READ], SYSTEM
     )
     as_token = {
@@ -380,7 +382,7 @@ def test_a_registry_token_keeps_the_scopes_of_the_api_token_it_came_from(
 ) -> None:
     """A mount's source is judged from the token's subject: never beyond its scopes."""
     assert push_image(client, "alice/app", basic("alice")).status_code == 201
-    _, create_only = container.access.issue_api_token(
+    _, create_only = container.identity.issue_api_token(
         AccountName("alice"), [ApiScope.REPO_CREATE], SYSTEM
     )
     as_token = {
@@ -400,7 +402,7 @@ def test_a_registry_token_keeps_the_scopes_of_the_api_token_it_came_from(
 def test_failed_token_logins_from_one_address_do_not_lock_out_another(
     container: Container,
 ) -> None:
-    _, good = container.access.issue_api_token(AccountName("alice"), [ApiScope.REPO_READ], SYSTEM)
+    _, good = container.identity.issue_api_token(AccountName("alice"), [ApiScope.REPO_READ], SYSTEM)
     for i in range(10):
         with pytest.raises((CredentialsInvalid, LoginThrottled)):
             container.authenticator.basic("$token", f"chk_wrong{i}", "10.0.0.1")

@@ -9,6 +9,7 @@ import pytest
 
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.registry import RegistryService
+from cargohold.commands.unit_of_work import UnitOfWork
 from cargohold.config import load_settings
 from cargohold.domain.errors import TagUnknown
 from cargohold.domain.repository import Repository
@@ -28,7 +29,7 @@ def container(tmp_path: Path) -> Iterator[Container]:
 def _other_process(c: Container) -> RegistryService:
     """A second writer on the same log, with a cache of its own (as another worker)."""
     r = c.registry
-    return RegistryService(c.log, c.blobs, c.runner, r.clock, c.site_id)
+    return RegistryService(UnitOfWork(c.log, c.runner, r.clock, c.site_id), c.blobs)
 
 
 def test_a_cached_repository_sees_what_another_writer_saved(container: Container) -> None:

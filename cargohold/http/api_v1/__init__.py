@@ -78,7 +78,7 @@ _REPO = "/repository/{namespace}/{repo}"
 
 def build_router(container: Container) -> ApiV1Router:
     """Every /api/v1 route, wired to its resource."""
-    guard = Guard(container.authorization, container.queries, container.access_queries)
+    guard = Guard(container.authorization, container.queries, container.identity_queries)
     router = ApiV1Router(container.authenticator, read_only_refusal(container))
     c, g = container, guard
     routes: list[tuple[str, object]] = [

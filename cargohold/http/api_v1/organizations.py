@@ -52,7 +52,7 @@ def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:
 class _Orgs:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _member_view(self, org: str, name: str) -> dict[str, Any]:
@@ -89,7 +89,7 @@ class OrganizationsResource(_Orgs):
         name = AccountName(body.text("name"))
         body.optional_text("email")
         body.optional_text("contact_email")
-        self.container.access.create_organization(name, owner, caller_of(req))
+        self.container.identity.create_organization(name, owner, caller_of(req))
         send(resp, "Created", status=201)
 
 
@@ -146,7 +146,7 @@ class OrganizationResource(_Orgs):
         body.absent("invoice_email_address", "organisations have no invoices")
         if body.has("tag_expiration_s"):
             seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
-            self.container.access.set_org_tag_expiration_window(name, seconds, caller_of(req))
+            self.container.identity.set_org_tag_expiration_window(name, seconds, caller_of(req))
         self.on_get(req, resp, name)
 
 
@@ -180,5 +180,5 @@ class MemberResource(_Orgs):
         existing = self._existing(name, member)
         if "+" in existing:
             raise invalid_request("a robot is not removed as a member: delete the robot")
-        self.container.access.remove_member(name, AccountName(existing), caller_of(req))
+        self.container.identity.remove_member(name, AccountName(existing), caller_of(req))
         no_content(resp)

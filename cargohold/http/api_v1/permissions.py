@@ -45,7 +45,7 @@ from cargohold.http.api_v1.request import (
 class _Permissions:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _admin(self, identity: Identity, namespace: str, repo: str) -> RepositoryName:

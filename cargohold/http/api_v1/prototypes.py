@@ -48,7 +48,7 @@ def prototype_id(principal: Principal) -> str:
 class _Prototypes:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _view(self, org: str, principal: Principal, role: RepositoryRole) -> dict[str, Any]:
@@ -126,7 +126,7 @@ class PrototypesResource(_Prototypes):
         body.absent("activating_user", "default permissions apply to every creator")
         role = body.choice("role", RepositoryRole)
         principal = self._delegate(name, body.obj("delegate"))
-        self.container.access.set_default_permission(name, principal, role, caller_of(req))
+        self.container.identity.set_default_permission(name, principal, role, caller_of(req))
         send(resp, self._view(name, principal, role))
 
 
@@ -137,7 +137,7 @@ class PrototypeResource(_Prototypes):
         name = self.guard.org_admin(identity_of(req), org)
         principal, _ = self._find(name, proto_id)
         role = read_body(req).choice("role", RepositoryRole)
-        self.container.access.set_default_permission(name, principal, role, caller_of(req))
+        self.container.identity.set_default_permission(name, principal, role, caller_of(req))
         send(resp, self._view(name, principal, role))
 
     def on_delete(
@@ -145,5 +145,5 @@ class PrototypeResource(_Prototypes):
     ) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         principal, _ = self._find(name, proto_id)
-        self.container.access.remove_default_permission(name, principal, caller_of(req))
+        self.container.identity.remove_default_permission(name, principal, caller_of(req))
         no_content(resp)

@@ -60,7 +60,7 @@ def listing_caller(identity: Identity) -> Requester:
 class _Repositories:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.queries = container.queries
         self.guard = guard
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import falcon
 
 from cargohold.commands.authentication import ANONYMOUS, Identity
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.http.api_v1.errors import ApiError, invalid_request
 from cargohold.http.registry_v2.context import request_id_of
 

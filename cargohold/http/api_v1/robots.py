@@ -37,7 +37,7 @@ from cargohold.projections.identity_queries import RobotRow
 class _Robots:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _robot(self, org: str, short: str) -> RobotRow:
@@ -90,7 +90,7 @@ class RobotResource(_Robots):
         metadata = body.data.get("unstructured_metadata")
         if metadata not in (None, {}):
             raise invalid_request("'unstructured_metadata' is not supported: it is not stored")
-        token = self.container.access.create_robot(
+        token = self.container.identity.create_robot(
             name, short_name, caller_of(req), description=description
         )
         view = robot(self._robot(name, short_name))
@@ -104,7 +104,7 @@ class RobotResource(_Robots):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, org: str, short: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._robot(name, short)
-        self.container.access.delete_robot(name, RobotShortName(row.short_name), caller_of(req))
+        self.container.identity.delete_robot(name, RobotShortName(row.short_name), caller_of(req))
         no_content(resp)
 
 
@@ -114,7 +114,7 @@ class RobotRegenerateResource(_Robots):
     def on_post(self, req: falcon.Request, resp: falcon.Response, org: str, short: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._robot(name, short)
-        token = self.container.access.regenerate_robot_token(
+        token = self.container.identity.regenerate_robot_token(
             name, RobotShortName(row.short_name), caller_of(req)
         )
         view = robot(row)

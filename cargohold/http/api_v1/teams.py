@@ -36,7 +36,7 @@ from cargohold.projections.identity_queries import TeamRow
 class _Teams:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _team(self, org: str, team: str) -> TeamRow:
@@ -55,7 +55,7 @@ class TeamResource(_Teams):
         body = read_body(req)
         role = body.choice("role", TeamRole)
         description = body.optional_text("description", max_length=1024)
-        new = self.container.access.upsert_team(
+        new = self.container.identity.upsert_team(
             name, team_name, role, caller_of(req), description=description
         )
         row = self._team(name, team_name)
@@ -74,7 +74,7 @@ class TeamResource(_Teams):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, org: str, team: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
-        self.container.access.delete_team(name, TeamName(row.name), caller_of(req))
+        self.container.identity.delete_team(name, TeamName(row.name), caller_of(req))
         no_content(resp)
 
 
@@ -109,7 +109,7 @@ class TeamMemberResource(_Teams):
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
         user = self._user(member)
-        self.container.access.add_team_member(name, TeamName(row.name), user, caller_of(req))
+        self.container.identity.add_team_member(name, TeamName(row.name), user, caller_of(req))
         send(resp, team_member(user))
 
     def on_delete(
@@ -118,7 +118,7 @@ class TeamMemberResource(_Teams):
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
         user = self._user(member)
-        self.container.access.remove_team_member(name, TeamName(row.name), user, caller_of(req))
+        self.container.identity.remove_team_member(name, TeamName(row.name), user, caller_of(req))
         no_content(resp)
 
 

@@ -51,7 +51,7 @@ def token_view(row: ApiTokenRow) -> dict[str, Any]:
 class _Tokens:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _token(self, owner: AccountName, token_id: str) -> ApiTokenRow:
@@ -82,7 +82,7 @@ class ApiTokensResource(_Tokens):
             if wider:
                 names = ", ".join(sorted(s.value for s in wider))
                 raise AccessDenied(f"a token cannot mint a token with scopes it lacks: {names}")
-        token_id, token = self.container.access.issue_api_token(
+        token_id, token = self.container.identity.issue_api_token(
             owner, sorted(set(scopes), key=lambda s: s.value), caller_of(req), lifetime, title
         )
         view = token_view(self._token(owner, token_id))
@@ -99,5 +99,5 @@ class ApiTokenResource(_Tokens):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
         owner = self.guard.user(identity_of(req), ApiScope.USER_ADMIN)
-        self.container.access.revoke_api_token(owner, token_id, caller_of(req))
+        self.container.identity.revoke_api_token(owner, token_id, caller_of(req))
         no_content(resp)

@@ -44,7 +44,7 @@ def generate_password() -> str:
 class _Users:
     def __init__(self, container: Container, guard: Guard) -> None:
         self.container = container
-        self.access = container.access_queries
+        self.access = container.identity_queries
         self.guard = guard
 
     def _account(self, username: str) -> AccountRow:
@@ -115,7 +115,7 @@ class CurrentUserResource(_Users):
                 body.absent(key, "only tag_expiration_s can be changed here")
         if body.has("tag_expiration_s"):
             seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
-            self.container.access.set_user_tag_expiration_window(name, seconds, caller_of(req))
+            self.container.identity.set_user_tag_expiration_window(name, seconds, caller_of(req))
         self.on_get(req, resp)
 
 
@@ -152,7 +152,7 @@ class SuperuserUsersResource(_Users):
         email = body.optional_text("email") or ""
         given = body.optional_text("password", max_length=1024)
         password = generate_password() if given is None else given
-        self.container.access.create_user(name, email, password, caller_of(req))
+        self.container.identity.create_user(name, email, password, caller_of(req))
         out = {"username": str(name), "email": email}
         if given is None:
             out["password"] = password  # shown this once; only its hash is kept
@@ -177,7 +177,7 @@ class SuperuserUserResource(_Users):
         name = AccountName(row.name)
         caller = caller_of(req)
         if password is not None:
-            self.container.access.change_password(name, password, caller)
+            self.container.identity.change_password(name, password, caller)
         if superuser is not None:
-            self.container.access.set_superuser(name, superuser, caller)
+            self.container.identity.set_superuser(name, superuser, caller)
         send(resp, superuser_user(self._account(name)))

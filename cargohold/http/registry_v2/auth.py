@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import falcon
 
 from cargohold.commands.authentication import ANONYMOUS, Authenticator, Identity
-from cargohold.commands.registry import replicated
+from cargohold.commands.replicas import replicated
 from cargohold.domain.authorization import Requester
 from cargohold.domain.credentials import TokenSigner
 from cargohold.domain.errors import (

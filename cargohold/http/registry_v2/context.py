@@ -7,7 +7,7 @@ import re
 
 import falcon
 
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.values import Actor
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

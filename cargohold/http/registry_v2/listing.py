@@ -96,7 +96,7 @@ class CatalogResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.auth.enabled:
             caller = self.auth.identify(req).identity.requester
-            readable = self.container.access_queries.readable_repositories
+            readable = self.container.identity_queries.readable_repositories
 
             def fetch(n: int, last: str | None) -> list[str]:
                 return readable(caller, after=last, limit=n)

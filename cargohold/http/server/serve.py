@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import Settings
 from cargohold.domain.errors import DomainError
 from cargohold.domain.values import Actor

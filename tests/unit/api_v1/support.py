@@ -12,9 +12,9 @@ from typing import Any
 import falcon
 import falcon.testing
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
-from cargohold.commands.registry import Caller
+from cargohold.commands.unit_of_work import Caller
 from cargohold.config import load_settings
 from cargohold.domain.identity import AccountName, ApiScope, Visibility
 from cargohold.domain.values import Actor, RepositoryName
@@ -36,7 +36,7 @@ def make_container(tmp_path: Path) -> Container:
     c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
     assert ensure_admin(c) is None
     for name in ("alice", "bob", "carol"):
-        c.access.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
+        c.identity.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
     return c
 
 
@@ -59,7 +59,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def api_token(container: Container, user: str, *scopes: ApiScope) -> dict[str, str]:
     """Bearer headers of a fresh API token of ``user`` with ``scopes``."""
-    _, token = container.access.issue_api_token(AccountName(user), scopes, SYSTEM)
+    _, token = container.identity.issue_api_token(AccountName(user), scopes, SYSTEM)
     return bearer(token)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.config import load_settings
 from cargohold.domain.identity import (
@@ -58,7 +58,7 @@ def history(tmp_path: Path) -> Iterator[tuple[Container, ManualClock, dict[str, 
     clock = ManualClock(T0)
     live = bootstrap(_settings(tmp_path), hasher=Argon2PasswordHasher.cheap(), wall_ms=clock)
     for name in ("alice", "bob"):
-        live.access.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
+        live.identity.create_user(AccountName(name), f"{name}@example.com", PASSWORDS[name], SYSTEM)
     client = make_client(live)
     digests = {"first": push_image(client, "alice/app", basic("alice"))}
     live.registry.grant(APP, BOB, RepositoryRole.READ, SYSTEM)
@@ -73,7 +73,7 @@ def history(tmp_path: Path) -> Iterator[tuple[Container, ManualClock, dict[str, 
     assert other.status_code == 201, other.text
     digests["second"] = other.headers["Docker-Content-Digest"]
     clock.ms += 1000
-    live.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    live.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
     live.registry.revoke(APP, BOB, SYSTEM)
     live.registry.set_visibility(PUB, Visibility.PRIVATE, SYSTEM)
     clock.ms += 60_000

@@ -26,7 +26,7 @@ REPO = "/api/v1/repository/acme/web"
 @pytest.fixture
 def acme(container: Container, client: falcon.testing.TestClient) -> str:
     """An organisation ``acme`` (alice owns it) with ``acme/web`` pushed by alice."""
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
     digest = push_image(client, "acme/web", basic("alice"), tags=("v1", "v2"))
     return digest
 

@@ -79,8 +79,8 @@ def test_outsiders_see_the_public_view(client: falcon.testing.TestClient, acme: 
 def test_members_see_teams_but_not_admin_fields(
     client: falcon.testing.TestClient, container: Container, acme: str
 ) -> None:
-    container.access.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-    container.access.add_team_member(
+    container.identity.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+    container.identity.add_team_member(
         AccountName("acme"), TeamName("dev"), AccountName("bob"), SYSTEM
     )
     body = client.simulate_get(ORG, headers=basic("bob")).json
@@ -129,8 +129,8 @@ def test_members_list_and_view(
     client: falcon.testing.TestClient, container: Container, acme: str
 ) -> None:
     org = AccountName("acme")
-    container.access.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-    container.access.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
+    container.identity.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+    container.identity.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
     repo = create_repository(container, "acme/web")
     container.registry.grant(repo, Principal.user("bob"), RepositoryRole.WRITE, SYSTEM)
     r = client.simulate_get(f"{ORG}/members", headers=basic("alice"))
@@ -146,7 +146,7 @@ def test_members_list_and_view(
         client.simulate_get(f"{ORG}/members/carol", headers=basic("alice")), 404, "not_found"
     )
     # Robots are members for GET, as in Quay.
-    container.access.create_robot(org, RobotShortName("ci"), SYSTEM)
+    container.identity.create_robot(org, RobotShortName("ci"), SYSTEM)
     r = client.simulate_get(f"{ORG}/members/acme+ci", headers=basic("alice"))
     assert r.status_code == 200 and r.json["kind"] == "robot"
     r = client.simulate_delete(f"{ORG}/members/acme+ci", headers=basic("alice"))
@@ -156,8 +156,8 @@ def test_members_list_and_view(
 def test_members_need_an_org_admin(
     client: falcon.testing.TestClient, container: Container, acme: str
 ) -> None:
-    container.access.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-    container.access.add_team_member(
+    container.identity.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+    container.identity.add_team_member(
         AccountName("acme"), TeamName("dev"), AccountName("bob"), SYSTEM
     )
     assert_error(
@@ -182,14 +182,14 @@ def test_removing_a_member(
     client: falcon.testing.TestClient, container: Container, acme: str
 ) -> None:
     org = AccountName("acme")
-    container.access.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-    container.access.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
+    container.identity.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+    container.identity.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
     repo = create_repository(container, "acme/web")
     container.registry.grant(repo, Principal.user("bob"), RepositoryRole.WRITE, SYSTEM)
     r = client.simulate_delete(f"{ORG}/members/bob", headers=basic("alice"))
     assert r.status_code == 204
-    assert container.access_queries.org_members("acme") == ["alice"]
-    assert container.access_queries.grants_of(Principal.user("bob")) == []
+    assert container.identity_queries.org_members("acme") == ["alice"]
+    assert container.identity_queries.grants_of(Principal.user("bob")) == []
     assert_error(
         client.simulate_delete(f"{ORG}/members/bob", headers=basic("alice")), 404, "not_found"
     )
@@ -254,7 +254,7 @@ def test_teams_need_org_admin_and_its_scope(
     assert_error(send_json(client, "PUT", path, payload, headers), 403, "insufficient_scope")
     assert_error(send_json(client, "PUT", path, payload, basic("bob")), 403, "insufficient_scope")
     assert_error(send_json(client, "PUT", path, payload), 401, "invalid_token")
-    assert container.access_queries.team("acme", "dev") is None
+    assert container.identity_queries.team("acme", "dev") is None
     headers = api_token(container, "alice", ApiScope.ORG_ADMIN)
     assert send_json(client, "PUT", path, payload, headers).status_code == 200
 
@@ -292,7 +292,7 @@ def test_team_members(client: falcon.testing.TestClient, container: Container, a
     )
     r = client.simulate_delete(f"{ORG}/team/dev/members/bob", headers=basic("alice"))
     assert r.status_code == 204
-    assert container.access_queries.team_members("acme", "dev") == []
+    assert container.identity_queries.team_members("acme", "dev") == []
     r = client.simulate_delete(f"{ORG}/team/dev/members/bob", headers=basic("alice"))
     assert_error(r, 404, "not_found")
 
@@ -339,9 +339,9 @@ def test_team_permissions_and_deletion(
     assert client.simulate_get(ORG, headers=basic("alice")).json["teams"]["dev"]["repo_count"] == 1
     r = client.simulate_delete(f"{ORG}/team/dev", headers=basic("alice"))
     assert r.status_code == 204
-    assert container.access_queries.team("acme", "dev") is None
+    assert container.identity_queries.team("acme", "dev") is None
     # The team's grants went with it.
-    assert container.access_queries.repository_grants("acme/web") == []
+    assert container.identity_queries.repository_grants("acme/web") == []
     assert_error(
         client.simulate_delete(f"{ORG}/team/dev", headers=basic("alice")), 404, "not_found"
     )

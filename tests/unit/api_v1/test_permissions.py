@@ -36,12 +36,12 @@ def container(tmp_path: Path) -> Iterator[Container]:
     c = make_container(tmp_path)
     try:
         org = AccountName("acme")
-        c.access.create_organization(org, AccountName("alice"), SYSTEM)
-        c.access.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-        c.access.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
-        c.access.create_robot(org, RobotShortName("builder"), SYSTEM)
-        c.access.create_organization(AccountName("other"), AccountName("carol"), SYSTEM)
-        c.access.create_robot(AccountName("other"), RobotShortName("builder"), SYSTEM)
+        c.identity.create_organization(org, AccountName("alice"), SYSTEM)
+        c.identity.upsert_team(org, TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+        c.identity.add_team_member(org, TeamName("dev"), AccountName("bob"), SYSTEM)
+        c.identity.create_robot(org, RobotShortName("builder"), SYSTEM)
+        c.identity.create_organization(AccountName("other"), AccountName("carol"), SYSTEM)
+        c.identity.create_robot(AccountName("other"), RobotShortName("builder"), SYSTEM)
         create_repository(c, "acme/web")
         yield c
     finally:
@@ -178,7 +178,7 @@ def test_permissions_need_repository_admin_and_repo_admin_scope(
         assert_error(
             client.simulate_get(f"{WEB}/user/", headers=headers), 403, "insufficient_scope"
         )
-    assert container.access_queries.repository_grants("acme/web") == []
+    assert container.identity_queries.repository_grants("acme/web") == []
     # A user with write on the repository is not its admin either.
     put_role(client, f"{WEB}/user/bob", "write", basic("alice"))
     assert_error(put_role(client, path, "read", basic("bob")), 403, "insufficient_scope")
@@ -189,7 +189,7 @@ def test_permissions_need_repository_admin_and_repo_admin_scope(
     put_role(client, f"{WEB}/user/bob", "admin", basic("alice"))
     assert put_role(client, path, "write", basic("bob")).status_code == 200
     assert (
-        dict(container.access_queries.repository_grants("acme/web"))[Principal.user("carol")]
+        dict(container.identity_queries.repository_grants("acme/web"))[Principal.user("carol")]
         is RepositoryRole.WRITE
     )
 

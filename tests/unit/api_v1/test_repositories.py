@@ -59,18 +59,18 @@ def test_create_in_an_organization_needs_creator(
     client: falcon.testing.TestClient, container: Container
 ) -> None:
     org = AccountName("acme")
-    container.access.create_organization(org, AccountName("alice"), SYSTEM)
-    container.access.upsert_team(org, TeamName("makers"), TeamRole.CREATOR, SYSTEM)
-    container.access.upsert_team(org, TeamName("users"), TeamRole.MEMBER, SYSTEM)
-    container.access.add_team_member(org, TeamName("makers"), AccountName("bob"), SYSTEM)
-    container.access.add_team_member(org, TeamName("users"), AccountName("carol"), SYSTEM)
+    container.identity.create_organization(org, AccountName("alice"), SYSTEM)
+    container.identity.upsert_team(org, TeamName("makers"), TeamRole.CREATOR, SYSTEM)
+    container.identity.upsert_team(org, TeamName("users"), TeamRole.MEMBER, SYSTEM)
+    container.identity.add_team_member(org, TeamName("makers"), AccountName("bob"), SYSTEM)
+    container.identity.add_team_member(org, TeamName("users"), AccountName("carol"), SYSTEM)
     assert_error(create(client, basic("carol"), namespace="acme"), 403, "insufficient_scope")
     assert create(client, basic("bob"), namespace="acme").status_code == 201
     # The creator gets admin on what they create, as in Quay.
     assert (
         Principal.user("bob"),
         RepositoryRole.ADMIN,
-    ) in container.access_queries.repository_grants("acme/app")
+    ) in container.identity_queries.repository_grants("acme/app")
 
 
 def test_create_needs_the_repo_create_scope(
@@ -82,8 +82,8 @@ def test_create_needs_the_repo_create_scope(
     assert create(client, api_token(container, "alice", ApiScope.REPO_CREATE)).status_code == 201
     assert_error(create(client, {}), 401, "invalid_token")
     assert_error(create(client, basic("bob"), namespace="alice"), 403, "insufficient_scope")
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
-    token = container.access.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    token = container.identity.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
     assert_error(create(client, basic("acme+ci", token)), 403, "insufficient_scope")
     # A superuser may create anywhere, but only in a namespace that exists.
     assert create(client, basic("admin"), namespace="bob").status_code == 201

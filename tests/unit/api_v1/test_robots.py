@@ -36,9 +36,9 @@ ORG = "/api/v1/organization/acme"
 def container(tmp_path: Path) -> Iterator[Container]:
     c = make_container(tmp_path)
     try:
-        c.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
-        c.access.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
-        c.access.add_team_member(AccountName("acme"), TeamName("dev"), AccountName("bob"), SYSTEM)
+        c.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+        c.identity.upsert_team(AccountName("acme"), TeamName("dev"), TeamRole.MEMBER, SYSTEM)
+        c.identity.add_team_member(AccountName("acme"), TeamName("dev"), AccountName("bob"), SYSTEM)
         yield c
     finally:
         c.close()
@@ -119,7 +119,7 @@ def test_robot_deletion(client: falcon.testing.TestClient, container: Container)
     container.registry.grant(repo, Principal.robot("acme", "builder"), RepositoryRole.READ, SYSTEM)
     r = client.simulate_delete(f"{ORG}/robots/builder", headers=basic("alice"))
     assert r.status_code == 204
-    assert container.access_queries.repository_grants("acme/web") == []
+    assert container.identity_queries.repository_grants("acme/web") == []
     assert_error(
         client.simulate_get(f"{ORG}/robots/builder", headers=basic("alice")), 404, "not_found"
     )
@@ -214,7 +214,7 @@ def test_prototypes_round_trip(client: falcon.testing.TestClient, container: Con
         basic("alice"),
     )
     assert r.status_code == 201
-    grants = dict(container.access_queries.repository_grants("acme/web"))
+    grants = dict(container.identity_queries.repository_grants("acme/web"))
     assert grants[Principal.user("bob")] is RepositoryRole.READ
     assert grants[Principal.team("acme", "dev")] is RepositoryRole.WRITE
     assert grants[Principal.robot("acme", "builder")] is RepositoryRole.ADMIN
@@ -223,7 +223,7 @@ def test_prototypes_round_trip(client: falcon.testing.TestClient, container: Con
     r = send_json(client, "PUT", f"{path}/{bob_id}", {"role": "write"}, basic("alice"))
     assert r.status_code == 200 and r.json["role"] == "write" and r.json["id"] == bob_id
     assert (
-        dict(container.access_queries.default_permissions("acme"))[Principal.user("bob")]
+        dict(container.identity_queries.default_permissions("acme"))[Principal.user("bob")]
         is RepositoryRole.WRITE
     )
     assert client.simulate_delete(f"{path}/{bob_id}", headers=basic("alice")).status_code == 204

@@ -139,7 +139,7 @@ def test_unexpected_errors_are_500_in_the_same_shape(
     def broken(name: str) -> Any:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(container.access_queries, "account", broken)
+    monkeypatch.setattr(container.identity_queries, "account", broken)
     r = client.simulate_get("/api/v1/users/alice")
     body = assert_error(r, 500, "internal_error")
     assert "secret internals" not in r.text and body["detail"] == "Internal server error"

@@ -14,7 +14,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
-from cargohold.adapters.credentials import Argon2PasswordHasher
+from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.config import load_settings
 from cargohold.domain.identity import AccountName, ApiScope
@@ -57,7 +57,7 @@ def container(tmp_path: Path, clock: ManualClock) -> Iterator[Container]:
     try:
         assert ensure_admin(c) is None
         for name in ("alice", "bob"):
-            c.access.create_user(AccountName(name), f"{name}@x.io", PASSWORDS[name], SYSTEM)
+            c.identity.create_user(AccountName(name), f"{name}@x.io", PASSWORDS[name], SYSTEM)
         yield c
     finally:
         c.close()

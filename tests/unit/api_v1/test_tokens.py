@@ -122,8 +122,8 @@ def test_a_token_cannot_mint_wider_scopes(
 def test_robots_and_anonymous_cannot_mint(
     client: falcon.testing.TestClient, container: Container
 ) -> None:
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
-    robot = container.access.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    robot = container.identity.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
     assert_error(mint(client, basic("acme+ci", robot)), 403, "insufficient_scope")
     assert_error(mint(client, {}), 401, "invalid_token")
 

@@ -21,7 +21,7 @@ RFC2822 = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2
 
 
 def test_current_user(client: falcon.testing.TestClient, container: Container) -> None:
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
     r = client.simulate_get("/api/v1/user/", headers=basic("alice"))
     assert r.status_code == 200
     body = r.json
@@ -63,8 +63,8 @@ def test_current_user_needs_a_user_with_user_read(
         "/api/v1/user/", headers=api_token(container, "alice", ApiScope.USER_ADMIN)
     )
     assert r.status_code == 200 and r.json["can_create_repo"] is False
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
-    token = container.access.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    token = container.identity.create_robot(AccountName("acme"), RobotShortName("ci"), SYSTEM)
     r = client.simulate_get("/api/v1/user/", headers=basic("acme+ci", token))
     assert_error(r, 403, "insufficient_scope")
 
@@ -83,7 +83,7 @@ def test_public_user_view(client: falcon.testing.TestClient, container: Containe
     )
     assert_error(client.simulate_get("/api/v1/users/nobody"), 404, "not_found")
     assert_error(client.simulate_get("/api/v1/users/NOT_A_NAME"), 404, "not_found")
-    container.access.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
+    container.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
     assert_error(client.simulate_get("/api/v1/users/acme"), 404, "not_found")
 
 

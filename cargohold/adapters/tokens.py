@@ -1,9 +1,10 @@
-"""Adapters for the credential ports: argon2id, hashed tokens, ES256 JWTs, login throttle.
+"""Tokens: the opaque API and robot tokens (hashed), the registry's ES256 JWTs, and the
+key that signs them.
 
-Also the signing-key file: ``load_or_create_signing_key`` makes a P-256 key on first start
-and keeps it as PEM (mode 0600, encrypted when a key is given). Foreign errors (argon2,
-PyJWT, cryptography) are translated here; only ``cargohold.domain.errors`` types and
-``SigningKeyError`` (a startup failure) leave this module.
+``load_or_create_signing_key`` makes a P-256 key on first start and keeps it as PEM
+(mode 0600, encrypted when a key is given). Foreign errors (PyJWT, cryptography) are
+translated here; only ``cargohold.domain.errors`` types and ``SigningKeyError`` (a
+startup failure) leave this module.
 """
 
 from __future__ import annotations
@@ -19,66 +20,16 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import argon2
 import jwt
-from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter, TokenSigner
-from cargohold.domain.errors import CredentialInvalid, TokenInvalid
-
-# -- passwords ---------------------------------------------------------------------------
-
-
-class Argon2PasswordHasher(PasswordHasher):
-    """argon2id via argon2-cffi. Defaults are RFC 9106's second recommendation (64 MiB)."""
-
-    def __init__(
-        self,
-        time_cost: int = 3,
-        memory_cost_kib: int = 65536,
-        parallelism: int = 4,
-        hash_len: int = 32,
-        salt_len: int = 16,
-    ) -> None:
-        self._hasher = argon2.PasswordHasher(
-            time_cost=time_cost,
-            memory_cost=memory_cost_kib,
-            parallelism=parallelism,
-            hash_len=hash_len,
-            salt_len=salt_len,
-            type=argon2.Type.ID,
-        )
-
-    @classmethod
-    def cheap(cls) -> Argon2PasswordHasher:
-        """The cheapest legal parameters: for tests only, never for real passwords."""
-        return cls(time_cost=1, memory_cost_kib=8, parallelism=1)
-
-    def hash(self, password: str) -> str:
-        if not password:
-            raise CredentialInvalid("the password must not be empty")
-        return self._hasher.hash(password)
-
-    def verify(self, password: str, stored_hash: str) -> bool:
-        try:
-            return self._hasher.verify(stored_hash, password)
-        except (VerificationError, InvalidHashError, ValueError, TypeError):
-            # VerifyMismatchError is a VerificationError; a corrupt stored hash is a "no".
-            return False
-
-    def needs_rehash(self, stored_hash: str) -> bool:
-        try:
-            return self._hasher.check_needs_rehash(stored_hash)
-        except (InvalidHashError, ValueError, TypeError):
-            return True
-
+from cargohold.domain.credentials import TokenMinter, TokenSigner
+from cargohold.domain.errors import TokenInvalid
 
 # -- opaque tokens -----------------------------------------------------------------------
 
@@ -359,105 +310,3 @@ def load_or_create_signing_key(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return key
-
-
-# -- login throttling --------------------------------------------------------------------
-
-
-@dataclass
-class _Failures:
-    count: int
-    last: float
-
-
-class _FailureTable:
-    """Failure counts per key, least recently failed evicted past ``max_entries``."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._rows: OrderedDict[str, _Failures] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def get(self, key: str) -> _Failures | None:
-        return self._rows.get(key)
-
-    def fail(self, key: str, now: float) -> None:
-        row = self._rows.pop(key, None)
-        self._rows[key] = _Failures(row.count + 1 if row else 1, now)
-        while len(self._rows) > self._max:
-            self._rows.popitem(last=False)
-
-    def forget(self, key: str) -> None:
-        self._rows.pop(key, None)
-
-
-def login_delay(count: int, free_failures: int, base_delay: float, max_delay: float) -> float:
-    """Seconds to wait after ``count`` failures: none for the first ``free_failures``, then
-    ``base_delay`` doubling with each further failure, never more than ``max_delay``."""
-    over = count - free_failures
-    if over <= 0:
-        return 0.0
-    # min() on the exponent first so a huge count cannot overflow the float.
-    return min(base_delay * 2.0 ** min(over - 1, 64), max_delay)
-
-
-class MemoryLoginThrottle(LoginThrottle):
-    """In-process throttle: after ``free_failures`` failures, wait ``base_delay`` seconds,
-    doubling with each further failure up to ``max_delay``. The wait runs from the last
-    failure. Accounts and addresses are counted in separate tables.
-
-    Memory is bounded: each table keeps at most ``max_entries`` keys, evicting the one
-    whose last failure is oldest. NOTE: a flood of failures from many keys can therefore
-    evict a throttled key early; the cap trades that for never running out of memory.
-    State is per process (instances do not share it) and lost on restart.
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        free_failures: int = 5,
-        base_delay: float = 1.0,
-        max_delay: float = 300.0,
-        max_entries: int = 100_000,
-    ) -> None:
-        self._clock = clock
-        self._free = free_failures
-        self._base = base_delay
-        self._cap = max_delay
-        self._lock = threading.Lock()
-        self._accounts = _FailureTable(max_entries)
-        self._addresses = _FailureTable(max_entries)
-
-    def _delay(self, count: int) -> float:
-        return login_delay(count, self._free, self._base, self._cap)
-
-    def _wait(self, row: _Failures | None, now: float) -> float:
-        if row is None:
-            return 0.0
-        return max(0.0, row.last + self._delay(row.count) - now)
-
-    def check(self, account: str, address: str) -> float:
-        now = self._clock()
-        with self._lock:
-            return max(
-                self._wait(self._accounts.get(account), now),
-                self._wait(self._addresses.get(address), now),
-            )
-
-    def failed(self, account: str, address: str) -> None:
-        now = self._clock()
-        with self._lock:
-            self._accounts.fail(account, now)
-            self._addresses.fail(address, now)
-
-    def succeeded(self, account: str, address: str) -> None:
-        with self._lock:
-            self._accounts.forget(account)
-            self._addresses.forget(address)
-
-    def tracked(self) -> tuple[int, int]:
-        """How many (accounts, addresses) are remembered; for tests and metrics."""
-        with self._lock:
-            return len(self._accounts), len(self._addresses)

@@ -1,0 +1,240 @@
+"""``Settings`` in, a wired ``Container`` out.
+
+The container is what the composition root hands out: ``http/app.create_app`` and the
+CLI take their collaborators from it and pass each one explicitly to the resource, chore
+or operation that uses it. Nothing below the composition root knows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cargohold.adapters.eventstore import LogReader, RegistryLog
+from cargohold.adapters.login_throttle import SQLLoginThrottle
+from cargohold.adapters.passwords import Argon2PasswordHasher
+from cargohold.adapters.tokens import HashedTokenMinter, JWTSigner
+from cargohold.adapters.upload_sessions import SQLUploadSessions
+from cargohold.bootstrap import stores
+from cargohold.bootstrap.stores import StartupError
+from cargohold.commands.authentication import Authenticator
+from cargohold.commands.creation_grants import quay_creation_grants
+from cargohold.commands.first_start import ensure_admin as _ensure_admin
+from cargohold.commands.identity import IdentityService
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.tag_windows import TagWindows
+from cargohold.commands.unit_of_work import UnitOfWork
+from cargohold.commands.uploads import UploadService
+from cargohold.config import Settings, default_tag_expiration, tag_expiration_options
+from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
+from cargohold.domain.credentials import PasswordHasher, TokenSigner
+from cargohold.domain.ports import BlobStore, Database
+from cargohold.domain.repository import SparsePolicy
+from cargohold.projections.access_log import BufferedAccessLog
+from cargohold.projections.audit_chain import AuditChain
+from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.origins import StreamOrigins
+from cargohold.projections.queries import RegistryQueries
+from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay import as_of
+
+
+@dataclass
+class Container:
+    settings: Settings
+    site_id: uuid.UUID
+    log: RegistryLog
+    blobs: BlobStore
+    views_db: Database
+    runner: ProjectionRunner
+    queries: RegistryQueries
+    registry: RegistryService
+    uploads: UploadService
+    identity_queries: IdentityQueries
+    identity: IdentityService
+    authenticator: Authenticator
+    signer: TokenSigner
+    audit_chain: AuditChain
+    tag_windows: TagWindows
+    access_log: BufferedAccessLog
+    audit_queries: AuditQueries
+    #: Who may do what: the live rules, also when serving the registry as of a moment
+    #: (``identity_queries`` then shows that moment's teams and grants).
+    authorization: IdentityQueries
+    #: Set when serving the registry as it stood at a moment, read-only: its views, and
+    #: the database that holds them.
+    as_of: as_of.AsOfViews | None = None
+    as_of_db: Database | None = None
+
+    @property
+    def read_only(self) -> str | None:
+        """Why every write is refused (serving a past moment), or ``None``."""
+        return None if self.as_of is None else as_of.refusal(self.as_of.at_ms)
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.access_log.close()  # NOTE: writes the buffered pulls and logins first
+        if self.as_of_db is not None:
+            self.as_of_db.close()
+        self.views_db.close()
+        self.log.close()
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    create_tables: bool = True,
+    hasher: PasswordHasher | None = None,
+    wall_ms: Callable[[], int] = system_wall_ms,
+    as_of_progress: Callable[[int], None] | None = None,
+) -> Container:
+    """Open (and, with ``create_tables``, migrate) every store; catch the views up.
+
+    ``hasher`` replaces argon2id's production parameters (tests use cheap ones);
+    ``wall_ms`` is the wall clock of events and of tag expiry (tests drive it).
+    With ``settings.as_of``, the container serves the registry as of that moment,
+    read-only: its views are built (with ``create_tables``, reporting to
+    ``as_of_progress``) or opened as built (without: the workers of ``serve``).
+    """
+    stores.prepare_data_dir(settings)
+    views_db = stores.open_views_database(settings)
+    try:
+        site_id = stores.site_id(settings, views_db)
+        log = stores.open_log(settings, create_tables=create_tables)
+        blobs = stores.open_blob_store(settings)
+        runner = ProjectionRunner(views_db, LogReader(log))
+        sessions = SQLUploadSessions(views_db)
+        throttle = SQLLoginThrottle(views_db)
+        access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
+        if create_tables:
+            runner.create_tables()
+            sessions.create_table()
+            throttle.create_table()
+            access_log.create_table()
+        runner.catch_up()
+        signer = JWTSigner(stores.signing_key(settings), issuer=settings.auth_service)
+        audit_chain = AuditChain(views_db, log.recorder, signer)
+        if create_tables:
+            audit_chain.create_tables()
+    except BaseException:
+        views_db.close()
+        raise
+    clock = HybridLogicalClock(wall_ms)
+    identity_queries = IdentityQueries(views_db)
+    replicas = StreamOrigins(views_db, site_id)
+    queries = RegistryQueries(views_db, now_ms=wall_ms)
+    tag_windows = _tag_windows(settings, queries)
+    registry = RegistryService(
+        UnitOfWork(log, runner, clock, site_id),
+        blobs,
+        SparsePolicy(settings.sparse_manifests),
+        creation_grants=quay_creation_grants(identity_queries),
+        tag_window=tag_windows.window,
+        replicas=replicas,
+    )
+    uploads = UploadService(
+        blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
+    )
+    hasher = hasher or Argon2PasswordHasher()
+    minter = HashedTokenMinter()
+    identity = IdentityService(
+        UnitOfWork(log, runner, clock, site_id, stripes=16),
+        hasher,
+        minter,
+        identity_queries,
+        registry,
+        replicas=replicas,
+    )
+    authenticator = Authenticator(
+        log,
+        site_id,
+        hasher,
+        minter,
+        identity_queries,
+        throttle,
+        recorder=access_log,
+        replicas=replicas,
+    )
+    container = Container(
+        settings=settings,
+        site_id=site_id,
+        log=log,
+        blobs=blobs,
+        views_db=views_db,
+        runner=runner,
+        queries=queries,
+        registry=registry,
+        uploads=uploads,
+        identity_queries=identity_queries,
+        identity=identity,
+        authenticator=authenticator,
+        signer=signer,
+        audit_chain=audit_chain,
+        tag_windows=tag_windows,
+        access_log=access_log,
+        audit_queries=AuditQueries(views_db),
+        authorization=identity_queries,
+    )
+    at_ms = settings.as_of_ms
+    if at_ms is None:
+        return container
+    try:
+        return _as_of(container, at_ms, wall_ms(), create_tables, as_of_progress)
+    except BaseException:
+        container.close()
+        raise
+
+
+def _tag_windows(settings: Settings, queries: RegistryQueries) -> TagWindows:
+    return TagWindows(
+        queries.tag_expiration_window,
+        default_tag_expiration(settings),
+        tag_expiration_options(settings),
+    )
+
+
+def _as_of(
+    live: Container,
+    at_ms: int,
+    now_ms: int,
+    build: bool,
+    progress: Callable[[int], None] | None,
+) -> Container:
+    """``live`` turned into the registry as of ``at_ms``: the queries read the views of
+    that moment; authentication and authorisation stay live (``projections/as_of.py``)."""
+    try:
+        past = as_of.open_registry(
+            stores.data_dir(live.settings),
+            LogReader(live.log),
+            live.views_db,
+            live.queries,
+            live.identity_queries,
+            at_ms,
+            now_ms=now_ms,
+            refresh=build,
+            progress=progress,
+        )
+    except as_of.AsOfError as e:
+        raise StartupError(str(e)) from e
+    return dataclasses.replace(
+        live,
+        queries=past.queries,
+        identity_queries=past.identity_queries,
+        audit_queries=past.audit_queries,
+        tag_windows=_tag_windows(live.settings, past.queries),
+        as_of=past.views,
+        as_of_db=past.db,
+    )
+
+
+def ensure_admin(container: Container, generate: Callable[[], str] | None = None) -> str | None:
+    """``commands/first_start.ensure_admin`` with the container's settings and services."""
+    return _ensure_admin(
+        container.identity,
+        container.identity_queries,
+        container.settings.admin_password,
+        generate,
+    )

@@ -1,0 +1,52 @@
+"""Names imported from other sites (``cargohold import``) are read-only here.
+
+Every service asks ``Replicas`` before it writes a name, and refuses with
+``ReplicatedReadOnly`` (``replicated``) when another site owns it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from uuid import UUID
+
+from cargohold.domain.errors import ReplicatedReadOnly
+from cargohold.domain.values import RepositoryName
+
+
+class Replicas(Protocol):
+    """Names whose streams were imported from other sites (``cargohold import``).
+
+    Such names are read-only here: a command computes the *local* stream id of a name, so
+    writing an imported name would start a second stream for it (see
+    ``projections/origins.py``).
+    """
+
+    def repository_origin(self, name: RepositoryName) -> UUID | None:
+        """The other site that owns repository ``name`` or its namespace; None when both
+        are this site's or unknown."""
+
+    def namespace_origin(self, name: str) -> UUID | None:
+        """The other site that owns the user or organisation ``name``, or repositories in
+        that namespace; None otherwise."""
+
+    def foreign_account(self, name: str) -> UUID | None:
+        """The stream id of the account ``name`` imported from another site, or None."""
+
+
+class NoReplicas:
+    """A site that never imported anything (tools and tests)."""
+
+    def repository_origin(self, name: RepositoryName) -> UUID | None:
+        return None
+
+    def namespace_origin(self, name: str) -> UUID | None:
+        return None
+
+    def foreign_account(self, name: str) -> UUID | None:
+        return None
+
+
+def replicated(what: str, site: UUID) -> ReplicatedReadOnly:
+    return ReplicatedReadOnly(
+        f"{what} is replicated from site {site} and is managed there (read-only here)"
+    )
