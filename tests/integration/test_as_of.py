@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cargohold.adapters.data_dir import DataDir
 from cargohold.bootstrap import Container, StartupError, bootstrap
 from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.ports import AccessRecord, Database
@@ -204,7 +205,7 @@ def test_workers_open_the_build_of_their_parent_and_drop_removes_it(
     finally:
         worker.close()
         parent.close()
-    settings = settings_of()
+    settings = DataDir(settings_of().data_dir)
     assert as_of.drop(settings, container.views_db, T0 + 500) is True
     assert as_of.drop(settings, container.views_db, T0 + 500) is False
 
