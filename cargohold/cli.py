@@ -254,6 +254,8 @@ def _serve(container: Container, sock: socket.socket) -> int:
 
 
 def _replay(container: Container, action: str, *, quiet: bool) -> int:
+    from cargohold.adapters.eventstore import LogReader
+    from cargohold.bootstrap.stores import data_dir
     from cargohold.replay.rebuild import rebuild, verify
 
     if action == "audit-seal":
@@ -265,13 +267,15 @@ def _replay(container: Container, action: str, *, quiet: bool) -> int:
         return EXIT_OK
     if action == "audit-verify":
         return _audit_verify(container, quiet=quiet)
+    views = (container.views_db, LogReader(container.log), container.runner)
+    layout = data_dir(container.settings)
     if action == "rebuild":
-        result = rebuild(container, quiet=quiet)
+        result = rebuild(*views, layout, quiet=quiet)
         print(
             f"rebuilt every view from {result.events} events; views at position {result.position}"
         )
         return EXIT_OK
-    result = verify(container, quiet=quiet)
+    result = verify(*views, layout, quiet=quiet)
     for difference in result.differences:
         print(difference)
     if result.differences:
@@ -349,7 +353,9 @@ def _bundle(container: Container, args: argparse.Namespace) -> int:
     try:
         if args.command == "export":
             ex = export_bundle(
-                container,
+                container.log,
+                container.blobs,
+                container.site_id,
                 path,
                 since=args.since,
                 patterns=parse_patterns(args.repos),
@@ -368,7 +374,15 @@ def _bundle(container: Container, args: argparse.Namespace) -> int:
                 f"next export: --since {ex.through}"
             )
             return EXIT_OK
-        im = import_bundle(container, path, quiet=args.quiet)
+        im = import_bundle(
+            container.log,
+            container.blobs,
+            container.views_db,
+            container.runner,
+            container.site_id,
+            path,
+            quiet=args.quiet,
+        )
     except ImportRefused as e:
         for problem in e.problems:
             print(f"cargohold: {problem}", file=sys.stderr)

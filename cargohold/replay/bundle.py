@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from cargohold.adapters.eventstore import LogReader, plain_state
-from cargohold.bootstrap import Container
+from cargohold.adapters.eventstore import LogReader, RegistryLog, plain_state
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import BlobUnknown
 from cargohold.domain.identity import PrincipalKind
+from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
 from cargohold.progress import progress_bar
@@ -180,10 +180,10 @@ class _Plan:
 
 
 def _scan(
-    container: Container, since: int, through: int, patterns: tuple[str, ...], quiet: bool
+    log: RegistryLog, since: int, through: int, patterns: tuple[str, ...], quiet: bool
 ) -> _Plan:
     """One pass over the log up to ``through``: which streams, events and blobs to export."""
-    reader = LogReader(container.log)
+    reader = LogReader(log)
     streams: dict[UUID, _Stream] = {}
     blobs: dict[Digest, None] = {}
     position = 0
@@ -247,7 +247,9 @@ def _scan(
 
 
 def export_bundle(
-    container: Container,
+    log: RegistryLog,
+    blobs: BlobStore,
+    site_id: UUID,
     path: Path,
     *,
     since: int = 0,
@@ -255,21 +257,21 @@ def export_bundle(
     quiet: bool = False,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ExportResult:
-    """Write the bundle ``path`` (see the module docstring); ``BundleError`` if it cannot."""
-    log = container.log
+    """Write the bundle ``path`` of this site's (``site_id``) ``log`` and the ``blobs`` its
+    events name (see the module docstring); ``BundleError`` if it cannot."""
     through = LogReader(log).head()
     if not 0 <= since <= through:
         raise BundleError(f"--since {since} is not a position of this log (0 to {through})")
-    plan = _scan(container, since, through, patterns, quiet)
+    plan = _scan(log, since, through, patterns, quiet)
     present: list[tuple[Digest, int]] = []
     missing: list[str] = []
     for digest in plan.blobs:
         try:
-            present.append((digest, container.blobs.stat(digest)))
+            present.append((digest, blobs.stat(digest)))
         except BlobUnknown:
             missing.append(str(digest))
     header = Header(
-        site_id=str(container.site_id),
+        site_id=str(site_id),
         after=since,
         through=through,
         created_at=now().isoformat(),
@@ -279,9 +281,9 @@ def export_bundle(
         writer.header(header)
         with progress_bar(sum(size for _, size in present), "blobs", "B", quiet) as bar:
             for digest, size in present:
-                writer.blob(str(digest), size, _counted(container.blobs.read(digest), bar))
+                writer.blob(str(digest), size, _counted(blobs.read(digest), bar))
         with progress_bar(plan.events, "events", "ev", quiet) as bar:
-            for frame in _exported_events(container, plan, through):
+            for frame in _exported_events(log, plan, through):
                 writer.event(frame)
                 bar.update(1)
         size = writer.finish()
@@ -305,11 +307,11 @@ def _counted(chunks: Iterator[bytes], bar: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def _exported_events(container: Container, plan: _Plan, through: int) -> Iterator[EventFrame]:
+def _exported_events(log: RegistryLog, plan: _Plan, through: int) -> Iterator[EventFrame]:
     if not plan.since:
         return
-    recorder = container.log.recorder
-    mapper = container.log.mapper
+    recorder = log.recorder
+    mapper = log.mapper
     position = min(plan.since.values())
     while position < through:
         notifications = recorder.select_notifications(

@@ -15,12 +15,14 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import resolve_topic
 
-from cargohold.bootstrap import Container
+from cargohold.adapters.eventstore import RegistryLog
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import DomainError
+from cargohold.domain.ports import BlobStore, Database
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
 from cargohold.progress import progress_bar
+from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay.bundle import CREATED_KINDS, ImportRefused, stored_state
 from cargohold.replay.bundle_format import (
     BlobStart,
@@ -31,6 +33,17 @@ from cargohold.replay.bundle_format import (
     Trailer,
     open_bundle,
 )
+
+
+@dataclass(frozen=True)
+class _Here:
+    """What an import works with at this site (``import_bundle``'s arguments)."""
+
+    log: RegistryLog
+    blobs: BlobStore
+    views_db: Database
+    runner: ProjectionRunner
+    site_id: UUID
 
 
 @dataclass
@@ -63,11 +76,11 @@ class ImportResult:
     position: int  # the views' position afterwards
 
 
-def _verify(container: Container, path: Path, quiet: bool) -> _Survey:
+def _verify(here: _Here, path: Path, quiet: bool) -> _Survey:
     """Read the whole bundle, check everything that can be checked without this site's
     data, and return what it holds. Raises ``BundleError``."""
-    transcoder = container.log.mapper.transcoder
-    handled = container.runner.projector.event_classes
+    transcoder = here.log.mapper.transcoder
+    handled = here.runner.projector.event_classes
     streams: dict[str, _Incoming] = {}
     header: Header | None = None
     trailer: Trailer | None = None
@@ -174,16 +187,15 @@ _STREAM_IDS: dict[type, Callable[[UUID, Any], UUID]] = {
 }
 
 
-def _check_here(container: Container, survey: _Survey) -> dict[str, int]:
+def _check_here(here: _Here, survey: _Survey) -> dict[str, int]:
     """The version this site has of each stream in the bundle. Raises ``ImportRefused``
     when the bundle cannot be applied here (see the module docstring)."""
-    if survey.header.site_id == str(container.site_id):
+    if survey.header.site_id == str(here.site_id):
         raise ImportRefused(
-            f"this bundle was exported by this site ({container.site_id}); "
-            "import it at another site"
+            f"this bundle was exported by this site ({here.site_id}); import it at another site"
         )
-    recorder = container.log.recorder
-    here = str(container.site_id)
+    recorder = here.log.recorder
+    this_site = str(here.site_id)
     have: dict[str, int] = {}
     problems: list[str] = []
     for stream_id, incoming in survey.streams.items():
@@ -192,21 +204,23 @@ def _check_here(container: Container, survey: _Survey) -> dict[str, int]:
         have[stream_id] = version
         what = "a stream" if incoming.created is None else " ".join(incoming.created)
         # NOTE: a bundle brings other sites' streams only: never one this site writes.
-        if incoming.site == here or (version and _origin(container, stream_id) in (here, None)):
+        if incoming.site == this_site or (
+            version and _origin(here, stream_id) in (this_site, None)
+        ):
             problems.append(f"{what} ({stream_id}) is this site's own: a bundle cannot change it")
         elif incoming.first > version + 1:
             problems.append(
                 f"{what} ({stream_id}) continues from version {incoming.first}, but this "
                 f"site has it up to version {version}: import the earlier bundle first"
             )
-    _refuse(problems + _conflicts(container, survey, have))
+    _refuse(problems + _conflicts(here, survey, have))
     return have
 
 
-def _origin(container: Container, stream_id: str) -> str | None:
+def _origin(here: _Here, stream_id: str) -> str | None:
     """The origin site of a stream stored here (None: in no view, so made here before
     ``stream_origins`` existed)."""
-    with container.views_db.transaction(write=False) as c:
+    with here.views_db.transaction(write=False) as c:
         row = c.execute("SELECT site_id FROM stream_origins WHERE id = ?", (stream_id,)).fetchone()
     return None if row is None else str(row[0])
 
@@ -227,7 +241,7 @@ _WHAT = {
 }
 
 
-def _conflicts(container: Container, survey: _Survey, have: dict[str, int]) -> list[str]:
+def _conflicts(here: _Here, survey: _Survey, have: dict[str, int]) -> list[str]:
     """Every name the bundle would create here that this site has in another stream."""
     new = {
         stream_id: incoming.created
@@ -236,7 +250,7 @@ def _conflicts(container: Container, survey: _Survey, have: dict[str, int]) -> l
     }
     namespaces = {name for kind, name in new.values() if kind == "namespace"}
     problems: list[str] = []
-    with container.views_db.transaction(write=False) as c:
+    with here.views_db.transaction(write=False) as c:
         for stream_id, (kind, name) in new.items():
             if _taken(c, kind, name, stream_id):
                 problems.append(
@@ -245,7 +259,7 @@ def _conflicts(container: Container, survey: _Survey, have: dict[str, int]) -> l
                 )
             namespace = name.split("/", 1)[0]
             if kind == "repository" and namespace not in namespaces:
-                trouble = _namespace_trouble(c, namespace, str(container.site_id))
+                trouble = _namespace_trouble(c, namespace, str(here.site_id))
                 if trouble:
                     problems.append(f"repository {name} needs namespace {namespace}, {trouble}")
     return problems
@@ -308,7 +322,11 @@ class _ChunkSource:
 
 
 def import_bundle(
-    container: Container,
+    log: RegistryLog,
+    blob_store: BlobStore,
+    views_db: Database,
+    runner: ProjectionRunner,
+    site_id: UUID,
     path: Path,
     *,
     quiet: bool = False,
@@ -320,16 +338,20 @@ def import_bundle(
     Raises ``BundleError`` for a file that is not an intact bundle, ``ImportRefused`` for
     one that cannot be applied here; in both cases nothing was written. ``after_batch``
     is called with the number of events written after each committed batch.
+
+    The events go into ``log`` (this site's, ``site_id``), the blobs into ``blob_store``;
+    ``runner``, the live projection over ``views_db``, follows batch by batch.
     """
-    survey = _verify(container, path, quiet)
-    have = _check_here(container, survey)
+    here = _Here(log, blob_store, views_db, runner, site_id)
+    survey = _verify(here, path, quiet)
+    have = _check_here(here, survey)
     conflicts_checked = False
-    recorder = container.log.recorder
-    transcoder = container.log.mapper.transcoder
-    handled = container.runner.projector.event_classes
+    recorder = here.log.recorder
+    transcoder = here.log.mapper.transcoder
+    handled = here.runner.projector.event_classes
     seen: dict[str, _Incoming] = {}
     topics: dict[str, type] = {}
-    mapper = container.log.mapper
+    mapper = here.log.mapper
     blobs = blobs_present = blob_bytes = events = present = 0
     batch: list[StoredEvent] = []
 
@@ -349,7 +371,7 @@ def import_bundle(
         batch.clear()
         # NOTE: the views follow batch by batch, so that imported names are read-only
         # here (and visible) as soon as they are in the log.
-        container.runner.catch_up()
+        here.runner.catch_up()
         if after_batch is not None:
             after_batch(events)
 
@@ -365,12 +387,12 @@ def import_bundle(
             if isinstance(frame, BlobStart):
                 source = _ChunkSource(frames, frame.size)
                 digest = Digest.parse(frame.digest)
-                if container.blobs.exists(digest):
+                if here.blobs.exists(digest):
                     source.drain()
                     blobs_present += 1
                 else:
                     try:
-                        container.blobs.put(source, expected=digest, expected_size=frame.size)
+                        here.blobs.put(source, expected=digest, expected_size=frame.size)
                     except DomainError as e:
                         raise BundleError(f"blob {frame.digest} not stored: {e.message}") from e
                     blobs += 1
@@ -380,7 +402,7 @@ def import_bundle(
                 if not conflicts_checked:
                     # NOTE: again, after the blobs (which may have taken long): a name
                     # created here meanwhile would otherwise meet the imported one.
-                    _refuse(_conflicts(container, survey, have))
+                    _refuse(_conflicts(here, survey, have))
                     conflicts_checked = True
                 # The file was verified; it is read again, so check again what is applied.
                 _check_event(frame, seen, topics, handled, transcoder, str(path))
@@ -408,7 +430,7 @@ def import_bundle(
                 # content all the same (blobs by digest, events decoded), so stop here.
                 raise BundleError(f"{path} changed while it was being imported")
         flush()
-    position = container.runner.catch_up()
+    position = here.runner.catch_up()
     header = survey.header
     return ImportResult(
         site_id=header.site_id,

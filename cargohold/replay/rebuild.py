@@ -23,12 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cargohold.adapters.data_dir import remove_sqlite, scratch_schema
-from cargohold.adapters.eventstore import LogReader
+from cargohold.adapters.data_dir import DataDir, remove_sqlite, scratch_schema
 from cargohold.adapters.postgres import PostgresDatabase
 from cargohold.adapters.sqlite import SQLiteDatabase
-from cargohold.bootstrap import Container
-from cargohold.bootstrap.stores import data_dir
 from cargohold.domain.ports import Cursor, Database
 from cargohold.progress import follow_positions, progress_bar
 from cargohold.projections.access_log import recount_access
@@ -56,14 +53,13 @@ class ReplayResult:
 
 
 @contextmanager
-def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
+def _scratch(views_db: Database, layout: DataDir) -> Iterator[tuple[Database, str]]:
     """A database handle that sees the live views and an empty scratch namespace."""
-    layout = data_dir(container.settings)
     token = uuid.uuid4().hex[:12]
     db: Database
-    if isinstance(container.views_db, PostgresDatabase):
+    if isinstance(views_db, PostgresDatabase):
         schema = scratch_schema(token)
-        db = container.views_db
+        db = views_db
         with db.transaction() as c:
             c.execute(f"CREATE SCHEMA {schema}")
         try:
@@ -89,7 +85,7 @@ def _scratch(container: Container) -> Iterator[tuple[Database, str]]:
 
 
 def _build(
-    container: Container,
+    log: EventSource,
     db: Database,
     ns: str,
     stop: int | None,
@@ -100,7 +96,7 @@ def _build(
 ) -> ProjectionRunner:
     """Views of the log up to ``stop`` (all of it: None) in the empty namespace ``ns``;
     its secondary indexes too, unless ``indexes`` is false (for views only copied out)."""
-    source: EventSource = LogReader(container.log)
+    source = log
     # PERF: big batches (one transaction, one executemany per statement run, each),
     # and the secondary indexes built once at the end rather than kept up row by row.
     runner = ProjectionRunner(db, source, batch_size=5000)
@@ -164,14 +160,24 @@ def _catch_up_inside(c: Cursor, runner: ProjectionRunner, ns: str, target: int) 
     return position
 
 
-def rebuild(container: Container, *, quiet: bool = False) -> ReplayResult:
-    with _scratch(container) as (db, ns):
+def rebuild(
+    views_db: Database,
+    log: EventSource,
+    runner: ProjectionRunner,
+    layout: DataDir,
+    *,
+    quiet: bool = False,
+) -> ReplayResult:
+    """Rebuild every view of ``views_db`` from ``log`` and swap them in (module docstring);
+    ``runner``, the live projection, re-reads its position afterwards. Scratch views go
+    where ``layout`` says."""
+    with _scratch(views_db, layout) as (db, ns):
         # PERF: no secondary indexes on views that are only copied (in key order) into
         # the live tables, which get theirs there.
-        runner = _build(container, db, ns, None, quiet, "rebuild", indexes=False)
+        scratch = _build(log, db, ns, None, quiet, "rebuild", indexes=False)
         with db.transaction() as c:
             live = _lock_live(c, db.dialect)
-            position = max(live, _catch_up_inside(c, runner, ns, live))
+            position = max(live, _catch_up_inside(c, scratch, ns, live))
             # PERF: on SQLite (where this transaction holds the write lock anyway, and
             # readers keep their snapshot) the live secondary indexes are dropped and
             # built again once, and rows go in in key order. On PostgreSQL dropping an
@@ -196,18 +202,27 @@ def rebuild(container: Container, *, quiet: bool = False) -> ReplayResult:
                 "UPDATE tracking SET position = ? WHERE name = ?", (position, PROJECTION_NAME)
             )
         # The live runner's memory of its position may be ahead or behind; re-read it.
-        container.runner.catch_up()
+        runner.catch_up()
         return ReplayResult(position=position, events=position)
 
 
-def verify(container: Container, *, quiet: bool = False) -> ReplayResult:
-    live_start = container.runner.position()
-    with _scratch(container) as (db, ns):
-        runner = _build(container, db, ns, live_start, quiet, "verify")
+def verify(
+    views_db: Database,
+    log: EventSource,
+    runner: ProjectionRunner,
+    layout: DataDir,
+    *,
+    quiet: bool = False,
+) -> ReplayResult:
+    """Compare the views of ``views_db`` with a fresh replay of ``log`` up to the live
+    position of ``runner`` (module docstring); every differing row is returned."""
+    live_start = runner.position()
+    with _scratch(views_db, layout) as (db, ns):
+        scratch = _build(log, db, ns, live_start, quiet, "verify")
         differences: list[Difference] = []
         with db.transaction() as c:
             live = _lock_live(c, db.dialect)
-            _catch_up_inside(c, runner, ns, live)
+            _catch_up_inside(c, scratch, ns, live)
             for table in VIEW_TABLES:
                 differences.extend(_compare(c, table, ns))
         return ReplayResult(position=live, events=live, differences=tuple(differences))

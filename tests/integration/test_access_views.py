@@ -32,9 +32,9 @@ from cargohold.domain.values import Digest, RepositoryName
 from cargohold.projections.identity_queries import TeamRow
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.schema import VIEW_TABLES
-from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image, settings_for
 from tests.integration.identity_log import IdentityLog
+from tests.operations import rebuild, verify
 
 NAME = RepositoryName("acme/app")
 

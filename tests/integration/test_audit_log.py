@@ -13,8 +13,8 @@ from cargohold.domain.identity import AccountName, Principal, RepositoryRole
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.audit_queries import LogFilter
-from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image
+from tests.operations import rebuild, verify
 
 NAME = RepositoryName("alice/app")
 SYSTEM = Caller(Actor.system(), "req-system", "10.1.2.3")

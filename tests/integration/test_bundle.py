@@ -42,7 +42,7 @@ from cargohold.domain.identity import (
     TeamRole,
 )
 from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName, Tag
-from cargohold.replay.bundle import BundleError, ImportRefused, export_bundle
+from cargohold.replay.bundle import BundleError, ImportRefused
 from cargohold.replay.bundle_format import (
     CHUNK,
     BlobStart,
@@ -51,9 +51,8 @@ from cargohold.replay.bundle_format import (
     EventFrame,
     Header,
 )
-from cargohold.replay.bundle_import import import_bundle
-from cargohold.replay.rebuild import verify
 from tests.factories import push_image
+from tests.operations import export_bundle, import_bundle, verify
 
 SOURCE_KEY = base64.b64encode(b"s" * 32).decode()
 DEST_KEY = base64.b64encode(b"d" * 16).decode()

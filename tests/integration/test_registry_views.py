@@ -17,8 +17,8 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.runner import ProjectionRunner
-from cargohold.replay.rebuild import verify
 from tests.factories import ALICE, OCI_MANIFEST, push_image
+from tests.operations import verify
 
 NAME = RepositoryName("acme/app")
 

@@ -12,8 +12,8 @@ import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.values import RepositoryName, Tag
-from cargohold.replay.rebuild import rebuild, verify
 from tests.factories import ALICE, push_image
+from tests.operations import rebuild, verify
 
 NAME = RepositoryName("acme/app")
 

@@ -15,8 +15,8 @@ from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor, RepositoryName, Tag
 from cargohold.http.server.serve import sweep_expired_tags
-from cargohold.replay.rebuild import verify
 from tests.factories import ALICE, ManualClock, push_image, settings_for
+from tests.operations import verify
 
 NAME = RepositoryName("acme/app")
 LATEST = Tag("latest")
@@ -108,7 +108,7 @@ def test_a_replay_in_big_batches_writes_the_rows_of_one_event_per_transaction(
     from cargohold.adapters.sqlite import SQLiteDatabase
     from cargohold.projections.runner import ProjectionRunner
     from cargohold.projections.schema import VIEW_TABLES
-    from cargohold.replay.rebuild import rebuild
+    from tests.operations import rebuild
 
     images = [push_image(container, "acme/app", "latest", seed=f"s{i}") for i in range(4)]
     for i in range(6):

@@ -41,7 +41,7 @@ def test_batched_projection_equals_one_event_per_transaction(tmp_path: Path) -> 
     from cargohold.adapters.sqlite import SQLiteDatabase
     from cargohold.projections.runner import ProjectionRunner
     from cargohold.projections.schema import VIEW_TABLES
-    from cargohold.replay.rebuild import rebuild
+    from tests.operations import rebuild
 
     generate(tmp_path / "d", 2_000, catch_up=False)
     c = bootstrap(load_settings(environ={}, overrides={"data_dir": tmp_path / "d"}))
