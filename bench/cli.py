@@ -22,12 +22,14 @@ import json
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from bench import populate
 from bench.content import Blob, make_blob
@@ -106,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the columns (default: all): "
         + "; ".join(f"{k}: {v}" for k, v in SERVER_HELP.items()),
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run cargohold from another checkout of the repository (say, a git "
+        "worktree of an earlier commit) as the column cargohold-base: embedded default, "
+        "2 workers, a data dir of its own; to see what a change does, in one run",
+    )
     parser.add_argument("--repeat", type=int, help="repeats per measurement (default 5)")
     parser.add_argument(
         "--loader",
@@ -180,8 +190,11 @@ def _run(selected: Sequence[Measurement], registries: Sequence[Registry], ctx: C
     return samples
 
 
-def _start(stack: ExitStack, names: Sequence[str], workdir: Path) -> list[Registry]:
-    """Start the chosen servers (and PostgreSQL + MinIO for cargohold-pg), in table order."""
+def _start(
+    stack: ExitStack, names: Sequence[str], workdir: Path, baseline: Path | None = None
+) -> list[Registry]:
+    """Start the chosen servers (and PostgreSQL + MinIO for cargohold-pg), in table order,
+    and cargohold from the ``baseline`` checkout last."""
     registries: list[Registry] = []
     data = workdir / "cargohold-data"
     for name in SERVERS:
@@ -228,7 +241,31 @@ def _start(stack: ExitStack, names: Sequence[str], workdir: Path) -> list[Regist
                     )
                 )
             )
+    if baseline is not None:
+        registries.append(stack.enter_context(_baseline(baseline, workdir)))
     return registries
+
+
+def _baseline(checkout: Path, workdir: Path) -> Any:
+    """cargohold from ``checkout`` (its code first on ``PYTHONPATH``), 2 workers."""
+    if not (checkout / "cargohold" / "cli.py").is_file():
+        raise BenchError(f"--baseline {checkout}: not a checkout of cargohold")
+    revision = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    name = "cargohold-base"
+    return cargohold(
+        name,
+        f"cargohold at {revision or checkout}, 2 workers",
+        workdir / f"{name}-data",
+        workdir / name,
+        workers=2,
+        group=name,
+        env={"PYTHONPATH": str(checkout.resolve())},
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         with ExitStack() as stack:
             _log(f"starting the registries (data under {workdir})")
-            registries = _start(stack, args.servers, workdir)
+            registries = _start(stack, args.servers, workdir, args.baseline)
             _log("loading content")
             big = make_blob(profile.big_blob, seed=1) if BIG in needs else None
             loading: dict[str, dict[str, float]] = {}

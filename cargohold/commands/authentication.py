@@ -36,8 +36,8 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 
-from cargohold.adapters.eventstore import RegistryLog
 from cargohold.commands.replicas import NoReplicas, Replicas
+from cargohold.commands.unit_of_work import EventLog
 from cargohold.domain.accounts import Account
 from cargohold.domain.authorization import Requester
 from cargohold.domain.credentials import LoginThrottle, PasswordHasher, TokenMinter
@@ -142,7 +142,7 @@ class AccountLike(Protocol):
 class Authenticator:
     def __init__(
         self,
-        log: RegistryLog,
+        log: EventLog,
         site_id: UUID,
         hasher: PasswordHasher,
         minter: TokenMinter,
