@@ -8,7 +8,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from cargohold.domain.accounts.rules import check_hash, check_window
+from cargohold.domain.accounts.rules import check_hash, window_change
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     DefaultPermissionUnknown,
@@ -395,14 +395,9 @@ class Organization(Aggregate):
 
     def set_tag_expiration_window(self, seconds: int, ctx: EventContext) -> None:
         """Set the time-machine window. Idempotent; ``InvalidInput`` below zero."""
-        check_window(seconds)
-        if seconds != self.tag_expiration_s:
-            self._trigger(
-                self.TagExpirationWindowSet,
-                ctx,
-                seconds=seconds,
-                from_seconds=self.tag_expiration_s,
-            )
+        change = window_change(self.tag_expiration_s, seconds)
+        if change is not None:
+            self._trigger(self.TagExpirationWindowSet, ctx, **change)
 
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())

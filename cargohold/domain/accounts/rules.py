@@ -24,7 +24,12 @@ def check_email(email: str) -> None:
         raise EmailInvalid(f"invalid e-mail address: {email[:200]!r}")
 
 
-def check_window(seconds: int) -> None:
-    """A time-machine window: whole seconds, at least zero."""
+def window_change(current: int | None, seconds: int) -> dict[str, int | None] | None:
+    """The fields of the ``TagExpirationWindowSet`` that moves a namespace's time-machine
+    window from ``current`` to ``seconds``, or ``None`` when it is that already.
+    Raises ``InvalidInput`` unless ``seconds`` is whole and at least zero."""
     if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
         raise InvalidInput("the tag expiration window must be a whole number of seconds >= 0")
+    if seconds == current:
+        return None
+    return {"seconds": seconds, "from_seconds": current}
