@@ -30,6 +30,13 @@ The tag time machine (version 4 adds ``tag_expirations`` and ``tag_pasts``):
   pointing at each manifest). A manifest deleted since is pushed again first, from its
   bytes, which the blob store keeps (as Quay's time machine keeps the manifests of dead
   tags until the window has passed); if its blobs are gone too, the restore is refused.
+
+One piece, over 450 lines on purpose (issue 15): this module is the aggregate and only
+it. Its events must be classes nested in ``Repository`` (they are stored as
+``cargohold.domain.repository:Repository.<Event>``), and its command methods are the
+guards that decide them over one consistency boundary; splitting the class (mixins)
+would scatter that boundary. What is not the aggregate lives elsewhere: the pure checks
+its guards call in ``repository_rules.py``, ``epoch_ms`` in ``clock.py``.
 """
 
 from __future__ import annotations
