@@ -31,7 +31,7 @@ from cargohold.config import Settings, default_tag_expiration, tag_expiration_op
 from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
 from cargohold.domain.credentials import PasswordHasher, TokenSigner
 from cargohold.domain.ports import BlobStore, Database
-from cargohold.domain.repository import SparsePolicy
+from cargohold.domain.repository_rules import SparsePolicy
 from cargohold.projections.access_log import BufferedAccessLog
 from cargohold.projections.audit_chain import AuditChain
 from cargohold.projections.audit_queries import AuditQueries

@@ -36,7 +36,8 @@ from cargohold.domain.expiration import MAX_CONFIG_BYTES, label_expiration
 from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.ports import BlobStore
-from cargohold.domain.repository import Repository, SparsePolicy
+from cargohold.domain.repository import Repository
+from cargohold.domain.repository_rules import SparsePolicy
 from cargohold.domain.values import Digest, DigestAlgorithm, RepositoryName, Tag
 
 #: The time-machine window of a namespace (how long a past tag stays restorable).

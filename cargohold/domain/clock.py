@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from cargohold.domain.values import HLCTimestamp
 
@@ -76,6 +77,15 @@ class HybridLogicalClock:
             reading = HLCTimestamp(wall, logical)
             self._last = reading
             return reading
+
+
+def epoch_ms(moment: datetime) -> int:
+    """An aware moment in milliseconds since the Unix epoch (the unit of HLC readings,
+    which is what the time machine measures by)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def stamp(at_ms: int) -> str:

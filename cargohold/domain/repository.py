@@ -30,30 +30,40 @@ The tag time machine (version 4 adds ``tag_expirations`` and ``tag_pasts``):
   pointing at each manifest). A manifest deleted since is pushed again first, from its
   bytes, which the blob store keeps (as Quay's time machine keeps the manifests of dead
   tags until the window has passed); if its blobs are gone too, the restore is refused.
+
+One piece, over 450 lines on purpose (issue 15): this module is the aggregate and only
+it. Its events must be classes nested in ``Repository`` (they are stored as
+``cargohold.domain.repository:Repository.<Event>``), and its command methods are the
+guards that decide them over one consistency boundary; splitting the class (mixins)
+would scatter that boundary. What is not the aggregate lives elsewhere: the pure checks
+its guards call in ``repository_rules.py``, ``epoch_ms`` in ``clock.py``.
 """
 
 from __future__ import annotations
 
-import enum
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from cargohold.domain.clock import epoch_ms
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import (
     BlobUnknown,
-    InvalidInput,
-    ManifestBlobUnknown,
     ManifestUnknown,
-    PermissionInvalid,
     PermissionUnknown,
     RepositoryUnknown,
     TagUnknown,
 )
-from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole, Visibility
+from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest
+from cargohold.domain.repository_rules import (
+    SparsePolicy,
+    check_grantee,
+    check_references,
+    checked_expiration,
+)
 from cargohold.domain.values import (
     Actor,
     Descriptor,
@@ -62,19 +72,6 @@ from cargohold.domain.values import (
     RepositoryName,
     Tag,
 )
-
-
-class SparsePolicy(enum.Enum):
-    """Which references of a pushed manifest may be missing from the repository.
-
-    The distribution spec lets a registry accept or reject (with MANIFEST_BLOB_UNKNOWN)
-    a manifest whose descriptors point at content it lacks; this is that choice. The
-    config blob is required under every policy.
-    """
-
-    STRICT = "strict"  # every layer and every child of an index must be there
-    INDEX = "index"  # an index may name children that were never pushed (partial mirrors)
-    ALL = "all"  # image layers may be missing too
 
 
 class Repository(Aggregate):
@@ -321,26 +318,7 @@ class Repository(Aggregate):
         """
         if manifest.digest in self.manifests:
             return
-        config = manifest.config
-        if config is not None and not config.urls and config.digest not in self.blobs:
-            raise ManifestBlobUnknown(
-                f"config {config.digest} of manifest {manifest.digest} "
-                f"is not in repository {self.name}"
-            )
-        if sparse is not SparsePolicy.ALL:
-            for blob in manifest.layers:
-                if not blob.urls and blob.digest not in self.blobs:
-                    raise ManifestBlobUnknown(
-                        f"blob {blob.digest} referenced by manifest {manifest.digest} "
-                        f"is not in repository {self.name}"
-                    )
-        if sparse is SparsePolicy.STRICT:
-            for child in manifest.manifests:
-                if child.digest not in self.manifests:
-                    raise ManifestBlobUnknown(
-                        f"manifest {child.digest} referenced by index {manifest.digest} "
-                        f"is not in repository {self.name}"
-                    )
+        check_references(manifest, self.blobs, self.manifests, sparse, self.name)
         self._trigger(
             self.ManifestPushed,
             ctx,
@@ -424,10 +402,7 @@ class Repository(Aggregate):
         digest = self.tags.get(tag)
         if digest is None:
             raise TagUnknown(f"tag {tag} is not in repository {self.name}")
-        if expires_at is not None:
-            if expires_at.tzinfo is None or epoch_ms(expires_at) <= ctx.hlc.wall_ms:
-                raise InvalidInput("a tag's expiration must be an aware time in the future")
-            expires_at = expires_at.astimezone(UTC)
+        expires_at = checked_expiration(expires_at, ctx.hlc.wall_ms)
         current = self.tag_expirations.get(tag)
         if current == expires_at:
             return
@@ -489,7 +464,7 @@ class Repository(Aggregate):
         who is always admin implicitly ("Namespace owner must always be admin"), and for
         a team or robot of another namespace.
         """
-        self._check_grantee(principal)
+        check_grantee(principal, self.name)
         current = self.permissions.get(principal)
         if current is role:
             return
@@ -503,7 +478,7 @@ class Repository(Aggregate):
         Raises ``PermissionInvalid`` for the namespace's own user and ``PermissionUnknown``
         when the principal holds no explicit grant here.
         """
-        self._check_grantee(principal)
+        check_grantee(principal, self.name)
         if principal not in self.permissions:
             raise PermissionUnknown(f"{principal} has no permission on repository {self.name}")
         self._trigger(self.PermissionRevoked, ctx, principal=principal)
@@ -525,25 +500,5 @@ class Repository(Aggregate):
         if self.deleted:
             self._trigger(self.Recreated, ctx)
 
-    def _check_grantee(self, principal: Principal) -> None:
-        namespace = self.name.namespace
-        if principal.kind is PrincipalKind.USER and principal.name == namespace:
-            raise PermissionInvalid(
-                f"{principal} owns namespace {namespace}: the namespace owner is always admin"
-            )
-        if principal.kind is not PrincipalKind.USER and principal.namespace != namespace:
-            raise PermissionInvalid(
-                f"{principal} belongs to another namespace than repository {self.name}"
-            )
-
     def _trigger(self, event_class: type[Event], ctx: EventContext, **fields: Any) -> None:
         self.trigger_event(event_class, **fields, **ctx.event_fields())
-
-
-def epoch_ms(moment: datetime) -> int:
-    """An aware moment in milliseconds since the Unix epoch (the unit of HLC readings,
-    which is what the time machine measures by)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -6,7 +6,7 @@ touches it). Its counts per scope, day and kind (``access_counts``, for the aggr
 ``projections/audit_counts.py``) are derived from it: each flush adds its batch's counts
 in the batch's transaction, and ``recount_access`` recomputes them (when the table is
 new on a data dir that has pulls, and at ``replay rebuild``). Its columns are the audit
-log's (``projections/audit.py``) with an ``id`` (assigned by the database) instead of
+log's (``projections/audit_entry.py``) with an ``id`` (assigned by the database) instead of
 ``position, sequence``::
 
     access_log
@@ -41,7 +41,7 @@ from typing import Any
 from cargohold.domain.errors import StorageError
 from cargohold.domain.ports import AccessRecord, Cursor, Database
 from cargohold.projections import audit_counts
-from cargohold.projections.audit import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
+from cargohold.projections.audit_entry import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
 
 log = logging.getLogger(__name__)
 

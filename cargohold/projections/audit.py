@@ -1,12 +1,8 @@
-"""The audit log: one entry per event of the registry log, with Quay's log kinds.
+"""The audit log's kinds: which entry, of Quay's log kinds, every event becomes.
 
-``AuditWriter.write`` runs inside the projection pass (``RegistryProjector.apply``), in
-the same cursor and transaction as the other views, *before* the event's own handler (so
-a ``Deleted`` repository still has its name in ``repositories``, and a default
-permission that is about to be replaced is still there to tell "create" from "modify").
-The table is a view like any other: ``replay rebuild`` and ``verify`` cover it. Each
-entry also adds 1 to its rows of ``audit_counts`` (``audit_counts.py``: per scope, day
-and kind), which the aggregates read.
+Every event of the registry log becomes one entry of ``audit_log`` (``AuditMapper`` here
+decides which; ``audit_writer.AuditWriter`` writes it in the projection pass, before the
+event's own handler; ``audit_entry`` holds the columns and the insert).
 
 Pulls and logins are not events; they go to the ``access_log`` table through
 ``cargohold.projections.access_log`` (same columns, its own source of truth). The query
@@ -76,80 +72,28 @@ access_log: login refused              login_failure                 type, usern
 lock saved in the same ``save()`` as the ``Account.Created`` or ``Organization.Created``
 it guards, so an entry would repeat ``user_create``/``org_create`` for every name.
 
-Every entry has: ``position`` (the event's notification id) and ``sequence`` (0: one
-entry per event; the key leaves room for more), ``kind``, ``time`` (ISO 8601, UTC) and
-``time_ms`` (epoch milliseconds, for range queries), ``namespace``, ``repository`` (the
-full ``ns/name``, or NULL), ``performer_kind`` (user, robot, anonymous, system, mirror,
-site) and ``performer_name``, ``ip`` (the client address, NULL for CLI and system),
-``request_id``, and ``metadata`` (a JSON object). Secrets never enter it: hashes and
-tokens are left out.
+The columns every entry has are ``audit_entry.py``'s.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.identity import Principal, PrincipalKind
 from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
-from cargohold.projections import audit_counts
+from cargohold.projections.audit_entry import Entry, iso
 from cargohold.projections.base import ProjectionCorrupt
-from cargohold.projections.writes import BatchedWrites, write
+from cargohold.projections.writes import BatchedWrites
 
 #: The kinds of the pulls and logins recorded in ``access_log``.
 PULL_REPO = "pull_repo"
 LOGIN_SUCCESS = "login_success"
 LOGIN_FAILURE = "login_failure"
 ACCESS_KINDS: frozenset[str] = frozenset({PULL_REPO, LOGIN_SUCCESS, LOGIN_FAILURE})
-
-#: The columns of an entry, in both tables (``access_log`` has ``id`` where this has
-#: ``position, sequence``).
-ENTRY_COLUMNS = (
-    "kind",
-    "time",
-    "time_ms",
-    "namespace",
-    "repository",
-    "performer_kind",
-    "performer_name",
-    "ip",
-    "request_id",
-    "metadata",
-)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What an event says in the audit log (the provenance columns come from the event)."""
-
-    kind: str
-    namespace: str | None
-    repository: str | None
-    metadata: dict[str, Any]
-
-
-# PERF: json.dumps with options builds this encoder anew on every call.
-_METADATA_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
-def dump_metadata(metadata: dict[str, Any]) -> str:
-    return _METADATA_JSON.encode(metadata)
-
-
-def epoch_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
 
 Mapper = Callable[[Cursor, str, Any], Entry]
 
@@ -474,77 +418,3 @@ AUDIT_KINDS: frozenset[str] = frozenset(
     }
 )
 ALL_KINDS: frozenset[str] = AUDIT_KINDS | ACCESS_KINDS
-
-
-class AuditWriter:
-    """Writes the entry of one event, in the projection's cursor."""
-
-    def __init__(self, mapper: AuditMapper | None = None) -> None:
-        self.mapper = mapper or AuditMapper()
-        self._last_time: tuple[Any, str, int] = (None, "", 0)
-
-    def write(
-        self,
-        c: Cursor,
-        ns: str,
-        event: Any,
-        position: int,
-        counts: Counter[audit_counts.CountKey] | None = None,
-    ) -> None:
-        """Insert the event's entry; its counts go to ``counts`` when given (the caller
-        adds them to ``audit_counts`` before its transaction ends), else at once."""
-        entry = self.mapper.entry(c, ns, event)
-        if entry is None:
-            return
-        if entry.kind not in AUDIT_KINDS:  # pragma: no cover - a mapping table slip
-            raise ProjectionCorrupt(f"audit kind {entry.kind!r} is not declared")
-        moment: datetime = event.timestamp
-        # PERF: one memo of the last time's text and milliseconds (see event_time).
-        last = self._last_time
-        if last[0] is not moment:
-            last = self._last_time = (moment, iso(moment), epoch_ms(moment))
-        actor = event.actor
-        insert_entry(
-            c,
-            ns,
-            (
-                position,
-                0,
-                entry.kind,
-                last[1],
-                last[2],
-                entry.namespace,
-                entry.repository,
-                actor.kind.value,
-                actor.name,
-                event.client_address,
-                event.request_id,
-                dump_metadata(entry.metadata),
-            ),
-            counts,
-        )
-
-
-@functools.lru_cache(maxsize=16)
-def _insert_sql(ns: str) -> str:
-    return (
-        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-
-
-def insert_entry(
-    c: Cursor,
-    ns: str,
-    row: tuple[Any, ...],
-    counts: Counter[audit_counts.CountKey] | None = None,
-) -> None:
-    """Insert one ``audit_log`` row (``position, sequence`` then ``ENTRY_COLUMNS``) and add
-    it to ``audit_counts`` in the caller's transaction: at once, or, given ``counts``, to
-    ``counts``, which the caller adds (``audit_counts.add``) before it commits."""
-    write(c, "audit_log", _insert_sql(ns), row)  # PERF: batched on a BatchedWrites cursor
-    keys = audit_counts.keys_of(row[2], row[4], row[5], row[6])  # kind, time_ms, ns, repo
-    if counts is not None:
-        counts.update(keys)
-    else:
-        audit_counts.add(c, f"{ns}{audit_counts.AUDIT_COUNTS}", dict.fromkeys(keys, 1))

@@ -30,8 +30,8 @@ from typing import Any
 
 from cargohold.domain.ports import Cursor, Database
 from cargohold.projections import audit_counts
-from cargohold.projections.audit import ENTRY_COLUMNS
 from cargohold.projections.audit_counts import DAY_MS
+from cargohold.projections.audit_entry import ENTRY_COLUMNS
 
 AUDIT, ACCESS = 1, 0
 

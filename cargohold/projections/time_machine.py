@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.clock import epoch_ms
 from cargohold.domain.ports import Cursor
-from cargohold.domain.repository import Repository, epoch_ms
+from cargohold.domain.repository import Repository
 from cargohold.projections.base import (
     Handler,
     ProjectionCorrupt,

@@ -21,8 +21,8 @@ from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind
 from cargohold.projections import audit_counts
 from cargohold.projections.access_log import BufferedAccessLog, create_access_log_table
-from cargohold.projections.audit import insert_entry, iso
 from cargohold.projections.audit_counts import DAY_MS
+from cargohold.projections.audit_entry import insert_entry, iso
 from cargohold.projections.audit_queries import AuditQueries, LogFilter
 from cargohold.projections.schema import create_tables
 

@@ -10,7 +10,8 @@ import pytest
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import ManifestBlobUnknown
 from cargohold.domain.manifest import parse_manifest
-from cargohold.domain.repository import Repository, SparsePolicy
+from cargohold.domain.repository import Repository
+from cargohold.domain.repository_rules import SparsePolicy
 from cargohold.domain.values import Actor, Digest, HLCTimestamp, RepositoryName
 
 CTX = EventContext(Actor.system(), uuid.UUID(int=7), HLCTimestamp(1), "r")
