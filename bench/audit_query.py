@@ -29,10 +29,10 @@ from cargohold.adapters.postgres import PostgresDatabase
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.config import load_settings
 from cargohold.domain.ports import Database
-from cargohold.projections import audit_counts
 from cargohold.projections.access_log import create_access_log_table, recount_access
-from cargohold.projections.audit_counts import DAY_MS
-from cargohold.projections.audit_queries import AuditQueries, LogFilter
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.counts import DAY_MS
+from cargohold.projections.audit.queries import AuditQueries, LogFilter
 from cargohold.projections.schema import create_tables
 
 KIND_MIX = [

@@ -33,8 +33,8 @@ from cargohold.domain.credentials import PasswordHasher, TokenSigner
 from cargohold.domain.ports import BlobStore, Database
 from cargohold.domain.repository_rules import SparsePolicy
 from cargohold.projections.access_log import BufferedAccessLog
-from cargohold.projections.audit_chain import AuditChain
-from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.audit.chain import AuditChain
+from cargohold.projections.audit.queries import AuditQueries
 from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.origins import StreamOrigins
 from cargohold.projections.queries import RegistryQueries

@@ -3,10 +3,10 @@
 ``access_log`` lives in the views database but is *not* a view: nothing in the event log
 describes a pull, so this table is its own source of truth (``replay rebuild`` never
 touches it). Its counts per scope, day and kind (``access_counts``, for the aggregates;
-``projections/audit_counts.py``) are derived from it: each flush adds its batch's counts
+``projections/audit/counts.py``) are derived from it: each flush adds its batch's counts
 in the batch's transaction, and ``recount_access`` recomputes them (when the table is
 new on a data dir that has pulls, and at ``replay rebuild``). Its columns are the audit
-log's (``projections/audit_entry.py``) with an ``id`` (assigned by the database) instead of
+log's (``projections/audit/entry.py``) with an ``id`` (assigned by the database) instead of
 ``position, sequence``::
 
     access_log
@@ -40,8 +40,8 @@ from typing import Any
 
 from cargohold.domain.errors import StorageError
 from cargohold.domain.ports import AccessRecord, Cursor, Database
-from cargohold.projections import audit_counts
-from cargohold.projections.audit_entry import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.entry import ENTRY_COLUMNS, dump_metadata, epoch_ms, iso
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ PERF: the registry's handlers queue their row writes on a ``BatchedWrites`` curs
 ``writes``), which the runner flushes once per batch, and look a repository's name up
 once per batch. ``apply`` given a plain cursor wraps and flushes it itself.
 
-Every event also becomes one ``audit_log`` entry (``projections/audit.py``: which one;
-``audit_writer.py``: its writer), written in the same transaction, before the event's
+Every event also becomes one ``audit_log`` entry (``projections/audit/kinds.py``: which one;
+``audit/writer.py``: its writer), written in the same transaction, before the event's
 own handler.
 """
 
@@ -29,9 +29,9 @@ from cargohold.domain.identity import Visibility
 from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
-from cargohold.projections import audit_counts
-from cargohold.projections.audit_counts import CountKey
-from cargohold.projections.audit_writer import AuditWriter
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.counts import CountKey
+from cargohold.projections.audit.writer import AuditWriter
 from cargohold.projections.base import (
     Handler,
     ProjectionCorrupt,

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cargohold.domain.ports import Cursor, Database
-from cargohold.projections.audit_counts import CountKey
+from cargohold.projections.audit.counts import CountKey
 from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.schema import create_tables
 from cargohold.projections.writes import BatchedWrites

@@ -278,7 +278,7 @@ NAMESPACE_SETTINGS = Table(
 )
 
 # -- the audit log ---------------------------------------------------------------------
-# One entry per event (projections/audit.py). ``time_ms`` is the epoch-millisecond copy of
+# One entry per event (projections/audit/kinds.py). ``time_ms`` is the epoch-millisecond copy of
 # ``time`` that range queries and keyset pages use; every index ends in the tie-breaker
 # ``position`` so a page is one index range scan, newest first.
 
@@ -309,7 +309,7 @@ AUDIT_LOG = Table(
 )
 
 # Entries per scope ('*' | 'n:<namespace>' | 'r:<ns/name>'), UTC day and kind, for the
-# aggregates (projections/audit_counts.py); written with each ``audit_log`` entry.
+# aggregates (projections/audit/counts.py); written with each ``audit_log`` entry.
 AUDIT_COUNTS = Table(
     "audit_counts",
     (("scope", T), ("day", I), ("kind", T), ("n", I)),

@@ -24,7 +24,7 @@ from cargohold.domain.clock import stamp
 from cargohold.domain.ports import Database
 from cargohold.projections.access_log import copy_access_log
 from cargohold.projections.as_of import AsOfIdentityQueries, AsOfRegistryQueries, TimeBoundSource
-from cargohold.projections.audit_queries import AuditQueries
+from cargohold.projections.audit.queries import AuditQueries
 from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import EventSource, ProjectionRunner

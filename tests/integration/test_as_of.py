@@ -19,7 +19,7 @@ from cargohold.bootstrap import Container, StartupError, bootstrap
 from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole
 from cargohold.domain.ports import AccessRecord, Database
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
-from cargohold.projections.audit_queries import LogFilter
+from cargohold.projections.audit.queries import LogFilter
 from cargohold.projections.schema import VIEW_TABLES
 from cargohold.replay import as_of
 from tests.factories import ALICE, ManualClock, push_image, settings_for

@@ -15,8 +15,8 @@ import pytest
 
 from cargohold.bootstrap import Container
 from cargohold.domain.values import RepositoryName, Tag
-from cargohold.projections.audit_chain import AuditChain
-from cargohold.projections.audit_chain_verify import Problem
+from cargohold.projections.audit.chain import AuditChain
+from cargohold.projections.audit.chain_verify import Problem
 from tests.factories import ALICE, push_image
 
 NAME = RepositoryName("acme/app")
@@ -148,7 +148,7 @@ def test_rewriting_events_with_their_digests_breaks_the_signed_checkpoint(
     tamper.flip_a_byte(6)
     # The forger also recomputes the digest they can see, and the unsigned running link.
     rows = container.log.recorder.select_notifications(start=6, limit=1)
-    from cargohold.projections.audit_chain_format import row_digest
+    from cargohold.projections.audit.chain_format import row_digest
 
     with container.views_db.transaction() as c:
         c.execute(

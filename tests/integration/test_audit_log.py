@@ -12,7 +12,7 @@ from cargohold.domain.errors import StorageError
 from cargohold.domain.identity import AccountName, Principal, RepositoryRole
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
-from cargohold.projections.audit_queries import LogFilter
+from cargohold.projections.audit.queries import LogFilter
 from tests.factories import ALICE, push_image
 from tests.operations import rebuild, verify
 

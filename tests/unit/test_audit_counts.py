@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.ports import AccessRecord
 from cargohold.domain.values import Actor, ActorKind
-from cargohold.projections import audit_counts
 from cargohold.projections.access_log import BufferedAccessLog, create_access_log_table
-from cargohold.projections.audit_counts import DAY_MS
-from cargohold.projections.audit_entry import insert_entry, iso
-from cargohold.projections.audit_queries import AuditQueries, LogFilter
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.counts import DAY_MS
+from cargohold.projections.audit.entry import insert_entry, iso
+from cargohold.projections.audit.queries import AuditQueries, LogFilter
 from cargohold.projections.schema import create_tables
 
 BASE = 20_000 * DAY_MS  # a midnight UTC (2024-10-04)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.accounts import NamespaceClaim
 from cargohold.domain.repository import Repository
-from cargohold.projections.audit import AUDIT_KINDS, AuditMapper
+from cargohold.projections.audit.kinds import AUDIT_KINDS, AuditMapper
 from cargohold.projections.schema import create_tables
 from tests.strategies import all_event_classes, events_of
 

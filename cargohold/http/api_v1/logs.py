@@ -48,8 +48,8 @@ from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
 from cargohold.http.api_v1.render import rfc2822
 from cargohold.http.api_v1.request import encode_page_token, identity_of, page_after, send
-from cargohold.projections.audit import ALL_KINDS
-from cargohold.projections.audit_queries import AuditQueries, Key, LogEntry, LogFilter
+from cargohold.projections.audit.kinds import ALL_KINDS
+from cargohold.projections.audit.queries import AuditQueries, Key, LogEntry, LogFilter
 
 PAGE_SIZE = 20
 MAX_PERFORMER = 255

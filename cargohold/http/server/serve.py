@@ -107,7 +107,7 @@ SEAL_INTERVAL_SECONDS = 1.0
 
 
 def _sealer(container: Container, stop: threading.Event) -> None:
-    """Seal new events into the audit chain about once a second (see projections/audit_chain.py).
+    """Seal new events into the audit chain about once a second (see projections/audit/chain.py).
 
     Every worker runs one; they take turns by compare-and-set on the chain's head."""
     while not stop.wait(SEAL_INTERVAL_SECONDS):

@@ -20,7 +20,7 @@ Three tables in the views database (not views: ``replay rebuild`` never touches 
   a position, signed (ECDSA P-256) with the registry's signing key, which is not in either
   database. Someone who can write the database can rewrite events *and* their digests, but
   cannot sign a checkpoint: the recomputed chain then disagrees with the next checkpoint.
-- ``audit_seal (name, position, link, ...)``: the sealer's head (``audit_chain.py``).
+- ``audit_seal (name, position, link, ...)``: the sealer's head (``chain.py``).
 
 A change to anything here (the domain strings, the packing, the statement) breaks every
 chain already sealed: it is a persisted schema.

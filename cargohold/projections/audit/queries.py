@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cargohold.domain.ports import Cursor, Database
-from cargohold.projections import audit_counts
-from cargohold.projections.audit_counts import DAY_MS
-from cargohold.projections.audit_entry import ENTRY_COLUMNS
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.counts import DAY_MS
+from cargohold.projections.audit.entry import ENTRY_COLUMNS
 
 AUDIT, ACCESS = 1, 0
 
@@ -154,7 +154,7 @@ class AuditQueries:
         """Counts per kind per UTC day over the filtered entries, by day then kind.
 
         The same answer as ``aggregate_raw``, read mostly from the counts tables
-        (``audit_counts.py``): the whole UTC days inside the range from the scope's
+        (``counts.py``): the whole UTC days inside the range from the scope's
         rows, the partial days at its edges (a range from "now - 1 day", the endpoints'
         default) from raw rows. A performer filter counts raw rows (the performer's own,
         through the ``(performer_name, time_ms)`` index): the counts have no performer.

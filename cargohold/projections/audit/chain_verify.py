@@ -4,7 +4,7 @@ sealed, and report every difference (``ChainVerifier``, behind ``AuditChain.veri
 The stored rows and the recorded digests are read in batches and merged by position; a
 difference names the event (altered, moved, deleted, inserted), and each checkpoint is
 checked on its own stretch (``chain-rewritten``, ``checkpoint-invalid``). The format is
-``audit_chain_format.py``'s.
+``chain_format.py``'s.
 
 PostgreSQL may leave gaps in notification ids (a transaction rolled back after taking an
 id): a gap is only an error where the chain recorded an event.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cargohold.domain.ports import Database
-from cargohold.projections.audit_chain_format import (
+from cargohold.projections.audit.chain_format import (
     GENESIS,
     Notary,
     RawLog,

@@ -1,8 +1,8 @@
 """The audit log's kinds: which entry, of Quay's log kinds, every event becomes.
 
 Every event of the registry log becomes one entry of ``audit_log`` (``AuditMapper`` here
-decides which; ``audit_writer.AuditWriter`` writes it in the projection pass, before the
-event's own handler; ``audit_entry`` holds the columns and the insert).
+decides which; ``writer.AuditWriter`` writes it in the projection pass, before the
+event's own handler; ``entry`` holds the columns and the insert).
 
 Pulls and logins are not events; they go to the ``access_log`` table through
 ``cargohold.projections.access_log`` (same columns, its own source of truth). The query
@@ -72,7 +72,7 @@ access_log: login refused              login_failure                 type, usern
 lock saved in the same ``save()`` as the ``Account.Created`` or ``Organization.Created``
 it guards, so an entry would repeat ``user_create``/``org_create`` for every name.
 
-The columns every entry has are ``audit_entry.py``'s.
+The columns every entry has are ``entry.py``'s.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.identity import Principal, PrincipalKind
 from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
-from cargohold.projections.audit_entry import Entry, iso
+from cargohold.projections.audit.entry import Entry, iso
 from cargohold.projections.base import ProjectionCorrupt
 from cargohold.projections.writes import BatchedWrites
 

@@ -5,11 +5,11 @@ the same cursor and transaction as the other views, *before* the event's own han
 a ``Deleted`` repository still has its name in ``repositories``, and a default
 permission that is about to be replaced is still there to tell "create" from "modify").
 The table is a view like any other: ``replay rebuild`` and ``verify`` cover it. Each
-entry also adds 1 to its rows of ``audit_counts`` (``audit_counts.py``: per scope, day
+entry also adds 1 to its rows of ``audit_counts`` (``counts.py``: per scope, day
 and kind), which the aggregates read.
 
-Which entry an event becomes is ``audit.py``'s table (``AuditMapper``); the columns and
-the insert are ``audit_entry.py``'s.
+Which entry an event becomes is ``kinds.py``'s table (``AuditMapper``); the columns and
+the insert are ``entry.py``'s.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from cargohold.domain.ports import Cursor
-from cargohold.projections import audit_counts
-from cargohold.projections.audit import AUDIT_KINDS, AuditMapper
-from cargohold.projections.audit_entry import dump_metadata, epoch_ms, insert_entry, iso
+from cargohold.projections.audit import counts as audit_counts
+from cargohold.projections.audit.entry import dump_metadata, epoch_ms, insert_entry, iso
+from cargohold.projections.audit.kinds import AUDIT_KINDS, AuditMapper
 from cargohold.projections.base import ProjectionCorrupt
 
 

@@ -3,8 +3,8 @@
 ``AuditChain`` seals: it adds the digest of every stored event after the sealed head to
 the chain and signs a checkpoint of the running link every ``checkpoint_every`` events or
 ``checkpoint_seconds``, whichever comes first; ``verify`` hands over to
-``audit_chain_verify``. What is hashed, linked and signed, and the tables, are
-``audit_chain_format.py``'s.
+``chain_verify``. What is hashed, linked and signed, and the tables, are
+``chain_format.py``'s.
 
 The sealer's head, ``audit_seal (name, position, link, ...)``: sealing advances it by
 compare-and-set in the same transaction as the digests it adds, so several workers or
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cargohold.domain.ports import Cursor, Database
-from cargohold.projections.audit_chain_format import (
+from cargohold.projections.audit.chain_format import (
     GENESIS,
     SEAL_NAME,
     TABLES,
@@ -36,7 +36,7 @@ from cargohold.projections.audit_chain_format import (
     read_head,
     row_digest,
 )
-from cargohold.projections.audit_chain_verify import AuditReport, ChainVerifier
+from cargohold.projections.audit.chain_verify import AuditReport, ChainVerifier
 
 SEAL_BATCH = 2000
 

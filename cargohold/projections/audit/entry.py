@@ -2,8 +2,8 @@
 insert that also counts it.
 
 Both tables of the audit log hold these columns: ``audit_log`` (one entry per event,
-``audit_writer``) and ``access_log`` (pulls and logins, ``access_log``); which entry an
-event becomes is ``audit.py``'s table.
+``writer``) and ``access_log`` (pulls and logins, ``access_log``); which entry an
+event becomes is ``kinds.py``'s table.
 
 Every entry has: ``position`` (the event's notification id) and ``sequence`` (0: one
 entry per event; the key leaves room for more), ``kind``, ``time`` (ISO 8601, UTC) and
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cargohold.domain.ports import Cursor
-from cargohold.projections import audit_counts
+from cargohold.projections.audit import counts as audit_counts
 from cargohold.projections.writes import write
 
 #: The columns of an entry, in both tables (``access_log`` has ``id`` where this has
