@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cargohold import chores
 from cargohold.bootstrap import Container
 from cargohold.commands.unit_of_work import Caller
 from cargohold.config import Settings, load_settings
@@ -113,3 +114,8 @@ def sqlite_steps(c: Container) -> tuple[Callable[[], int], Callable[[bool], None
         conn.set_progress_handler(count if on else None, 1)
 
     return (lambda: steps[0]), switch
+
+
+def sweep_expired_tags(container: Container) -> int:
+    """The tag-expiry chore's one pass (``chores.sweep_expired_tags``) over ``container``."""
+    return chores.sweep_expired_tags(container.queries, container.registry, container.site_id)

@@ -20,11 +20,9 @@ import threading
 import time
 from typing import Any
 
+from cargohold import chores
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.commands.unit_of_work import Caller
 from cargohold.config import Settings
-from cargohold.domain.errors import DomainError
-from cargohold.domain.values import Actor
 from cargohold.http.server.inline_reads import InlineReads, serves_inline
 from cargohold.http.server.sendfile import sending_files
 from cargohold.http.server.streaming_bodies import streaming_channel
@@ -60,61 +58,6 @@ def announce(settings: Settings, sock: socket.socket) -> None:
         f"(data in {settings.data_dir}{workers}{past})",
         flush=True,
     )
-
-
-def _janitor(container: Container, stop: threading.Event) -> None:
-    """Remove abandoned uploads once they are older than the configured expiry."""
-    interval = max(1.0, min(container.settings.upload_expiry_seconds / 4, 300.0))
-    while not stop.wait(interval):
-        try:
-            removed = container.uploads.purge_expired()
-            if removed:
-                log.info("removed %d expired uploads", removed)
-        except Exception:  # NOTE: a failed sweep is retried next interval
-            log.exception("upload janitor failed")
-
-
-#: How often the tag sweeper looks for expirations that have passed.
-TAG_SWEEP_INTERVAL_SECONDS = 15.0
-
-
-def sweep_expired_tags(container: Container) -> int:
-    """Record a ``TagExpired`` (system actor) for every tag whose expiration has passed;
-    returns how many repositories were swept. Readers hide such tags already: this
-    only puts the expiry into the log, so that history and audit show it.
-
-    Safe on several workers and nodes at once (recording is idempotent)."""
-    caller = Caller(Actor.system(), "tag-expiry")
-    swept = 0
-    for name in container.queries.repositories_with_due_expirations(site_id=str(container.site_id)):
-        try:
-            container.registry.expire_tags(name, caller)
-            swept += 1
-        except DomainError:  # NOTE: deleted meanwhile, or busy: the next pass sees it
-            log.warning("could not record tag expiry in %s", name, exc_info=True)
-    return swept
-
-
-def _tag_sweeper(container: Container, stop: threading.Event) -> None:
-    while not stop.wait(TAG_SWEEP_INTERVAL_SECONDS):
-        try:
-            sweep_expired_tags(container)
-        except Exception:  # NOTE: a failed sweep is retried next interval
-            log.exception("tag expiry sweep failed")
-
-
-SEAL_INTERVAL_SECONDS = 1.0
-
-
-def _sealer(container: Container, stop: threading.Event) -> None:
-    """Seal new events into the audit chain about once a second (see projections/audit_chain.py).
-
-    Every worker runs one; they take turns by compare-and-set on the chain's head."""
-    while not stop.wait(SEAL_INTERVAL_SECONDS):
-        try:
-            container.audit_chain.seal()
-        except Exception:  # NOTE: a failed pass is retried; nothing is skipped
-            log.exception("sealing the audit chain failed")
 
 
 _TLS_REFUSAL_BODY = b"this is an HTTP server, not HTTPS/TLS\r\n"
@@ -253,8 +196,13 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
     container.runner.start()
     container.access_log.start()
     if not container.read_only:  # the writers: the log's own server does their work
-        for chore in (_janitor, _sealer, _tag_sweeper):
-            threading.Thread(target=chore, args=(container, stop), daemon=True).start()
+        expiry = container.settings.upload_expiry_seconds
+        for chore, args in (
+            (chores.janitor, (container.uploads, expiry)),
+            (chores.sealer, (container.audit_chain,)),
+            (chores.tag_sweeper, (container.queries, container.registry, container.site_id)),
+        ):
+            threading.Thread(target=chore, args=(*args, stop), daemon=True).start()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
