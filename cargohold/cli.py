@@ -216,16 +216,15 @@ def _as_of(container: Container, at_ms: int, *, drop: bool, quiet: bool) -> int:
 
 
 def _bind(settings: Settings) -> socket.socket:
-    from cargohold.http.server.serve import bind
+    # NOTE: imported here: only serve loads the HTTP stack.
+    from cargohold.bootstrap.serving import listen
 
-    try:
-        return bind(settings)
-    except OSError as e:
-        raise StartupError(f"cannot listen on {settings.listen}: {e.strerror or e}") from e
+    return listen(settings)
 
 
 def _serve(container: Container, sock: socket.socket) -> int:
-    from cargohold.http.server.serve import announce, serve_with, serve_workers
+    from cargohold.bootstrap.serving import serve_with, serve_workers
+    from cargohold.http.server.listening import announce
 
     settings = container.settings
     password = None if container.read_only else ensure_admin(container)

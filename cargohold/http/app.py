@@ -1,29 +1,46 @@
-"""The falcon application: routes only. Collaborators come from the container."""
+"""The falcon application: routes only.
+
+``create_app`` is part of the composition root: it alone takes the collaborators out of
+the container and hands each surface, by keyword, the ones it uses.
+"""
 
 from __future__ import annotations
 
 import json
 
 import falcon
+from eventsourcing.persistence import ApplicationRecorder
 
 from cargohold.bootstrap import Container
 from cargohold.domain.errors import StorageError
-from cargohold.http.api_v1 import register as register_api_v1
+from cargohold.domain.ports import BlobStore, Database
+from cargohold.http import api_v1
+from cargohold.http.api_v1.router import ApiV1Router
+from cargohold.http.registry_v2 import routing as registry_v2
 from cargohold.http.registry_v2.auth import RegistryAuth
-from cargohold.http.registry_v2.routing import register as register_v2
+from cargohold.projections.runner import ProjectionRunner
 
 
 class HealthResource:
     """``GET /health``: 200 when the log, the views and the blob store answer, else 503."""
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    def __init__(
+        self,
+        views: Database,
+        blobs: BlobStore,
+        log: ApplicationRecorder,
+        projection: ProjectionRunner,
+    ) -> None:
+        self.views = views
+        self.blobs = blobs
+        self.log = log
+        self.projection = projection
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         checks: dict[str, str] = {}
         for name, probe in (
-            ("views", self.container.views_db.check),
-            ("blobs", self.container.blobs.check),
+            ("views", self.views.check),
+            ("blobs", self.blobs.check),
             ("log", self._log_head),
         ):
             try:
@@ -31,7 +48,7 @@ class HealthResource:
                 checks[name] = "ok"
             except StorageError as e:
                 checks[name] = e.message
-        failure = self.container.runner.failure
+        failure = self.projection.failure
         checks["projection"] = "ok" if failure is None else f"stopped: {failure}"
         healthy = all(v == "ok" for v in checks.values())
         resp.status = falcon.HTTP_200 if healthy else falcon.HTTP_503
@@ -40,7 +57,7 @@ class HealthResource:
 
     def _log_head(self) -> None:
         try:
-            self.container.log.recorder.max_notification_id()
+            self.log.max_notification_id()
         except Exception as e:  # NOTE: any failure of the log is reported, not raised
             raise StorageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
@@ -50,9 +67,24 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
     app.req_options.strip_url_path_trailing_slash = False
     # NOTE: query values such as "a,b" stay one value; the spec has no list parameters.
     app.req_options.auto_parse_qs_csv = False
-    app.add_route("/health", HealthResource(container))
-    register_v2(app, container, registry_auth(container))
-    register_api_v1(app, container)
+    app.add_route(
+        "/health",
+        HealthResource(
+            container.views_db, container.blobs, container.log.recorder, container.runner
+        ),
+    )
+    registry_v2.register(
+        app,
+        registry=container.registry,
+        queries=container.queries,
+        identity_queries=container.identity_queries,
+        uploads=container.uploads,
+        blobs=container.blobs,
+        pulls=container.access_log,
+        auth=registry_auth(container),
+        read_only=container.read_only,
+    )
+    api_v1.register(app, api_v1_router(container))
     return app
 
 
@@ -66,4 +98,19 @@ def registry_auth(container: Container) -> RegistryAuth:
         authenticator=container.authenticator,
         access=container.authorization,
         repositories=container.queries,
+    )
+
+
+def api_v1_router(container: Container) -> ApiV1Router:
+    """The /api/v1 sink over ``container``'s collaborators."""
+    return api_v1.build_router(
+        authenticator=container.authenticator,
+        authorization=container.authorization,
+        identity_queries=container.identity_queries,
+        queries=container.queries,
+        audit_queries=container.audit_queries,
+        identity=container.identity,
+        registry=container.registry,
+        tag_windows=container.tag_windows,
+        read_only=container.read_only,
     )

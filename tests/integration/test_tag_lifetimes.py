@@ -14,9 +14,8 @@ from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.unit_of_work import Caller
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Actor, RepositoryName, Tag
-from cargohold.http.server.serve import sweep_expired_tags
 from tests.factories import ALICE, ManualClock, push_image, settings_for
-from tests.operations import verify
+from tests.operations import sweep_expired_tags, verify
 
 NAME = RepositoryName("acme/app")
 LATEST = Tag("latest")

@@ -10,7 +10,7 @@ import pytest
 
 from cargohold.config import load_settings
 from cargohold.http.server.inline_reads import InlineReads, is_tiny_read, serves_inline
-from cargohold.http.server.serve import LaneDispatcher, _is_quick_read
+from cargohold.http.server.lanes import LaneDispatcher, _is_quick_read
 
 
 @dataclass

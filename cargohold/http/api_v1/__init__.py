@@ -53,7 +53,10 @@ from __future__ import annotations
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.authentication import Authenticator
+from cargohold.commands.identity import IdentityService
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.tag_windows import TagWindows
 from cargohold.http.api_v1 import (
     logs,
     organizations,
@@ -69,67 +72,106 @@ from cargohold.http.api_v1 import (
 from cargohold.http.api_v1.errors import ErrorDescriptionResource
 from cargohold.http.api_v1.guard import Guard
 from cargohold.http.api_v1.router import SINK_PATTERN, ApiV1Router
-from cargohold.http.read_only import read_only_refusal
+from cargohold.projections.audit.queries import AuditQueries
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.queries import RegistryQueries
 
 __all__ = ["build_router", "register"]
 
 _REPO = "/repository/{namespace}/{repo}"
 
 
-def build_router(container: Container) -> ApiV1Router:
-    """Every /api/v1 route, wired to its resource."""
-    guard = Guard(container.authorization, container.queries, container.identity_queries)
-    router = ApiV1Router(container.authenticator, read_only_refusal(container))
-    c, g = container, guard
+def build_router(
+    *,
+    authenticator: Authenticator,
+    authorization: IdentityQueries,
+    identity_queries: IdentityQueries,
+    queries: RegistryQueries,
+    audit_queries: AuditQueries,
+    identity: IdentityService,
+    registry: RegistryService,
+    tag_windows: TagWindows,
+    read_only: str | None,
+) -> ApiV1Router:
+    """Every /api/v1 route, wired to its resource.
+
+    ``authorization`` answers who may do what, ``identity_queries`` which accounts,
+    organisations and teams exist (the two differ when serving the registry as of a
+    moment: see ``Guard``); ``read_only``, when set, is why every write is refused.
+    """
+    g = Guard(authorization, queries, identity_queries)
+    router = ApiV1Router(authenticator, read_only)
+    accounts = identity_queries
     routes: list[tuple[str, object]] = [
         ("/error/{error_type}", ErrorDescriptionResource()),
-        ("/user", users.CurrentUserResource(c, g)),
-        ("/users/{username}", users.PublicUserResource(c, g)),
-        ("/superuser/users", users.SuperuserUsersResource(c, g)),
-        ("/superuser/users/{username}", users.SuperuserUserResource(c, g)),
-        ("/user/apptoken", tokens.ApiTokensResource(c, g)),
-        ("/user/apptoken/{token_id}", tokens.ApiTokenResource(c, g)),
-        ("/organization", organizations.OrganizationsResource(c, g)),
-        ("/organization/{org}", organizations.OrganizationResource(c, g)),
-        ("/organization/{org}/members", organizations.MembersResource(c, g)),
-        ("/organization/{org}/members/{member}", organizations.MemberResource(c, g)),
-        ("/organization/{org}/team/{team}", teams.TeamResource(c, g)),
-        ("/organization/{org}/team/{team}/members", teams.TeamMembersResource(c, g)),
-        ("/organization/{org}/team/{team}/members/{member}", teams.TeamMemberResource(c, g)),
-        ("/organization/{org}/team/{team}/permissions", teams.TeamPermissionsResource(c, g)),
-        ("/organization/{org}/robots", robots.RobotsResource(c, g)),
-        ("/organization/{org}/robots/{short}", robots.RobotResource(c, g)),
+        ("/user", users.CurrentUserResource(g, accounts, identity, tag_windows)),
+        ("/users/{username}", users.PublicUserResource(g, accounts)),
+        ("/superuser/users", users.SuperuserUsersResource(g, accounts, identity)),
+        ("/superuser/users/{username}", users.SuperuserUserResource(g, accounts, identity)),
+        ("/user/apptoken", tokens.ApiTokensResource(g, accounts, identity)),
+        ("/user/apptoken/{token_id}", tokens.ApiTokenResource(g, accounts, identity)),
+        ("/organization", organizations.OrganizationsResource(g, accounts, identity)),
+        (
+            "/organization/{org}",
+            organizations.OrganizationResource(g, accounts, identity, tag_windows),
+        ),
+        ("/organization/{org}/members", organizations.MembersResource(g, accounts)),
+        (
+            "/organization/{org}/members/{member}",
+            organizations.MemberResource(g, accounts, identity),
+        ),
+        ("/organization/{org}/team/{team}", teams.TeamResource(g, accounts, identity)),
+        ("/organization/{org}/team/{team}/members", teams.TeamMembersResource(g, accounts)),
+        (
+            "/organization/{org}/team/{team}/members/{member}",
+            teams.TeamMemberResource(g, accounts, identity),
+        ),
+        (
+            "/organization/{org}/team/{team}/permissions",
+            teams.TeamPermissionsResource(g, accounts),
+        ),
+        ("/organization/{org}/robots", robots.RobotsResource(g, accounts)),
+        ("/organization/{org}/robots/{short}", robots.RobotResource(g, accounts, identity)),
         (
             "/organization/{org}/robots/{short}/regenerate",
-            robots.RobotRegenerateResource(c, g),
+            robots.RobotRegenerateResource(g, accounts, identity),
         ),
         (
             "/organization/{org}/robots/{short}/permissions",
-            robots.RobotPermissionsResource(c, g),
+            robots.RobotPermissionsResource(g, accounts),
         ),
-        ("/organization/{org}/prototypes", prototypes.PrototypesResource(c, g)),
-        ("/organization/{org}/prototypes/{proto_id}", prototypes.PrototypeResource(c, g)),
-        ("/repository", repositories.RepositoriesResource(c, g)),
-        (_REPO, repositories.RepositoryResource(c, g)),
-        (_REPO + "/changevisibility", repositories.VisibilityResource(c, g)),
-        (_REPO + "/permissions/user", permissions.UserPermissionsResource(c, g)),
-        (_REPO + "/permissions/user/{username}", permissions.UserPermissionResource(c, g)),
+        ("/organization/{org}/prototypes", prototypes.PrototypesResource(g, accounts, identity)),
+        (
+            "/organization/{org}/prototypes/{proto_id}",
+            prototypes.PrototypeResource(g, accounts, identity),
+        ),
+        ("/repository", repositories.RepositoriesResource(g, accounts, queries, registry)),
+        (_REPO, repositories.RepositoryResource(g, accounts, queries, registry)),
+        (_REPO + "/changevisibility", repositories.VisibilityResource(g, registry)),
+        (_REPO + "/permissions/user", permissions.UserPermissionsResource(g, accounts)),
+        (
+            _REPO + "/permissions/user/{username}",
+            permissions.UserPermissionResource(g, accounts, registry),
+        ),
         (
             _REPO + "/permissions/user/{username}/transitive",
-            permissions.TransitivePermissionResource(c, g),
+            permissions.TransitivePermissionResource(g, accounts),
         ),
-        (_REPO + "/permissions/team", permissions.TeamPermissionsResource(c, g)),
-        (_REPO + "/permissions/team/{team}", permissions.TeamPermissionResource(c, g)),
-        (_REPO + "/tag", tags.TagListResource(c, g)),
-        (_REPO + "/tag/{tag}", tags.TagResource(c, g)),
-        (_REPO + "/tag/{tag}/restore", tags.TagRestoreResource(c, g)),
-        *logs.routes(c, g),
+        (_REPO + "/permissions/team", permissions.TeamPermissionsResource(g, accounts)),
+        (
+            _REPO + "/permissions/team/{team}",
+            permissions.TeamPermissionResource(g, accounts, registry),
+        ),
+        (_REPO + "/tag", tags.TagListResource(g, queries)),
+        (_REPO + "/tag/{tag}", tags.TagResource(g, registry)),
+        (_REPO + "/tag/{tag}/restore", tags.TagRestoreResource(g, registry)),
+        *logs.routes(g, audit_queries),
     ]
     for template, resource in routes:
         router.add(template, resource)
     return router
 
 
-def register(app: falcon.App[falcon.Request, falcon.Response], container: Container) -> None:
-    """Mount /api/v1 on ``app``."""
-    app.add_sink(build_router(container), prefix=SINK_PATTERN)
+def register(app: falcon.App[falcon.Request, falcon.Response], router: ApiV1Router) -> None:
+    """Mount ``router`` (see ``build_router``) on ``app`` at /api/v1."""
+    app.add_sink(router, prefix=SINK_PATTERN)

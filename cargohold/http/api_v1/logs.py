@@ -42,7 +42,6 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
 from cargohold.domain.identity import ApiScope, RepositoryRole
 from cargohold.http.api_v1.errors import invalid_request
 from cargohold.http.api_v1.guard import Guard
@@ -162,10 +161,9 @@ class _Logs:
     """The three answers over one scope; subclasses say which scope a request has."""
 
     #: What the three routes of a scope answer: "logs" | "aggregate" | "export".
-    def __init__(self, container: Container, guard: Guard, answer: str) -> None:
-        self.container = container
-        self.queries: AuditQueries = container.audit_queries
+    def __init__(self, guard: Guard, queries: AuditQueries, answer: str) -> None:
         self.guard = guard
+        self.queries = queries
         self.answer = answer
 
     def scope(self, req: falcon.Request, **params: str) -> tuple[LogFilter, str, bool]:
@@ -280,7 +278,7 @@ class _PostToo:
         self.on_get(req, resp, **params)  # type: ignore[attr-defined]
 
 
-def routes(container: Container, guard: Guard) -> list[tuple[str, object]]:
+def routes(guard: Guard, queries: AuditQueries) -> list[tuple[str, object]]:
     """The /api/v1 routes of this module (three answers per scope)."""
     out: list[tuple[str, object]] = []
     scopes: list[tuple[str, type[_Logs]]] = [
@@ -291,7 +289,7 @@ def routes(container: Container, guard: Guard) -> list[tuple[str, object]]:
     ]
     for prefix, resource in scopes:
         export = type(f"{resource.__name__}Export", (_PostToo, resource), {})
-        out.append((f"{prefix}/logs", resource(container, guard, "logs")))
-        out.append((f"{prefix}/aggregatelogs", resource(container, guard, "aggregate")))
-        out.append((f"{prefix}/exportlogs", export(container, guard, "export")))
+        out.append((f"{prefix}/logs", resource(guard, queries, "logs")))
+        out.append((f"{prefix}/aggregatelogs", resource(guard, queries, "aggregate")))
+        out.append((f"{prefix}/exportlogs", export(guard, queries, "export")))
     return out

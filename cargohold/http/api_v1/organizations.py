@@ -20,7 +20,8 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.identity import IdentityService
+from cargohold.commands.tag_windows import TagWindows
 from cargohold.domain.errors import MemberUnknown
 from cargohold.domain.identity import AccountName, ApiScope, Principal, PrincipalKind
 from cargohold.http.api_v1.errors import invalid_request
@@ -33,7 +34,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.identity_queries import TeamRow
+from cargohold.projections.identity_queries import IdentityQueries, TeamRow
 
 
 def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:
@@ -50,10 +51,9 @@ def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:
 
 
 class _Orgs:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
         self.guard = guard
+        self.access = access
 
     def _member_view(self, org: str, name: str) -> dict[str, Any]:
         """A user (or robot) of ``org``, with its teams and explicitly granted repos."""
@@ -80,7 +80,13 @@ class _Orgs:
         }
 
 
-class OrganizationsResource(_Orgs):
+class _OrgChanges(_Orgs):
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, access)
+        self.identity = identity
+
+
+class OrganizationsResource(_OrgChanges):
     """``POST /organization/``."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -89,12 +95,22 @@ class OrganizationsResource(_Orgs):
         name = AccountName(body.text("name"))
         body.optional_text("email")
         body.optional_text("contact_email")
-        self.container.identity.create_organization(name, owner, caller_of(req))
+        self.identity.create_organization(name, owner, caller_of(req))
         send(resp, "Created", status=201)
 
 
-class OrganizationResource(_Orgs):
+class OrganizationResource(_OrgChanges):
     """``GET`` and ``PUT`` on ``/organization/{org}``."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        access: IdentityQueries,
+        identity: IdentityService,
+        tag_windows: TagWindows,
+    ) -> None:
+        super().__init__(guard, access, identity)
+        self.tag_windows = tag_windows
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
         identity = identity_of(req)
@@ -131,7 +147,7 @@ class OrganizationResource(_Orgs):
                 {
                     "invoice_email": False,
                     "invoice_email_address": None,
-                    "tag_expiration_s": self.container.tag_windows.seconds(name),
+                    "tag_expiration_s": self.tag_windows.seconds(name),
                     "is_free_account": True,
                 }
             )
@@ -145,8 +161,8 @@ class OrganizationResource(_Orgs):
         body.absent("invoice_email", "organisations have no invoices")
         body.absent("invoice_email_address", "organisations have no invoices")
         if body.has("tag_expiration_s"):
-            seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
-            self.container.identity.set_org_tag_expiration_window(name, seconds, caller_of(req))
+            seconds = self.tag_windows.check(body.data["tag_expiration_s"])
+            self.identity.set_org_tag_expiration_window(name, seconds, caller_of(req))
         self.on_get(req, resp, name)
 
 
@@ -159,7 +175,7 @@ class MembersResource(_Orgs):
         send(resp, {"members": members})
 
 
-class MemberResource(_Orgs):
+class MemberResource(_OrgChanges):
     """``GET/DELETE /organization/{org}/members/{member}``."""
 
     def _existing(self, org: str, member: str) -> str:
@@ -180,5 +196,5 @@ class MemberResource(_Orgs):
         existing = self._existing(name, member)
         if "+" in existing:
             raise invalid_request("a robot is not removed as a member: delete the robot")
-        self.container.identity.remove_member(name, AccountName(existing), caller_of(req))
+        self.identity.remove_member(name, AccountName(existing), caller_of(req))
         no_content(resp)

@@ -15,8 +15,8 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
 from cargohold.commands.authentication import Identity
+from cargohold.commands.registry import RegistryService
 from cargohold.domain.errors import (
     AccountUnknown,
     InvalidInput,
@@ -40,13 +40,13 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
+from cargohold.projections.identity_queries import IdentityQueries
 
 
 class _Permissions:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
         self.guard = guard
+        self.access = access
 
     def _admin(self, identity: Identity, namespace: str, repo: str) -> RepositoryName:
         name = self.guard.repository_name(namespace, repo)
@@ -124,7 +124,13 @@ class UserPermissionsResource(_Permissions):
         send(resp, {"permissions": {p.name: self._user_view(name, p, r) for p, r in grants}})
 
 
-class UserPermissionResource(_Permissions):
+class _PermissionChanges(_Permissions):
+    def __init__(self, guard: Guard, access: IdentityQueries, registry: RegistryService) -> None:
+        super().__init__(guard, access)
+        self.registry = registry
+
+
+class UserPermissionResource(_PermissionChanges):
     """``GET``, ``PUT`` and ``DELETE`` on ``…/permissions/user/{username}``."""
 
     def on_get(
@@ -140,7 +146,7 @@ class UserPermissionResource(_Permissions):
         name = self._admin(identity_of(req), namespace, repo)
         role = read_body(req).choice("role", RepositoryRole)
         principal = self._existing_user_principal(username)
-        self.container.registry.grant(name, principal, role, caller_of(req))
+        self.registry.grant(name, principal, role, caller_of(req))
         send(resp, self._user_view(name, principal, role))
 
     def on_delete(
@@ -148,7 +154,7 @@ class UserPermissionResource(_Permissions):
     ) -> None:
         name = self._admin(identity_of(req), namespace, repo)
         principal = self._user_principal(username)
-        self.container.registry.revoke(name, principal, caller_of(req))
+        self.registry.revoke(name, principal, caller_of(req))
         no_content(resp)
 
 
@@ -182,7 +188,7 @@ class TeamPermissionsResource(_Permissions):
         send(resp, {"permissions": {p.short_name: self._team_view(p, r) for p, r in grants}})
 
 
-class TeamPermissionResource(_Permissions):
+class TeamPermissionResource(_PermissionChanges):
     """``GET``, ``PUT`` and ``DELETE`` on ``…/permissions/team/{team}``."""
 
     def on_get(
@@ -198,7 +204,7 @@ class TeamPermissionResource(_Permissions):
         name = self._admin(identity_of(req), namespace, repo)
         role = read_body(req).choice("role", RepositoryRole)
         principal = self._team_principal(name, team)
-        self.container.registry.grant(name, principal, role, caller_of(req))
+        self.registry.grant(name, principal, role, caller_of(req))
         send(resp, self._team_view(principal, role))
 
     def on_delete(
@@ -206,5 +212,5 @@ class TeamPermissionResource(_Permissions):
     ) -> None:
         name = self._admin(identity_of(req), namespace, repo)
         principal = self._team_principal(name, team)
-        self.container.registry.revoke(name, principal, caller_of(req))
+        self.registry.revoke(name, principal, caller_of(req))
         no_content(resp)

@@ -17,7 +17,7 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.identity import IdentityService
 from cargohold.domain.errors import (
     AccountUnknown,
     DefaultPermissionUnknown,
@@ -37,6 +37,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
+from cargohold.projections.identity_queries import IdentityQueries
 
 PROTOTYPE_NAMESPACE = uuid.UUID("0b6a3c52-9f0e-5d6f-8a57-2f4a1c7e9d10")
 
@@ -46,10 +47,10 @@ def prototype_id(principal: Principal) -> str:
 
 
 class _Prototypes:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
         self.guard = guard
+        self.access = access
+        self.identity = identity
 
     def _view(self, org: str, principal: Principal, role: RepositoryRole) -> dict[str, Any]:
         delegate: dict[str, Any]
@@ -126,7 +127,7 @@ class PrototypesResource(_Prototypes):
         body.absent("activating_user", "default permissions apply to every creator")
         role = body.choice("role", RepositoryRole)
         principal = self._delegate(name, body.obj("delegate"))
-        self.container.identity.set_default_permission(name, principal, role, caller_of(req))
+        self.identity.set_default_permission(name, principal, role, caller_of(req))
         send(resp, self._view(name, principal, role))
 
 
@@ -137,7 +138,7 @@ class PrototypeResource(_Prototypes):
         name = self.guard.org_admin(identity_of(req), org)
         principal, _ = self._find(name, proto_id)
         role = read_body(req).choice("role", RepositoryRole)
-        self.container.identity.set_default_permission(name, principal, role, caller_of(req))
+        self.identity.set_default_permission(name, principal, role, caller_of(req))
         send(resp, self._view(name, principal, role))
 
     def on_delete(
@@ -145,5 +146,5 @@ class PrototypeResource(_Prototypes):
     ) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         principal, _ = self._find(name, proto_id)
-        self.container.identity.remove_default_permission(name, principal, caller_of(req))
+        self.identity.remove_default_permission(name, principal, caller_of(req))
         no_content(resp)

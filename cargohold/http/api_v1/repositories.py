@@ -25,8 +25,8 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
 from cargohold.commands.authentication import Identity
+from cargohold.commands.registry import RegistryService
 from cargohold.domain.authorization import ANONYMOUS, Requester
 from cargohold.domain.errors import AuthenticationRequired, OrganizationUnknown
 from cargohold.domain.identity import NamespaceKind, RepositoryRole, Visibility
@@ -44,6 +44,8 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.queries import RegistryQueries
 
 PAGE_SIZE = 100
 MAX_TAGS = 500
@@ -58,14 +60,25 @@ def listing_caller(identity: Identity) -> Requester:
 
 
 class _Repositories:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
-        self.queries = container.queries
+    def __init__(self, guard: Guard, registry: RegistryService) -> None:
         self.guard = guard
+        self.registry = registry
 
 
-class RepositoriesResource(_Repositories):
+class _RepositoryViews(_Repositories):
+    def __init__(
+        self,
+        guard: Guard,
+        access: IdentityQueries,
+        queries: RegistryQueries,
+        registry: RegistryService,
+    ) -> None:
+        super().__init__(guard, registry)
+        self.access = access
+        self.queries = queries
+
+
+class RepositoriesResource(_RepositoryViews):
     """``POST /repository`` and ``GET /repository``."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -88,7 +101,7 @@ class RepositoriesResource(_Repositories):
             raise deny(identity, f"Requires permission to create repositories in {namespace}")
         if self.access.namespace_kind(namespace) is None:
             raise OrganizationUnknown(f"unknown namespace: {namespace}")
-        self.container.registry.create_repository(name, caller_of(req), visibility)
+        self.registry.create_repository(name, caller_of(req), visibility)
         send(resp, {"namespace": namespace, "name": repo, "kind": "image"}, status=201)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -124,7 +137,7 @@ class RepositoriesResource(_Repositories):
         send(resp, out)
 
 
-class RepositoryResource(_Repositories):
+class RepositoryResource(_RepositoryViews):
     """``GET`` and ``DELETE`` on ``/repository/{namespace}/{repo}``."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
@@ -169,7 +182,7 @@ class RepositoryResource(_Repositories):
         identity = identity_of(req)
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity, name, RepositoryRole.ADMIN)
-        self.container.registry.delete_repository(name, caller_of(req))
+        self.registry.delete_repository(name, caller_of(req))
         no_content(resp)
 
 
@@ -183,5 +196,5 @@ class VisibilityResource(_Repositories):
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity, name, RepositoryRole.ADMIN)
         visibility = read_body(req).choice("visibility", Visibility)
-        self.container.registry.set_visibility(name, visibility, caller_of(req))
+        self.registry.set_visibility(name, visibility, caller_of(req))
         send(resp, {"success": True})

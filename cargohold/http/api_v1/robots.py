@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.identity import IdentityService
 from cargohold.domain.errors import InvalidInput, RobotUnknown
 from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole, RobotShortName
 from cargohold.http.api_v1.errors import invalid_request
@@ -31,14 +31,13 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.identity_queries import RobotRow
+from cargohold.projections.identity_queries import IdentityQueries, RobotRow
 
 
 class _Robots:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
         self.guard = guard
+        self.access = access
 
     def _robot(self, org: str, short: str) -> RobotRow:
         try:
@@ -79,7 +78,13 @@ class RobotsResource(_Robots):
         send(resp, {"robots": views})
 
 
-class RobotResource(_Robots):
+class _RobotChanges(_Robots):
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, access)
+        self.identity = identity
+
+
+class RobotResource(_RobotChanges):
     """``PUT``, ``GET`` and ``DELETE`` on ``/organization/{org}/robots/{short}``."""
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, org: str, short: str) -> None:
@@ -90,7 +95,7 @@ class RobotResource(_Robots):
         metadata = body.data.get("unstructured_metadata")
         if metadata not in (None, {}):
             raise invalid_request("'unstructured_metadata' is not supported: it is not stored")
-        token = self.container.identity.create_robot(
+        token = self.identity.create_robot(
             name, short_name, caller_of(req), description=description
         )
         view = robot(self._robot(name, short_name))
@@ -104,17 +109,17 @@ class RobotResource(_Robots):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, org: str, short: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._robot(name, short)
-        self.container.identity.delete_robot(name, RobotShortName(row.short_name), caller_of(req))
+        self.identity.delete_robot(name, RobotShortName(row.short_name), caller_of(req))
         no_content(resp)
 
 
-class RobotRegenerateResource(_Robots):
+class RobotRegenerateResource(_RobotChanges):
     """``POST /organization/{org}/robots/{short}/regenerate``: a new token, shown once."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, org: str, short: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._robot(name, short)
-        token = self.container.identity.regenerate_robot_token(
+        token = self.identity.regenerate_robot_token(
             name, RobotShortName(row.short_name), caller_of(req)
         )
         view = robot(row)

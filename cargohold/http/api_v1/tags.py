@@ -30,7 +30,7 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.registry import RegistryService
 from cargohold.domain.identity import RepositoryRole
 from cargohold.domain.values import Digest, Tag
 from cargohold.http.api_v1.errors import invalid_request
@@ -43,7 +43,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.queries import TagLifetime
+from cargohold.projections.queries import RegistryQueries, TagLifetime
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -104,15 +104,12 @@ def _expiration(value: Any) -> datetime | None:
         raise invalid_request("'expiration' is out of range") from None
 
 
-class _Tags:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.queries = container.queries
-        self.guard = guard
-
-
-class TagListResource(_Tags):
+class TagListResource:
     """``GET /repository/{namespace}/{repo}/tag/``."""
+
+    def __init__(self, guard: Guard, queries: RegistryQueries) -> None:
+        self.guard = guard
+        self.queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
         name = self.guard.repository_name(namespace, repo)
@@ -132,7 +129,13 @@ class TagListResource(_Tags):
         send(resp, {"tags": [tag_view(r) for r in rows], "page": page, "has_additional": more})
 
 
-class TagResource(_Tags):
+class _TagChanges:
+    def __init__(self, guard: Guard, registry: RegistryService) -> None:
+        self.guard = guard
+        self.registry = registry
+
+
+class TagResource(_TagChanges):
     """``PUT`` and ``DELETE`` on ``/repository/{namespace}/{repo}/tag/{tag}``."""
 
     def on_put(
@@ -144,10 +147,10 @@ class TagResource(_Tags):
         body = read_body(req).data
         caller = caller_of(req)
         if "manifest_digest" in body:
-            self.container.registry.tag(name, target, _digest(body), caller)
+            self.registry.tag(name, target, _digest(body), caller)
         if "expiration" in body:
             expires_at = _expiration(body["expiration"])
-            self.container.registry.set_tag_expiration(name, target, expires_at, caller)
+            self.registry.set_tag_expiration(name, target, expires_at, caller)
         send(resp, "Updated", status=201)
 
     def on_delete(
@@ -155,11 +158,11 @@ class TagResource(_Tags):
     ) -> None:
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity_of(req), name, RepositoryRole.WRITE)
-        self.container.registry.untag(name, _tag(tag), caller_of(req))
+        self.registry.untag(name, _tag(tag), caller_of(req))
         no_content(resp)
 
 
-class TagRestoreResource(_Tags):
+class TagRestoreResource(_TagChanges):
     """``POST /repository/{namespace}/{repo}/tag/{tag}/restore``."""
 
     def on_post(
@@ -171,5 +174,5 @@ class TagRestoreResource(_Tags):
         body = read_body(req).data
         if body.get("manifest_digest") is None:
             raise invalid_request("Missing manifest_digest")
-        self.container.registry.restore_tag(name, target, _digest(body), caller_of(req))
+        self.registry.restore_tag(name, target, _digest(body), caller_of(req))
         send(resp, {})

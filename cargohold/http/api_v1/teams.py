@@ -17,7 +17,7 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.identity import IdentityService
 from cargohold.domain.errors import AccountUnknown, InvalidInput, TeamUnknown
 from cargohold.domain.identity import AccountName, Principal, PrincipalKind, TeamName, TeamRole
 from cargohold.http.api_v1.errors import invalid_request
@@ -30,14 +30,13 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.identity_queries import TeamRow
+from cargohold.projections.identity_queries import IdentityQueries, TeamRow
 
 
 class _Teams:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
         self.guard = guard
+        self.access = access
 
     def _team(self, org: str, team: str) -> TeamRow:
         row = self.access.team(org, team)
@@ -46,7 +45,13 @@ class _Teams:
         return row
 
 
-class TeamResource(_Teams):
+class _TeamChanges(_Teams):
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, access)
+        self.identity = identity
+
+
+class TeamResource(_TeamChanges):
     """``PUT`` and ``DELETE`` on ``/organization/{org}/team/{team}``."""
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, org: str, team: str) -> None:
@@ -55,7 +60,7 @@ class TeamResource(_Teams):
         body = read_body(req)
         role = body.choice("role", TeamRole)
         description = body.optional_text("description", max_length=1024)
-        new = self.container.identity.upsert_team(
+        new = self.identity.upsert_team(
             name, team_name, role, caller_of(req), description=description
         )
         row = self._team(name, team_name)
@@ -74,7 +79,7 @@ class TeamResource(_Teams):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, org: str, team: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
-        self.container.identity.delete_team(name, TeamName(row.name), caller_of(req))
+        self.identity.delete_team(name, TeamName(row.name), caller_of(req))
         no_content(resp)
 
 
@@ -92,7 +97,7 @@ class TeamMembersResource(_Teams):
         send(resp, {"name": row.name, "members": members, "can_edit": is_admin})
 
 
-class TeamMemberResource(_Teams):
+class TeamMemberResource(_TeamChanges):
     """``PUT`` and ``DELETE`` on ``/organization/{org}/team/{team}/members/{member}``."""
 
     def _user(self, member: str) -> AccountName:
@@ -109,7 +114,7 @@ class TeamMemberResource(_Teams):
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
         user = self._user(member)
-        self.container.identity.add_team_member(name, TeamName(row.name), user, caller_of(req))
+        self.identity.add_team_member(name, TeamName(row.name), user, caller_of(req))
         send(resp, team_member(user))
 
     def on_delete(
@@ -118,7 +123,7 @@ class TeamMemberResource(_Teams):
         name = self.guard.org_admin(identity_of(req), org)
         row = self._team(name, team)
         user = self._user(member)
-        self.container.identity.remove_team_member(name, TeamName(row.name), user, caller_of(req))
+        self.identity.remove_team_member(name, TeamName(row.name), user, caller_of(req))
         no_content(resp)
 
 

@@ -21,8 +21,11 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
-from cargohold.commands.identity import DEFAULT_API_TOKEN_LIFETIME, MAX_API_TOKEN_LIFETIME
+from cargohold.commands.identity import (
+    DEFAULT_API_TOKEN_LIFETIME,
+    MAX_API_TOKEN_LIFETIME,
+    IdentityService,
+)
 from cargohold.domain.errors import AccessDenied, ApiTokenUnknown
 from cargohold.domain.identity import AccountName, ApiScope, expand_scopes
 from cargohold.http.api_v1.guard import Guard
@@ -34,7 +37,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.identity_queries import ApiTokenRow
+from cargohold.projections.identity_queries import ApiTokenRow, IdentityQueries
 
 
 def token_view(row: ApiTokenRow) -> dict[str, Any]:
@@ -49,10 +52,10 @@ def token_view(row: ApiTokenRow) -> dict[str, Any]:
 
 
 class _Tokens:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
         self.guard = guard
+        self.access = access
+        self.identity = identity
 
     def _token(self, owner: AccountName, token_id: str) -> ApiTokenRow:
         for row in self.access.api_tokens_of(owner):
@@ -82,7 +85,7 @@ class ApiTokensResource(_Tokens):
             if wider:
                 names = ", ".join(sorted(s.value for s in wider))
                 raise AccessDenied(f"a token cannot mint a token with scopes it lacks: {names}")
-        token_id, token = self.container.identity.issue_api_token(
+        token_id, token = self.identity.issue_api_token(
             owner, sorted(set(scopes), key=lambda s: s.value), caller_of(req), lifetime, title
         )
         view = token_view(self._token(owner, token_id))
@@ -99,5 +102,5 @@ class ApiTokenResource(_Tokens):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, token_id: str) -> None:
         owner = self.guard.user(identity_of(req), ApiScope.USER_ADMIN)
-        self.container.identity.revoke_api_token(owner, token_id, caller_of(req))
+        self.identity.revoke_api_token(owner, token_id, caller_of(req))
         no_content(resp)

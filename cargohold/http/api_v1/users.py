@@ -15,7 +15,8 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.identity import IdentityService
+from cargohold.commands.tag_windows import TagWindows
 from cargohold.domain.errors import AccountUnknown, InvalidInput
 from cargohold.domain.identity import AccountName, ApiScope, TeamRole
 from cargohold.http.api_v1.guard import Guard
@@ -29,7 +30,7 @@ from cargohold.http.api_v1.request import (
     read_body,
     send,
 )
-from cargohold.projections.identity_queries import AccountRow
+from cargohold.projections.identity_queries import AccountRow, IdentityQueries
 
 MAX_USERS_PAGE = 100
 GENERATED_PASSWORD_LENGTH = 32
@@ -42,10 +43,9 @@ def generate_password() -> str:
 
 
 class _Users:
-    def __init__(self, container: Container, guard: Guard) -> None:
-        self.container = container
-        self.access = container.identity_queries
+    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
         self.guard = guard
+        self.access = access
 
     def _account(self, username: str) -> AccountRow:
         try:
@@ -58,9 +58,25 @@ class _Users:
         return row
 
 
-class CurrentUserResource(_Users):
+class _UserChanges(_Users):
+    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, access)
+        self.identity = identity
+
+
+class CurrentUserResource(_UserChanges):
     """``GET /user/``: the calling user (scope user:read). Anonymous: 401. ``PUT``: the
     time-machine window."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        access: IdentityQueries,
+        identity: IdentityService,
+        tag_windows: TagWindows,
+    ) -> None:
+        super().__init__(guard, access, identity)
+        self.tag_windows = tag_windows
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         identity = identity_of(req)
@@ -91,7 +107,7 @@ class CurrentUserResource(_Users):
             "invoice_email": False,
             "invoice_email_address": None,
             "preferred_namespace": False,
-            "tag_expiration_s": self.container.tag_windows.seconds(name),
+            "tag_expiration_s": self.tag_windows.seconds(name),
             "prompts": [],
             "company": None,
             "family_name": None,
@@ -114,8 +130,8 @@ class CurrentUserResource(_Users):
             if key != "tag_expiration_s":
                 body.absent(key, "only tag_expiration_s can be changed here")
         if body.has("tag_expiration_s"):
-            seconds = self.container.tag_windows.check(body.data["tag_expiration_s"])
-            self.container.identity.set_user_tag_expiration_window(name, seconds, caller_of(req))
+            seconds = self.tag_windows.check(body.data["tag_expiration_s"])
+            self.identity.set_user_tag_expiration_window(name, seconds, caller_of(req))
         self.on_get(req, resp)
 
 
@@ -127,7 +143,7 @@ class PublicUserResource(_Users):
         send(resp, {"anonymous": False, "username": row.name, "avatar": avatar(row.name, "user")})
 
 
-class SuperuserUsersResource(_Users):
+class SuperuserUsersResource(_UserChanges):
     """``GET /superuser/users/`` (``limit``, ``next_page``) and ``POST`` (a new user)."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -152,14 +168,14 @@ class SuperuserUsersResource(_Users):
         email = body.optional_text("email") or ""
         given = body.optional_text("password", max_length=1024)
         password = generate_password() if given is None else given
-        self.container.identity.create_user(name, email, password, caller_of(req))
+        self.identity.create_user(name, email, password, caller_of(req))
         out = {"username": str(name), "email": email}
         if given is None:
             out["password"] = password  # shown this once; only its hash is kept
         send(resp, out)
 
 
-class SuperuserUserResource(_Users):
+class SuperuserUserResource(_UserChanges):
     """``GET/PUT /superuser/users/{username}``. No DELETE: accounts cannot be deleted yet."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, username: str) -> None:
@@ -177,7 +193,7 @@ class SuperuserUserResource(_Users):
         name = AccountName(row.name)
         caller = caller_of(req)
         if password is not None:
-            self.container.identity.change_password(name, password, caller)
+            self.identity.change_password(name, password, caller)
         if superuser is not None:
-            self.container.identity.set_superuser(name, superuser, caller)
+            self.identity.set_superuser(name, superuser, caller)
         send(resp, superuser_user(self._account(name)))

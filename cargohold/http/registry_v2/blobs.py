@@ -7,13 +7,16 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.uploads import UploadService
 from cargohold.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, RepositoryUnknown
+from cargohold.domain.ports import BlobStore
 from cargohold.domain.values import Digest, RepositoryName
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.auth import PULL, RegistryAuth
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
+from cargohold.projections.queries import RegistryQueries
 
 
 class RequestBody:
@@ -63,22 +66,26 @@ def _body(req: falcon.Request) -> RequestBody:
     return RequestBody(req.stream, req.content_length or 0)
 
 
-def _linked_size(container: Container, name: RepositoryName, digest: Digest) -> int:
-    size = container.queries.blob_size(name, digest)
+def _linked_size(queries: RegistryQueries, name: RepositoryName, digest: Digest) -> int:
+    size = queries.blob_size(name, digest)
     if size is None:
-        if not container.queries.repository_exists(name):
+        if not queries.repository_exists(name):
             raise RepositoryUnknown(f"repository {name} is not known")
         raise BlobUnknown(f"blob {digest} is not in repository {name}")
     return size
 
 
 class BlobResource:
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    def __init__(
+        self, queries: RegistryQueries, blobs: BlobStore, registry: RegistryService
+    ) -> None:
+        self.queries = queries
+        self.blobs = blobs
+        self.registry = registry
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
-        size = _linked_size(self.container, repo, d)
+        size = _linked_size(self.queries, repo, d)
         resp.content_type = "application/octet-stream"
         resp.content_length = size
         resp.set_header("Docker-Content-Digest", str(d))
@@ -86,14 +93,14 @@ class BlobResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
-        size = _linked_size(self.container, repo, d)
+        size = _linked_size(self.queries, repo, d)
         try:
             wanted = h.parse_range(req.get_header("Range"), size)
         except RangeInvalid:
             resp.set_header("Content-Range", f"bytes */{size}")
             raise
         offset, length = wanted if wanted is not None else (0, size)
-        chunks = self.container.blobs.read(d, offset, length)
+        chunks = self.blobs.read(d, offset, length)
         resp.content_type = "application/octet-stream"
         resp.set_header("Docker-Content-Digest", str(d))
         resp.set_header("Accept-Ranges", "bytes")
@@ -105,8 +112,8 @@ class BlobResource:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
-        _linked_size(self.container, repo, d)
-        self.container.registry.unlink_blob(repo, d, caller_of(req))
+        _linked_size(self.queries, repo, d)
+        self.registry.unlink_blob(repo, d, caller_of(req))
         resp.status = falcon.HTTP_202
         resp.content_length = 0
 
@@ -121,14 +128,14 @@ def _digest_param(req: falcon.Request) -> Digest:
 class UploadsResource:
     """``POST /v2/<name>/blobs/uploads/``: start, monolithic, or mount."""
 
-    def __init__(self, container: Container, auth: RegistryAuth) -> None:
-        self.container = container
+    def __init__(self, uploads: UploadService, auth: RegistryAuth) -> None:
+        self.uploads = uploads
         self.auth = auth
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         repo = RepositoryName(name)
         caller = caller_of(req)
-        uploads = self.container.uploads
+        uploads = self.uploads
         mount = req.get_param("mount")
         if mount is not None:
             digest = Digest.parse(mount)
@@ -162,8 +169,8 @@ class UploadsResource:
 class UploadResource:
     """``/v2/<name>/blobs/uploads/<id>``: PATCH chunks, PUT to finish, GET status, DELETE."""
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    def __init__(self, uploads: UploadService) -> None:
+        self.uploads = uploads
 
     def _range(self, req: falcon.Request) -> tuple[int | None, int | None]:
         """(offset, length) of the body from Content-Range / Content-Length."""
@@ -183,7 +190,7 @@ class UploadResource:
     def _refuse_range(
         self, resp: falcon.Response, repo: RepositoryName, upload_id: str, error: RangeInvalid
     ) -> None:
-        size = self.container.uploads.size(repo, upload_id)
+        size = self.uploads.size(repo, upload_id)
         raise V2Error(
             falcon.HTTP_416,
             "BLOB_UPLOAD_INVALID",
@@ -201,7 +208,7 @@ class UploadResource:
         repo = RepositoryName(name)
         offset, length = self._range(req)
         try:
-            size = self.container.uploads.append(repo, upload_id, _body(req), offset, length)
+            size = self.uploads.append(repo, upload_id, _body(req), offset, length)
         except RangeInvalid as e:
             self._refuse_range(resp, repo, upload_id, e)
         resp.status = falcon.HTTP_202
@@ -213,7 +220,7 @@ class UploadResource:
         digest = _digest_param(req)
         offset, length = self._range(req)
         try:
-            self.container.uploads.finish(
+            self.uploads.finish(
                 repo,
                 upload_id,
                 digest,
@@ -231,12 +238,12 @@ class UploadResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str) -> None:
         repo = RepositoryName(name)
-        size = self.container.uploads.size(repo, upload_id)
+        size = self.uploads.size(repo, upload_id)
         resp.status = falcon.HTTP_204
         h.set_upload_headers(resp, repo, upload_id, size)
 
     def on_delete(
         self, req: falcon.Request, resp: falcon.Response, name: str, upload_id: str
     ) -> None:
-        self.container.uploads.cancel(RepositoryName(name), upload_id)
+        self.uploads.cancel(RepositoryName(name), upload_id)
         resp.status = falcon.HTTP_204

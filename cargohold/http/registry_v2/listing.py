@@ -7,12 +7,12 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
 from cargohold.domain.errors import RepositoryUnknown
 from cargohold.domain.values import Digest, MediaType, RepositoryName
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.auth import RegistryAuth
-from cargohold.projections.queries import PositionCache
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.queries import PositionCache, RegistryQueries
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 # A page never exceeds this, whatever ``n`` asks for; the Link header leads on.
@@ -54,10 +54,10 @@ class TagsResource:
     move (``PositionCache``), so a repeated listing costs one indexed read.
     """
 
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    def __init__(self, queries: RegistryQueries) -> None:
+        self.queries = queries
         self.cache = PositionCache(
-            container.queries, size=lambda page: len(page[0]), max_bytes=TAG_CACHE_BYTES
+            queries, size=lambda page: len(page[0]), max_bytes=TAG_CACHE_BYTES
         )
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
@@ -65,7 +65,7 @@ class TagsResource:
         n = h.parse_page_size(req.get_param("n"), MAX_PAGE)
         last = req.get_param("last")
 
-        q = self.container.queries
+        q = self.queries
 
         def render() -> tuple[str, str | None, int | None]:
             if not q.repository_exists(repo):
@@ -89,28 +89,31 @@ class TagsResource:
 class CatalogResource:
     """The catalog lists only the repositories the caller may pull (Quay does the same)."""
 
-    def __init__(self, container: Container, auth: RegistryAuth) -> None:
-        self.container = container
+    def __init__(
+        self, queries: RegistryQueries, identity_queries: IdentityQueries, auth: RegistryAuth
+    ) -> None:
+        self.queries = queries
+        self.identity_queries = identity_queries
         self.auth = auth
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.auth.enabled:
             caller = self.auth.identify(req).identity.requester
-            readable = self.container.identity_queries.readable_repositories
+            readable = self.identity_queries.readable_repositories
 
             def fetch(n: int, last: str | None) -> list[str]:
                 return readable(caller, after=last, limit=n)
 
         else:
-            fetch = self.container.queries.catalog
+            fetch = self.queries.catalog
         names = _page(req, resp, fetch, "/v2/_catalog")
         resp.content_type = falcon.MEDIA_JSON
         resp.text = json.dumps({"repositories": names})
 
 
 class ReferrersResource:
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    def __init__(self, queries: RegistryQueries) -> None:
+        self.queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, subject = RepositoryName(name), Digest.parse(digest)
@@ -119,7 +122,7 @@ class ReferrersResource:
             artifact_type = str(MediaType(artifact_type))
             resp.set_header("OCI-Filters-Applied", "artifactType")
         manifests = []
-        for r in self.container.queries.referrers(repo, subject, artifact_type):
+        for r in self.queries.referrers(repo, subject, artifact_type):
             descriptor: dict[str, Any] = {
                 "mediaType": r.media_type,
                 "digest": r.digest,

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.registry import RegistryService
 from cargohold.domain.errors import ManifestUnknown, ReferenceInvalid, RepositoryUnknown
-from cargohold.domain.ports import AccessRecord
+from cargohold.domain.ports import AccessRecord, AccessRecorder, BlobStore
 from cargohold.domain.values import Digest, RepositoryName, Tag, parse_reference
 from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
-from cargohold.projections.queries import ManifestRow
+from cargohold.projections.queries import ManifestRow, RegistryQueries
 
 # The distribution spec asks registries to accept manifests of at least 4 MiB.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -59,8 +59,19 @@ class ManifestBodies:
 
 
 class ManifestResource:
-    def __init__(self, container: Container) -> None:
-        self.container = container
+    """``pulls`` records a ``pull_repo`` entry for every manifest GET (the audit log)."""
+
+    def __init__(
+        self,
+        registry: RegistryService,
+        queries: RegistryQueries,
+        blobs: BlobStore,
+        pulls: AccessRecorder,
+    ) -> None:
+        self.registry = registry
+        self.queries = queries
+        self.blobs = blobs
+        self.pulls = pulls
         self.bodies = ManifestBodies()
 
     def _find(self, repo: RepositoryName, reference: str) -> ManifestRow:
@@ -71,7 +82,7 @@ class ManifestResource:
             # that is 404 MANIFEST_UNKNOWN (as the v1.1.1 conformance suite expects); a
             # PUT of one is still rejected as invalid.
             ref = None
-        q = self.container.queries
+        q = self.queries
         if ref is None:
             if not q.repository_exists(repo):
                 raise RepositoryUnknown(f"repository {repo} is not known")
@@ -99,7 +110,7 @@ class ManifestResource:
         row = self._find(repo, reference)
         body = self.bodies.get(row.digest)
         if body is None:
-            body = b"".join(self.container.blobs.read(row.digest))
+            body = b"".join(self.blobs.read(row.digest))
             self.bodies.put(row.digest, body)
         self._describe(resp, row)
         resp.data = body
@@ -115,7 +126,7 @@ class ManifestResource:
         if reference != str(row.digest):
             metadata["tag"] = reference
         metadata["manifest_digest"] = str(row.digest)
-        self.container.access_log.record(
+        self.pulls.record(
             AccessRecord(
                 kind="pull_repo",
                 at=datetime.now(UTC),
@@ -140,9 +151,7 @@ class ManifestResource:
             raise V2Error(
                 falcon.HTTP_413, "SIZE_INVALID", f"manifest larger than {MAX_MANIFEST_BYTES} bytes"
             )
-        manifest = self.container.registry.push_manifest(
-            repo, ref, body, req.content_type, caller_of(req)
-        )
+        manifest = self.registry.push_manifest(repo, ref, body, req.content_type, caller_of(req))
         resp.status = falcon.HTTP_201
         resp.content_length = 0
         resp.set_header("Location", h.manifest_location(repo, manifest.digest))
@@ -156,8 +165,8 @@ class ManifestResource:
         repo = RepositoryName(name)
         ref = parse_reference(reference)
         if isinstance(ref, Tag):
-            self.container.registry.untag(repo, ref, caller_of(req))
+            self.registry.untag(repo, ref, caller_of(req))
         else:
-            self.container.registry.delete_manifest(repo, ref, caller_of(req))
+            self.registry.delete_manifest(repo, ref, caller_of(req))
         resp.status = falcon.HTTP_202
         resp.content_length = 0

@@ -11,10 +11,12 @@ from typing import Any
 
 import falcon
 
-from cargohold.bootstrap import Container
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.uploads import UploadService
 from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, ReadOnly, TokenInvalid
+from cargohold.domain.ports import AccessRecorder, BlobStore
 from cargohold.domain.values import RepositoryName
-from cargohold.http.read_only import SAFE, read_only_refusal
+from cargohold.http.read_only import SAFE
 from cargohold.http.registry_v2.auth import (
     CATALOG,
     DELETE,
@@ -28,6 +30,8 @@ from cargohold.http.registry_v2.errors import V2Error, render_exception
 from cargohold.http.registry_v2.headers import API_VERSION
 from cargohold.http.registry_v2.listing import CatalogResource, ReferrersResource, TagsResource
 from cargohold.http.registry_v2.manifests import ManifestResource
+from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.queries import RegistryQueries
 
 
 class V2Base:
@@ -49,46 +53,19 @@ _WRITE = {"GET": PUSH, "HEAD": PUSH, "POST": PUSH, "PUT": PUSH, "PATCH": PUSH, "
 _OPEN: dict[str, str] = {}
 
 
+#: One route: the pattern of the path after ``/v2/``, the resource, the actions it needs.
+Route = tuple[re.Pattern[str], Any, dict[str, str] | None]
+
+
 class V2Router:
-    def __init__(self, container: Container, auth: RegistryAuth) -> None:
+    """Dispatches ``/v2`` over ``routes``, in order: refuses writes with the ``read_only``
+    message when set, checks each route's action with ``auth``, answers failures in OCI
+    form."""
+
+    def __init__(self, auth: RegistryAuth, read_only: str | None, routes: list[Route]) -> None:
         self.auth = auth
-        self.read_only = read_only_refusal(container)
-        blob = BlobResource(container)
-        self.routes: list[tuple[re.Pattern[str], Any, dict[str, str] | None]] = [
-            (re.compile(r"", re.DOTALL), V2Base(), None),
-            (re.compile(r"auth", re.DOTALL), TokenResource(auth), _OPEN),
-            (
-                re.compile(r"_catalog", re.DOTALL),
-                CatalogResource(container, auth),
-                {"GET": CATALOG},
-            ),
-            (
-                re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL),
-                UploadsResource(container, auth),
-                _WRITE,
-            ),
-            (
-                re.compile(r"(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)", re.DOTALL),
-                UploadResource(container),
-                _WRITE,
-            ),
-            (
-                re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL),
-                blob,
-                {**_READ, "DELETE": DELETE},
-            ),
-            (
-                re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)", re.DOTALL),
-                ManifestResource(container),
-                {**_READ, "PUT": PUSH, "DELETE": DELETE},
-            ),
-            (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(container), _READ),
-            (
-                re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)", re.DOTALL),
-                ReferrersResource(container),
-                _READ,
-            ),
-        ]
+        self.read_only = read_only
+        self.routes = routes
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, **groups: Any) -> None:
         resp.set_header(*API_VERSION)
@@ -142,10 +119,57 @@ class V2Router:
 
 
 def register(
-    app: falcon.App[falcon.Request, falcon.Response], container: Container, auth: RegistryAuth
+    app: falcon.App[falcon.Request, falcon.Response],
+    *,
+    registry: RegistryService,
+    queries: RegistryQueries,
+    identity_queries: IdentityQueries,
+    uploads: UploadService,
+    blobs: BlobStore,
+    pulls: AccessRecorder,
+    auth: RegistryAuth,
+    read_only: str | None,
 ) -> None:
+    """Mount ``/v2`` on ``app``. ``pulls`` records the manifest pulls; ``read_only``,
+    when set, is why every write is refused (serving a past moment)."""
+    routes: list[Route] = [
+        (re.compile(r"", re.DOTALL), V2Base(), None),
+        (re.compile(r"auth", re.DOTALL), TokenResource(auth), _OPEN),
+        (
+            re.compile(r"_catalog", re.DOTALL),
+            CatalogResource(queries, identity_queries, auth),
+            {"GET": CATALOG},
+        ),
+        (
+            re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL),
+            UploadsResource(uploads, auth),
+            _WRITE,
+        ),
+        (
+            re.compile(r"(?P<name>.+)/blobs/uploads/(?P<upload_id>[^/]+)", re.DOTALL),
+            UploadResource(uploads),
+            _WRITE,
+        ),
+        (
+            re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL),
+            BlobResource(queries, blobs, registry),
+            {**_READ, "DELETE": DELETE},
+        ),
+        (
+            re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)", re.DOTALL),
+            ManifestResource(registry, queries, blobs, pulls),
+            {**_READ, "PUT": PUSH, "DELETE": DELETE},
+        ),
+        (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(queries), _READ),
+        (
+            re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)", re.DOTALL),
+            ReferrersResource(queries),
+            _READ,
+        ),
+    ]
     # NOTE: DOTALL and \Z, so a percent-encoded line break in a name still reaches the
     # router (and gets an OCI answer) instead of falling through to falcon's 404.
     app.add_sink(
-        V2Router(container, auth), prefix=re.compile(r"^/v2(?:/(?P<rest>.*))?\Z", re.DOTALL)
+        V2Router(auth, read_only, routes),
+        prefix=re.compile(r"^/v2(?:/(?P<rest>.*))?\Z", re.DOTALL),
     )

@@ -19,7 +19,7 @@ from cargohold.config import load_settings
 from cargohold.domain.identity import AccountName, ApiScope, Visibility
 from cargohold.domain.values import Actor, RepositoryName
 from cargohold.http import api_v1
-from cargohold.http.app import create_app
+from cargohold.http.app import api_v1_router, create_app
 from tests.fixtures.digests import sha256
 
 SYSTEM = Caller(Actor.system(), "test")
@@ -44,7 +44,7 @@ def make_client(container: Container) -> falcon.testing.TestClient:
     app = create_app(container)
     # NOTE: harmless if create_app mounts /api/v1 itself: the later sink wins, and both
     # serve the same routes.
-    api_v1.register(app, container)
+    api_v1.register(app, api_v1_router(container))
     return falcon.testing.TestClient(app)
 
 

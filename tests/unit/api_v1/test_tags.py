@@ -20,9 +20,9 @@ from cargohold.config import load_settings
 from cargohold.domain.identity import AccountName, ApiScope
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, RepositoryName, Tag
-from cargohold.http.server.serve import sweep_expired_tags
 from tests.factories import ManualClock
 from tests.fixtures.digests import sha256
+from tests.operations import sweep_expired_tags
 from tests.unit.api_v1.support import (
     OCI_MANIFEST,
     PASSWORDS,

@@ -1,0 +1,87 @@
+"""Background chores of a serving process: the upload janitor, the tag-expiry sweeper and
+the audit-chain sealer.
+
+Each runs on a thread of its own until its ``stop`` event is set, and takes only the
+collaborators it uses. A failed pass is logged and retried at the next interval; none
+skips work (the next pass sees whatever the failed one did not do). Every worker of
+``serve --workers N`` runs each of them: they are safe side by side (see each one).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from cargohold.commands.registry import RegistryService
+from cargohold.commands.unit_of_work import Caller
+from cargohold.commands.uploads import UploadService
+from cargohold.domain.errors import DomainError
+from cargohold.domain.values import Actor
+from cargohold.projections.audit.chain import AuditChain
+from cargohold.projections.queries import RegistryQueries
+
+log = logging.getLogger(__name__)
+
+
+def janitor(uploads: UploadService, expiry_seconds: float, stop: threading.Event) -> None:
+    """Remove abandoned uploads once they are older than ``expiry_seconds``."""
+    interval = max(1.0, min(expiry_seconds / 4, 300.0))
+    while not stop.wait(interval):
+        try:
+            removed = uploads.purge_expired()
+            if removed:
+                log.info("removed %d expired uploads", removed)
+        except Exception:  # NOTE: a failed sweep is retried next interval
+            log.exception("upload janitor failed")
+
+
+#: How often the tag sweeper looks for expirations that have passed.
+TAG_SWEEP_INTERVAL_SECONDS = 15.0
+
+
+def sweep_expired_tags(
+    queries: RegistryQueries, registry: RegistryService, site_id: uuid.UUID
+) -> int:
+    """Record a ``TagExpired`` (system actor) for every tag whose expiration has passed;
+    returns how many repositories were swept. Readers hide such tags already: this
+    only puts the expiry into the log, so that history and audit show it.
+
+    Safe on several workers and nodes at once (recording is idempotent)."""
+    caller = Caller(Actor.system(), "tag-expiry")
+    swept = 0
+    for name in queries.repositories_with_due_expirations(site_id=str(site_id)):
+        try:
+            registry.expire_tags(name, caller)
+            swept += 1
+        except DomainError:  # NOTE: deleted meanwhile, or busy: the next pass sees it
+            log.warning("could not record tag expiry in %s", name, exc_info=True)
+    return swept
+
+
+def tag_sweeper(
+    queries: RegistryQueries,
+    registry: RegistryService,
+    site_id: uuid.UUID,
+    stop: threading.Event,
+) -> None:
+    """``sweep_expired_tags`` every ``TAG_SWEEP_INTERVAL_SECONDS``."""
+    while not stop.wait(TAG_SWEEP_INTERVAL_SECONDS):
+        try:
+            sweep_expired_tags(queries, registry, site_id)
+        except Exception:  # NOTE: a failed sweep is retried next interval
+            log.exception("tag expiry sweep failed")
+
+
+SEAL_INTERVAL_SECONDS = 1.0
+
+
+def sealer(chain: AuditChain, stop: threading.Event) -> None:
+    """Seal new events into the audit chain about once a second (see projections/audit/chain.py).
+
+    Every worker runs one; they take turns by compare-and-set on the chain's head."""
+    while not stop.wait(SEAL_INTERVAL_SECONDS):
+        try:
+            chain.seal()
+        except Exception:  # NOTE: a failed pass is retried; nothing is skipped
+            log.exception("sealing the audit chain failed")
