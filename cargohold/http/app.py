@@ -96,7 +96,7 @@ def registry_auth(container: Container) -> RegistryAuth:
         token_ttl=settings.token_ttl_seconds,
         signer=container.signer,
         authenticator=container.authenticator,
-        access=container.authorization,
+        authorization=container.authorization,
         repositories=container.queries,
     )
 

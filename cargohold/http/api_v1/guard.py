@@ -58,19 +58,19 @@ def deny(identity: Identity, detail: str = "Unauthorized") -> DomainError:
 
 
 class Guard:
-    """``access`` answers who may do what; ``content`` (by default the same) what exists.
+    """``authorization`` answers who may do what; ``content`` (by default the same) what exists.
     They differ when serving the registry as of a moment: the rules are the live ones,
     the organisations those of the moment (see ``projections/as_of.py``)."""
 
     def __init__(
         self,
-        access: IdentityQueries,
+        authorization: IdentityQueries,
         queries: RegistryQueries,
         content: IdentityQueries | None = None,
     ) -> None:
-        self.access = access
+        self.authorization = authorization
         self.queries = queries
-        self.content = access if content is None else content
+        self.content = authorization if content is None else content
 
     # -- users -------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class Guard:
 
     def repository_role(self, identity: Identity, name: RepositoryName) -> RepositoryRole | None:
         """The caller's role on ``name`` as the token's scopes let it act."""
-        role = identity.cap(self.access.effective_role(identity.requester, str(name)))
+        role = identity.cap(self.authorization.effective_role(identity.requester, str(name)))
         if role is None and self.is_public(name):
             role = RepositoryRole.READ  # R7 holds whatever a token's scopes say
         return role
@@ -123,9 +123,9 @@ class Guard:
         return role
 
     def may_create_repository(self, identity: Identity, namespace: str) -> bool:
-        return identity.has_scope(ApiScope.REPO_CREATE) and self.access.may_create_repository(
-            identity.requester, namespace
-        )
+        return identity.has_scope(
+            ApiScope.REPO_CREATE
+        ) and self.authorization.may_create_repository(identity.requester, namespace)
 
     # -- organisations -----------------------------------------------------------------
 
@@ -156,18 +156,18 @@ class Guard:
             return False
         if not identity.has_scope(ApiScope.ORG_ADMIN):
             return False
-        admin_teams = {t.name for t in self.access.teams(org) if t.role is TeamRole.ADMIN}
-        return any(team in admin_teams for team in self.access.teams_of(org, p.name))
+        admin_teams = {t.name for t in self.authorization.teams(org) if t.role is TeamRole.ADMIN}
+        return any(team in admin_teams for team in self.authorization.teams_of(org, p.name))
 
     def is_org_member(self, identity: Identity, org: str) -> bool:
         if self.is_org_admin(identity, org):
             return True
         user = self._member_user(identity)
-        return user is not None and user in self.access.org_members(org)
+        return user is not None and user in self.authorization.org_members(org)
 
     def is_team_member(self, identity: Identity, org: str, team: str) -> bool:
         user = self._member_user(identity)
-        return user is not None and team in self.access.teams_of(org, user)
+        return user is not None and team in self.authorization.teams_of(org, user)
 
     def org_admin(self, identity: Identity, org: str) -> AccountName:
         """The organisation (which must exist), if the caller administers it."""

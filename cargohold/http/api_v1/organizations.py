@@ -51,16 +51,16 @@ def team_view(row: TeamRow, can_view: bool, repo_count: int) -> dict[str, Any]:
 
 
 class _Orgs:
-    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
 
     def _member_view(self, org: str, name: str) -> dict[str, Any]:
         """A user (or robot) of ``org``, with its teams and explicitly granted repos."""
         if "+" in name:
             namespace, _, short = name.partition("+")
             principal = Principal.robot(namespace, short)
-            repos = [r for r, _ in self.access.grants_of(principal)]
+            repos = [r for r, _ in self.accounts.grants_of(principal)]
             return {
                 "name": name,
                 "kind": "robot",
@@ -68,21 +68,21 @@ class _Orgs:
                 "teams": [],
                 "repositories": [short_repository(r) for r in repos],
             }
-        teams = self.access.teams_of(org, name)
+        teams = self.accounts.teams_of(org, name)
         return {
             "name": name,
             "kind": "user",
             "avatar": avatar(name, "user"),
             "teams": [{"name": t, "avatar": avatar(t, "team")} for t in teams],
             "repositories": [
-                short_repository(r) for r in self.access.grants_in_namespace_for_user(org, name)
+                short_repository(r) for r in self.accounts.grants_in_namespace_for_user(org, name)
             ],
         }
 
 
 class _OrgChanges(_Orgs):
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
-        super().__init__(guard, access)
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, accounts)
         self.identity = identity
 
 
@@ -105,11 +105,11 @@ class OrganizationResource(_OrgChanges):
     def __init__(
         self,
         guard: Guard,
-        access: IdentityQueries,
+        accounts: IdentityQueries,
         identity: IdentityService,
         tag_windows: TagWindows,
     ) -> None:
-        super().__init__(guard, access, identity)
+        super().__init__(guard, accounts, identity)
         self.tag_windows = tag_windows
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
@@ -128,15 +128,15 @@ class OrganizationResource(_OrgChanges):
             mine = (
                 set()
                 if identity.principal is None
-                else set(self.access.teams_of(name, identity.principal.name))
+                else set(self.accounts.teams_of(name, identity.principal.name))
             )
-            teams = self.access.teams(name)
+            teams = self.accounts.teams(name)
             view["teams"] = {
                 t.name: team_view(
                     t,
                     can_view=is_admin or t.name in mine,
                     repo_count=len(
-                        self.access.grants_of(Principal(PrincipalKind.TEAM, f"{name}/{t.name}"))
+                        self.accounts.grants_of(Principal(PrincipalKind.TEAM, f"{name}/{t.name}"))
                     ),
                 )
                 for t in teams
@@ -171,7 +171,7 @@ class MembersResource(_Orgs):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, org: str) -> None:
         name = self.guard.org_admin(identity_of(req), org)
-        members = [self._member_view(name, m) for m in self.access.org_members(name)]
+        members = [self._member_view(name, m) for m in self.accounts.org_members(name)]
         send(resp, {"members": members})
 
 
@@ -181,9 +181,9 @@ class MemberResource(_OrgChanges):
     def _existing(self, org: str, member: str) -> str:
         if "+" in member:
             namespace, _, short = member.partition("+")
-            if namespace == org and self.access.robot(namespace, short) is not None:
+            if namespace == org and self.accounts.robot(namespace, short) is not None:
                 return member
-        elif member in self.access.org_members(org):
+        elif member in self.accounts.org_members(org):
             return member
         raise MemberUnknown(f"{member[:100]} is not a member of organization {org}")
 

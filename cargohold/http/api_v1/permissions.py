@@ -44,9 +44,9 @@ from cargohold.projections.identity_queries import IdentityQueries
 
 
 class _Permissions:
-    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
 
     def _admin(self, identity: Identity, namespace: str, repo: str) -> RepositoryName:
         name = self.guard.repository_name(namespace, repo)
@@ -56,10 +56,10 @@ class _Permissions:
     def _grants(
         self, name: RepositoryName, kind: PrincipalKind
     ) -> list[tuple[Principal, RepositoryRole]]:
-        return [(p, r) for p, r in self.access.repository_grants(str(name)) if p.kind is kind]
+        return [(p, r) for p, r in self.accounts.repository_grants(str(name)) if p.kind is kind]
 
     def _grant_of(self, name: RepositoryName, principal: Principal) -> RepositoryRole:
-        for p, role in self.access.repository_grants(str(name)):
+        for p, role in self.accounts.repository_grants(str(name)):
             if p == principal:
                 return role
         raise PermissionUnknown(f"{principal.name} has no permission on repository {name}")
@@ -75,11 +75,11 @@ class _Permissions:
             "avatar": avatar(principal.name, "robot" if robot else "user"),
         }
         namespace = name.namespace
-        if self.access.namespace_kind(namespace) is NamespaceKind.ORGANIZATION:
+        if self.accounts.namespace_kind(namespace) is NamespaceKind.ORGANIZATION:
             view["is_org_member"] = (
                 principal.namespace == namespace
                 if robot
-                else principal.name in self.access.org_members(namespace)
+                else principal.name in self.accounts.org_members(namespace)
             )
         return view
 
@@ -98,14 +98,14 @@ class _Permissions:
     def _existing_user_principal(self, username: str) -> Principal:
         principal = self._user_principal(username)
         if principal.kind is PrincipalKind.ROBOT:
-            if self.access.robot(principal.namespace, principal.short_name) is None:
+            if self.accounts.robot(principal.namespace, principal.short_name) is None:
                 raise RobotUnknown(f"could not find robot {principal.name}")
-        elif self.access.account(principal.name) is None:
+        elif self.accounts.account(principal.name) is None:
             raise AccountUnknown(f"unknown user: {principal.name}")
         return principal
 
     def _team_principal(self, name: RepositoryName, team: str) -> Principal:
-        row = self.access.team(name.namespace, team)
+        row = self.accounts.team(name.namespace, team)
         if row is None:
             raise TeamUnknown(f"team {team[:100]} is not in organization {name.namespace}")
         return Principal(PrincipalKind.TEAM, f"{row.org}/{row.name}")
@@ -125,8 +125,8 @@ class UserPermissionsResource(_Permissions):
 
 
 class _PermissionChanges(_Permissions):
-    def __init__(self, guard: Guard, access: IdentityQueries, registry: RegistryService) -> None:
-        super().__init__(guard, access)
+    def __init__(self, guard: Guard, accounts: IdentityQueries, registry: RegistryService) -> None:
+        super().__init__(guard, accounts)
         self.registry = registry
 
 
@@ -171,9 +171,9 @@ class TransitivePermissionResource(_Permissions):
         if principal.kind is PrincipalKind.USER:
             holders |= {
                 Principal(PrincipalKind.TEAM, f"{name.namespace}/{team}")
-                for team in self.access.teams_of(name.namespace, principal.name)
+                for team in self.accounts.teams_of(name.namespace, principal.name)
             }
-        roles = [r for p, r in self.access.repository_grants(str(name)) if p in holders]
+        roles = [r for p, r in self.accounts.repository_grants(str(name)) if p in holders]
         if not roles:
             raise PermissionUnknown(f"{principal.name} has no permission on repository {name}")
         send(resp, {"permissions": [{"role": r.value} for r in roles]})

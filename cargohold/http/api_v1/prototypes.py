@@ -47,9 +47,9 @@ def prototype_id(principal: Principal) -> str:
 
 
 class _Prototypes:
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
         self.identity = identity
 
     def _view(self, org: str, principal: Principal, role: RepositoryRole) -> dict[str, Any]:
@@ -63,7 +63,7 @@ class _Prototypes:
                 "name": principal.name,
                 "kind": "user",
                 "is_robot": robot,
-                "is_org_member": robot or principal.name in self.access.org_members(org),
+                "is_org_member": robot or principal.name in self.accounts.org_members(org),
                 "avatar": avatar(principal.name, "robot" if robot else "user"),
             }
         return {
@@ -74,7 +74,7 @@ class _Prototypes:
         }
 
     def _find(self, org: str, proto_id: str) -> tuple[Principal, RepositoryRole]:
-        for principal, role in self.access.default_permissions(org):
+        for principal, role in self.accounts.default_permissions(org):
             if prototype_id(principal) == proto_id:
                 return principal, role
         raise DefaultPermissionUnknown(f"no default permission {proto_id[:64]!r} in {org}")
@@ -86,7 +86,7 @@ class _Prototypes:
         try:
             if kind == "team":
                 principal = Principal.team(org, name)
-                if self.access.team(org, principal.short_name) is None:
+                if self.accounts.team(org, principal.short_name) is None:
                     raise TeamUnknown(f"team {name} is not in organization {org}")
                 return principal
             if kind != "user":
@@ -94,7 +94,7 @@ class _Prototypes:
             if "+" in name:
                 namespace, _, short = name.partition("+")
                 principal = Principal.robot(namespace, short)
-                if self.access.robot(namespace, short) is None:
+                if self.accounts.robot(namespace, short) is None:
                     raise RobotUnknown(f"could not find robot {name}")
                 return principal
             principal = Principal.user(name)
@@ -102,7 +102,7 @@ class _Prototypes:
             if kind == "team":
                 raise TeamUnknown(f"team {name[:100]} is not in organization {org}") from e
             raise AccountUnknown(f"unknown user or robot: {name[:100]}") from e
-        if self.access.account(principal.name) is None:
+        if self.accounts.account(principal.name) is None:
             raise AccountUnknown(f"unknown user: {name}")
         return principal
 
@@ -116,7 +116,7 @@ class PrototypesResource(_Prototypes):
             resp,
             {
                 "prototypes": [
-                    self._view(name, p, role) for p, role in self.access.default_permissions(name)
+                    self._view(name, p, role) for p, role in self.accounts.default_permissions(name)
                 ]
             },
         )

@@ -69,12 +69,12 @@ class _RepositoryViews(_Repositories):
     def __init__(
         self,
         guard: Guard,
-        access: IdentityQueries,
+        accounts: IdentityQueries,
         queries: RegistryQueries,
         registry: RegistryService,
     ) -> None:
         super().__init__(guard, registry)
-        self.access = access
+        self.accounts = accounts
         self.queries = queries
 
 
@@ -99,7 +99,7 @@ class RepositoriesResource(_RepositoryViews):
         name = RepositoryName(f"{namespace}/{repo}")
         if not self.guard.may_create_repository(identity, namespace):
             raise deny(identity, f"Requires permission to create repositories in {namespace}")
-        if self.access.namespace_kind(namespace) is None:
+        if self.accounts.namespace_kind(namespace) is None:
             raise OrganizationUnknown(f"unknown namespace: {namespace}")
         self.registry.create_repository(name, caller_of(req), visibility)
         send(resp, {"namespace": namespace, "name": repo, "kind": "image"}, status=201)
@@ -114,7 +114,7 @@ class RepositoriesResource(_RepositoryViews):
         after = page_after(req, "repositories")
         names: list[str] = []
         if not starred:
-            names = self.access.readable_repositories(
+            names = self.accounts.readable_repositories(
                 listing_caller(identity), after=after, limit=PAGE_SIZE + 1, namespace=namespace
             )
         out: dict[str, Any] = {"repositories": []}
@@ -151,7 +151,7 @@ class RepositoryResource(_RepositoryViews):
             "kind": "image",
             "description": "",
             "is_public": self.guard.is_public(name),
-            "is_organization": self.access.namespace_kind(name.namespace)
+            "is_organization": self.accounts.namespace_kind(name.namespace)
             is NamespaceKind.ORGANIZATION,
             "is_starred": False,
             "status_token": "",

@@ -35,22 +35,22 @@ from cargohold.projections.identity_queries import IdentityQueries, RobotRow
 
 
 class _Robots:
-    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
 
     def _robot(self, org: str, short: str) -> RobotRow:
         try:
             name = RobotShortName(short)
         except InvalidInput:
             raise RobotUnknown(f"could not find robot {org}+{short[:100]}") from None
-        row = self.access.robot(org, name)
+        row = self.accounts.robot(org, name)
         if row is None:
             raise RobotUnknown(f"could not find robot {org}+{name}")
         return row
 
     def _grants(self, row: RobotRow) -> list[tuple[str, RepositoryRole]]:
-        return self.access.grants_of(Principal(PrincipalKind.ROBOT, row.full_name))
+        return self.accounts.grants_of(Principal(PrincipalKind.ROBOT, row.full_name))
 
 
 class RobotsResource(_Robots):
@@ -64,7 +64,7 @@ class RobotsResource(_Robots):
         )
         query_bool(req, "token", True)  # accepted for Quay's clients; tokens are never listed
         limit = query_int(req, "limit", minimum=1, maximum=10_000)
-        rows = self.access.robots(name)
+        rows = self.accounts.robots(name)
         if limit is not None:
             rows = rows[:limit]
         views = []
@@ -79,8 +79,8 @@ class RobotsResource(_Robots):
 
 
 class _RobotChanges(_Robots):
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
-        super().__init__(guard, access)
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, accounts)
         self.identity = identity
 
 

@@ -34,20 +34,20 @@ from cargohold.projections.identity_queries import IdentityQueries, TeamRow
 
 
 class _Teams:
-    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
 
     def _team(self, org: str, team: str) -> TeamRow:
-        row = self.access.team(org, team)
+        row = self.accounts.team(org, team)
         if row is None:
             raise TeamUnknown(f"team {team[:100]} is not in organization {org}")
         return row
 
 
 class _TeamChanges(_Teams):
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
-        super().__init__(guard, access)
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, accounts)
         self.identity = identity
 
 
@@ -93,7 +93,7 @@ class TeamMembersResource(_Teams):
         if not is_admin and not self.guard.is_team_member(identity, name, team):
             raise deny(identity, f"Requires a member of team {team[:100]} or an admin of {name}")
         row = self._team(name, team)
-        members = [team_member(m) for m in self.access.team_members(name, row.name)]
+        members = [team_member(m) for m in self.accounts.team_members(name, row.name)]
         send(resp, {"name": row.name, "members": members, "can_edit": is_admin})
 
 
@@ -136,6 +136,6 @@ class TeamPermissionsResource(_Teams):
         principal = Principal(PrincipalKind.TEAM, f"{name}/{row.name}")
         permissions: list[dict[str, Any]] = [
             repository_permission(repo, role, self.guard.is_public(repo))
-            for repo, role in self.access.grants_of(principal)
+            for repo, role in self.accounts.grants_of(principal)
         ]
         send(resp, {"permissions": permissions})

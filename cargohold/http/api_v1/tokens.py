@@ -52,13 +52,13 @@ def token_view(row: ApiTokenRow) -> dict[str, Any]:
 
 
 class _Tokens:
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
         self.identity = identity
 
     def _token(self, owner: AccountName, token_id: str) -> ApiTokenRow:
-        for row in self.access.api_tokens_of(owner):
+        for row in self.accounts.api_tokens_of(owner):
             if row.token_id == token_id:
                 return row
         raise ApiTokenUnknown(f"{owner} has no API token {token_id[:64]!r}")
@@ -69,7 +69,7 @@ class ApiTokensResource(_Tokens):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         owner = self.guard.user(identity_of(req), ApiScope.USER_READ)
-        send(resp, {"tokens": [token_view(r) for r in self.access.api_tokens_of(owner)]})
+        send(resp, {"tokens": [token_view(r) for r in self.accounts.api_tokens_of(owner)]})
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         identity = identity_of(req)

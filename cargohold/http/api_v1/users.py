@@ -43,24 +43,24 @@ def generate_password() -> str:
 
 
 class _Users:
-    def __init__(self, guard: Guard, access: IdentityQueries) -> None:
+    def __init__(self, guard: Guard, accounts: IdentityQueries) -> None:
         self.guard = guard
-        self.access = access
+        self.accounts = accounts
 
     def _account(self, username: str) -> AccountRow:
         try:
             name = AccountName(username)
         except InvalidInput:
             raise AccountUnknown(f"unknown user: {username[:100]}") from None
-        row = self.access.account(name)
+        row = self.accounts.account(name)
         if row is None:
             raise AccountUnknown(f"unknown user: {name}")
         return row
 
 
 class _UserChanges(_Users):
-    def __init__(self, guard: Guard, access: IdentityQueries, identity: IdentityService) -> None:
-        super().__init__(guard, access)
+    def __init__(self, guard: Guard, accounts: IdentityQueries, identity: IdentityService) -> None:
+        super().__init__(guard, accounts)
         self.identity = identity
 
 
@@ -71,11 +71,11 @@ class CurrentUserResource(_UserChanges):
     def __init__(
         self,
         guard: Guard,
-        access: IdentityQueries,
+        accounts: IdentityQueries,
         identity: IdentityService,
         tag_windows: TagWindows,
     ) -> None:
-        super().__init__(guard, access, identity)
+        super().__init__(guard, accounts, identity)
         self.tag_windows = tag_windows
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -83,15 +83,17 @@ class CurrentUserResource(_UserChanges):
         name = self.guard.user(identity, ApiScope.USER_READ)
         row = self._account(name)
         organizations = []
-        for org in self.access.organizations_of(name):
-            admin_teams = {t.name for t in self.access.teams(org) if t.role is TeamRole.ADMIN}
+        for org in self.accounts.organizations_of(name):
+            admin_teams = {t.name for t in self.accounts.teams(org) if t.role is TeamRole.ADMIN}
             organizations.append(
                 {
                     "name": org,
                     "avatar": avatar(org, "org"),
                     "can_create_repo": self.guard.may_create_repository(identity, org),
                     "public": False,
-                    "is_org_admin": any(t in admin_teams for t in self.access.teams_of(org, name)),
+                    "is_org_admin": any(
+                        t in admin_teams for t in self.accounts.teams_of(org, name)
+                    ),
                     "preferred_namespace": False,
                 }
             )
@@ -152,10 +154,10 @@ class SuperuserUsersResource(_UserChanges):
         after = page_after(req, "users")
         if limit is None and after is None:
             # As Quay: without ``limit``, every user and no token.
-            send(resp, {"users": [superuser_user(r) for r in self.access.accounts()]})
+            send(resp, {"users": [superuser_user(r) for r in self.accounts.accounts()]})
             return
         size = limit or MAX_USERS_PAGE
-        rows = self.access.accounts(after=after, limit=size + 1)
+        rows = self.accounts.accounts(after=after, limit=size + 1)
         out: dict[str, Any] = {"users": [superuser_user(r) for r in rows[:size]]}
         if len(rows) > size:
             out["next_page"] = encode_page_token("users", rows[size - 1].name)

@@ -65,7 +65,7 @@ SCOPES_CLAIM = "cargohold_scopes"
 MAX_SCOPES = 32
 
 
-class AccessViews(Protocol):
+class AuthorizationViews(Protocol):
     def effective_role(self, caller: Requester, repository: str) -> RepositoryRole | None: ...
 
     def may_create_repository(self, caller: Requester, namespace: str) -> bool: ...
@@ -110,7 +110,7 @@ class RegistryAuth:
         token_ttl: int,
         signer: TokenSigner,
         authenticator: Authenticator,
-        access: AccessViews,
+        authorization: AuthorizationViews,
         repositories: RepositoryViews,
     ) -> None:
         self.enabled = enabled
@@ -118,7 +118,7 @@ class RegistryAuth:
         self.token_ttl = token_ttl
         self.signer = signer
         self.authenticator = authenticator
-        self.access = access
+        self.authorization = authorization
         self.repositories = repositories
 
     # -- what an identity holds --------------------------------------------------------
@@ -134,7 +134,7 @@ class RegistryAuth:
         if not self.enabled:
             return [a for a in ACTIONS if a in wanted_set]
         exists = self.repositories.repository_exists(name)
-        role = identity.cap(self.access.effective_role(identity.requester, str(name)))
+        role = identity.cap(self.authorization.effective_role(identity.requester, str(name)))
         if (
             role is None
             and exists
@@ -144,7 +144,7 @@ class RegistryAuth:
         creates = (
             not exists
             and identity.has_scope(ApiScope.REPO_CREATE)
-            and self.access.may_create_repository(identity.requester, name.namespace)
+            and self.authorization.may_create_repository(identity.requester, name.namespace)
         )
         out = []
         for action in ACTIONS:
@@ -217,7 +217,7 @@ class RegistryAuth:
             return ANONYMOUS
         if "+" in subject:
             return Identity(Principal(PrincipalKind.ROBOT, subject))
-        account = self.access.account(subject)
+        account = self.authorization.account(subject)
         # NOTE: an account imported from another site is never a superuser here (asked
         # last, so that only superusers pay for the question).
         superuser = bool(
