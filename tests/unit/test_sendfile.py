@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import waitress
 
-from cargohold.adapters.blobs.filesystem import BlobFile
+from cargohold.adapters.blobs.blob_file import BlobFile
 from cargohold.domain.values import Digest
 from cargohold.http.server.sendfile import sending_files
 from tests.fixtures.services import free_port

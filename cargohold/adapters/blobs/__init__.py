@@ -2,6 +2,8 @@
 
 - ``filesystem.FilesystemBlobStore``: a directory tree, commits by atomic rename.
 - ``s3.S3BlobStore``: any S3 service through the ``minio`` SDK.
+- ``base.StagedBlobStore``: what both share (``put``, staged uploads hashed as they
+  arrive); ``blob_file.BlobFile``: the filesystem store's sendfile-capable reads.
 - ``keys``: every key and path both of them use.
 
 This package module holds only the streaming helpers both adapters use; it imports

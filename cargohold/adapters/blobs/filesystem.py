@@ -10,9 +10,11 @@ they serialise across threads and processes sharing the directory.
 
 An append asks the kernel to start writing its pages to disk as it goes
 (``sync_file_range``, where the C library has it), so the fsync at commit finds little
-left to write; a read returns a ``BlobFile``, an iterator that is also a read-only file
-over the range, which a WSGI server's ``wsgi.file_wrapper`` sends without copying it
-through a buffer of its own (cargohold's server, with ``os.sendfile``).
+left to write; a read returns a ``BlobFile`` (``blob_file.py``), an iterator that is also
+a read-only file over the range, which a WSGI server's ``wsgi.file_wrapper`` sends
+without copying it through a buffer of its own (cargohold's server, with ``os.sendfile``).
+
+What both stores share (``put``, staging with incremental hashes) is ``base.py``'s.
 
 Every ``OSError`` is translated in ``_errors``, the one choke point.
 """
@@ -31,15 +33,15 @@ from typing import IO, Any
 
 from cargohold.adapters.blobs import (
     DEFAULT_CHUNK_SIZE,
-    HasherCache,
     MiB,
     SourceReadError,
     check_digest,
     check_range,
     keys,
     new_upload_id,
-    sha256_hasher,
 )
+from cargohold.adapters.blobs.base import StagedBlobStore
+from cargohold.adapters.blobs.blob_file import BlobFile
 from cargohold.domain.errors import (
     BlobUnknown,
     DomainError,
@@ -48,11 +50,11 @@ from cargohold.domain.errors import (
     StorageError,
     UploadUnknown,
 )
-from cargohold.domain.ports import BlobStore, ByteSource
+from cargohold.domain.ports import ByteSource
 from cargohold.domain.values import Digest, DigestAlgorithm
 
 
-class FilesystemBlobStore(BlobStore):
+class FilesystemBlobStore(StagedBlobStore):
     """Blobs under ``root``; see the module docstring. Nothing touches disk until used."""
 
     def __init__(
@@ -63,13 +65,8 @@ class FilesystemBlobStore(BlobStore):
         new_id: Callable[[], str] = new_upload_id,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+        super().__init__(chunk_size=chunk_size, new_id=new_id, clock=clock)
         self._root = os.fspath(root)
-        self._chunk_size = chunk_size
-        self._new_id = new_id
-        self._clock = clock
-        self._hashers = HasherCache()
 
     def __repr__(self) -> str:
         return f"FilesystemBlobStore({self._root!r})"
@@ -79,13 +76,6 @@ class FilesystemBlobStore(BlobStore):
     def stat(self, digest: Digest) -> int:
         with self._errors("stat a blob", missing=lambda: BlobUnknown(f"unknown blob {digest}")):
             return os.stat(self._path(keys.blob(digest))).st_size
-
-    def exists(self, digest: Digest) -> bool:
-        try:
-            self.stat(digest)
-        except BlobUnknown:
-            return False
-        return True
 
     def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> BlobFile:
         # NOTE: validated eagerly, opened lazily: an iterator that is never started then
@@ -102,42 +92,16 @@ class FilesystemBlobStore(BlobStore):
                 return False
         return True
 
-    def put(
-        self,
-        stream: ByteSource,
-        expected: Digest | None = None,
-        expected_size: int | None = None,
-    ) -> tuple[Digest, int]:
-        upload_id = self.start_upload()
-        if expected is not None and expected.algorithm is not DigestAlgorithm.SHA256:
-            # Hash once, with the algorithm that is verified.
-            self._hashers.store(upload_id, 0, expected.algorithm.hasher(), expected.algorithm)
-        try:
-            size = self.append(upload_id, stream, 0)
-            if expected_size is not None and size != expected_size:
-                raise SizeInvalid(f"content is {size} bytes, not {expected_size}")
-            digest = expected or Digest(DigestAlgorithm.SHA256, self._sha256(upload_id, size))
-            self.commit(upload_id, digest)
-            return digest, size
-        except BaseException:
-            self._discard(upload_id)
-            raise
-
     # -- staged uploads --------------------------------------------------------------
 
-    def start_upload(self) -> str:
-        upload_id = self._new_id()
-        if not keys.is_upload_id(upload_id):
-            raise ValueError(f"the id factory made an unusable upload id: {upload_id!r}")
+    def _create_upload(self, upload_id: str, started_at: float) -> None:
         with self._errors("start an upload"):
             os.makedirs(self._path(keys.UPLOADS), exist_ok=True)
             os.mkdir(self._path(keys.upload(upload_id)))
             with open(self._path(keys.upload_data(upload_id)), "xb"):
                 pass
             with open(self._path(keys.upload_started_at(upload_id)), "x", encoding="ascii") as f:
-                f.write(repr(float(self._clock())))
-        self._hashers.store(upload_id, 0, sha256_hasher())
-        return upload_id
+                f.write(repr(started_at))
 
     def append(
         self, upload_id: str, stream: ByteSource, offset: int, length: int | None = None
@@ -159,10 +123,7 @@ class FilesystemBlobStore(BlobStore):
                 f.truncate(size)
                 raise
             new_size = size + count
-            if cached is not None:
-                self._hashers.store(upload_id, new_size, cached[1], cached[0])
-            else:
-                self._hashers.drop(upload_id)
+            self._appended(upload_id, cached, new_size)
             return new_size
 
     def _copy(self, stream: ByteSource, f: IO[bytes], hasher: Any, limit: int | None) -> int:
@@ -217,10 +178,8 @@ class FilesystemBlobStore(BlobStore):
             size = os.fstat(f.fileno()).st_size
             if expected_size is not None and size != expected_size:
                 raise SizeInvalid(f"upload has {size} bytes, not {expected_size}")
-            hasher = self._hashers.at(upload_id, size, expected.algorithm)
-            if hasher is not None:
-                actual = str(hasher.hexdigest())
-            else:
+            actual = self._cached_hex(upload_id, size, expected.algorithm)
+            if actual is None:
                 actual = self._hash(f, expected.algorithm)
             check_digest(expected, actual)
             target = self._path(keys.blob(expected))
@@ -309,13 +268,10 @@ class FilesystemBlobStore(BlobStore):
                     raise unknown() from None
             yield f
 
-    def _sha256(self, upload_id: str, size: int) -> str:
-        hasher = self._hashers.at(upload_id, size)
-        if hasher is not None:
-            return str(hasher.hexdigest())
+    def _rehash(self, upload_id: str, algorithm: DigestAlgorithm) -> str:
         path = self._path(keys.upload_data(upload_id))
         with self._errors("hash an upload"), open(path, "rb", buffering=0) as g:
-            return self._hash(g, DigestAlgorithm.SHA256)
+            return self._hash(g, algorithm)
 
     def _hash(self, f: IO[bytes], algorithm: DigestAlgorithm) -> str:
         hasher: Any = algorithm.hasher()
@@ -344,11 +300,6 @@ class FilesystemBlobStore(BlobStore):
         with suppress(FileNotFoundError):
             os.rmdir(directory)
 
-    def _discard(self, upload_id: str) -> None:
-        """Best-effort removal of a failed ``put``'s staging (the janitor catches leftovers)."""
-        with suppress(UploadUnknown, StorageError):
-            self.cancel(upload_id)
-
     def _makedirs_durably(self, directory: str) -> None:
         if os.path.isdir(directory):
             return
@@ -361,116 +312,6 @@ class FilesystemBlobStore(BlobStore):
         _fsync_dir(parent)
 
 
-class BlobFile:
-    """Bytes ``[offset, offset + length)`` of one blob file, as ``read`` returns them.
-
-    An iterator of chunks of at most ``chunk_size`` bytes (the ``BlobStore.read``
-    contract), and also a read-only, seekable file whose positions run from 0 to
-    ``length``: falcon hands such a response stream to ``wsgi.file_wrapper``, and
-    cargohold's server sends it from the descriptor with ``os.sendfile``
-    (``sendfile_source``) instead of copying every chunk through an output buffer,
-    which in waitress spills to a temporary file past 1 MiB. The descriptor is opened at
-    the first read and closed at the end of the iteration or by ``close``; reads use
-    ``pread``, so no shared file offset is involved.
-    """
-
-    def __init__(
-        self, path: str, digest: Digest, offset: int, length: int, chunk_size: int
-    ) -> None:
-        self._path = path
-        self._digest = digest
-        self._offset = offset
-        self._length = length
-        self._chunk_size = chunk_size
-        self._position = 0
-        self._fd: int | None = None
-        self.closed = False
-
-    def __iter__(self) -> BlobFile:
-        return self
-
-    def __next__(self) -> bytes:
-        chunk = self.read(self._chunk_size)
-        if not chunk:
-            self.close()
-            raise StopIteration
-        return chunk
-
-    def read(self, size: int = -1, /) -> bytes:
-        if self.closed:
-            raise ValueError("read from a closed BlobFile")
-        remaining = self._length - self._position
-        if size is None or size < 0 or size > remaining:
-            size = remaining
-        if size <= 0:
-            return b""
-        fd = self._descriptor()
-        try:
-            data = os.pread(fd, size, self._offset + self._position)
-        except OSError as e:
-            raise StorageError(f"failed to read a blob: {e.strerror or e}") from e
-        if not data:
-            raise StorageError(f"blob {self._digest} is shorter than its recorded size")
-        self._position += len(data)
-        return data
-
-    def _descriptor(self) -> int:
-        if self.closed:
-            raise ValueError("read from a closed BlobFile")
-        if self._fd is None:
-            try:
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise BlobUnknown(f"unknown blob {self._digest}") from None
-            except OSError as e:
-                raise StorageError(f"failed to open a blob: {e.strerror or e}") from e
-        return self._fd
-
-    def sendfile_source(self) -> tuple[int, int]:
-        """The descriptor and the absolute offset of the current position, for a server
-        that sends the rest with ``os.sendfile`` (``http/server/sendfile.py``) and then moves the
-        position with ``seek``."""
-        return self._descriptor(), self._offset + self._position
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, position: int, whence: int = os.SEEK_SET, /) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}
-        if whence not in base:
-            raise ValueError(f"invalid whence {whence}")
-        target = base[whence] + position
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._position = target
-        return target
-
-    def close(self) -> None:
-        self.closed = True
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-    def __enter__(self) -> BlobFile:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # NOTE: a response that is never sent (a client gone before the first byte)
-        # must not leak the descriptor.
-        if self._fd is not None:
-            self.close()
-
-
-# PERF: how much an append writes before it asks the kernel to start writing it out.
 _WRITEBACK_STEP = 8 * MiB
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 

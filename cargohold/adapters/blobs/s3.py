@@ -31,7 +31,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -45,7 +45,6 @@ from minio.error import MinioException, S3Error
 
 from cargohold.adapters.blobs import (
     DEFAULT_CHUNK_SIZE,
-    HasherCache,
     HashingReader,
     MiB,
     SourceReadError,
@@ -53,8 +52,8 @@ from cargohold.adapters.blobs import (
     check_range,
     keys,
     new_upload_id,
-    sha256_hasher,
 )
+from cargohold.adapters.blobs.base import StagedBlobStore
 from cargohold.domain.errors import (
     BlobUnknown,
     DomainError,
@@ -63,7 +62,7 @@ from cargohold.domain.errors import (
     StorageError,
     UploadUnknown,
 )
-from cargohold.domain.ports import BlobStore, ByteSource
+from cargohold.domain.ports import ByteSource
 from cargohold.domain.values import Digest, DigestAlgorithm
 
 # S3's multipart limits.
@@ -80,7 +79,7 @@ class _Part:
     key: str
 
 
-class S3BlobStore(BlobStore):
+class S3BlobStore(StagedBlobStore):
     """Blobs in ``bucket`` under ``prefix``; see the module docstring.
 
     ``part_size`` is the multipart part size for streams of unknown length, and so the
@@ -101,19 +100,14 @@ class S3BlobStore(BlobStore):
         new_id: Callable[[], str] = new_upload_id,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+        super().__init__(chunk_size=chunk_size, new_id=new_id, clock=clock)
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(f"part_size must be within [{MIN_PART_SIZE}, {MAX_PART_SIZE}]")
         self._client = client
         self._bucket = bucket
         self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
-        self._chunk_size = chunk_size
         self._part_size = part_size
         self._parallel = max(1, parallel_uploads)
-        self._new_id = new_id
-        self._clock = clock
-        self._hashers = HasherCache()
 
     @classmethod
     def connect(
@@ -161,13 +155,6 @@ class S3BlobStore(BlobStore):
         with self._errors("stat a blob", missing=lambda: BlobUnknown(f"unknown blob {digest}")):
             return self._client.stat_object(self._bucket, self._key(keys.blob(digest))).size or 0
 
-    def exists(self, digest: Digest) -> bool:
-        try:
-            self.stat(digest)
-        except BlobUnknown:
-            return False
-        return True
-
     def read(self, digest: Digest, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         # NOTE: validated eagerly, fetched lazily: an iterator that is never started then
         # holds no connection.
@@ -183,40 +170,10 @@ class S3BlobStore(BlobStore):
             self._client.remove_object(self._bucket, self._key(keys.blob(digest)))
         return True
 
-    def put(
-        self,
-        stream: ByteSource,
-        expected: Digest | None = None,
-        expected_size: int | None = None,
-    ) -> tuple[Digest, int]:
-        upload_id = self.start_upload()
-        if expected is not None and expected.algorithm is not DigestAlgorithm.SHA256:
-            # Hash once, with the algorithm that is verified.
-            self._hashers.store(upload_id, 0, expected.algorithm.hasher(), expected.algorithm)
-        try:
-            size = self.append(upload_id, stream, 0)
-            if expected_size is not None and size != expected_size:
-                raise SizeInvalid(f"content is {size} bytes, not {expected_size}")
-            if expected is None:
-                hasher = self._hashers.at(upload_id, size)
-                if hasher is not None:
-                    hex_digest = str(hasher.hexdigest())
-                else:
-                    hex_digest = self._hash(self._staged(upload_id), DigestAlgorithm.SHA256)
-                expected = Digest(DigestAlgorithm.SHA256, hex_digest)
-            self.commit(upload_id, expected)
-            return expected, size
-        except BaseException:
-            self._discard(upload_id)
-            raise
-
     # -- staged uploads --------------------------------------------------------------
 
-    def start_upload(self) -> str:
-        upload_id = self._new_id()
-        if not keys.is_upload_id(upload_id):
-            raise ValueError(f"the id factory made an unusable upload id: {upload_id!r}")
-        started = repr(float(self._clock())).encode("ascii")
+    def _create_upload(self, upload_id: str, started_at: float) -> None:
+        started = repr(started_at).encode("ascii")
         with self._errors("start an upload"):
             self._client.put_object(
                 self._bucket,
@@ -225,8 +182,6 @@ class S3BlobStore(BlobStore):
                 len(started),
                 content_type="text/plain",
             )
-        self._hashers.store(upload_id, 0, sha256_hasher())
-        return upload_id
 
     def append(
         self, upload_id: str, stream: ByteSource, offset: int, length: int | None = None
@@ -251,10 +206,7 @@ class S3BlobStore(BlobStore):
             if reader.count == 0:
                 self._client.remove_object(self._bucket, key)
         new_size = size + reader.count
-        if cached is not None:
-            self._hashers.store(upload_id, new_size, cached[1], cached[0])
-        else:
-            self._hashers.drop(upload_id)
+        self._appended(upload_id, cached, new_size)
         return new_size
 
     def truncate_upload(self, upload_id: str, size: int) -> None:
@@ -275,12 +227,12 @@ class S3BlobStore(BlobStore):
         size = _total(parts)
         if expected_size is not None and size != expected_size:
             raise SizeInvalid(f"upload has {size} bytes, not {expected_size}")
-        hasher = self._hashers.at(upload_id, size, expected.algorithm)
-        actual = hasher.hexdigest() if hasher is not None else self._hash(parts, expected.algorithm)
+        actual = self._cached_hex(upload_id, size, expected.algorithm)
+        if actual is None:
+            actual = self._hash(parts, expected.algorithm)
         check_digest(expected, actual)
-        target = self._key(keys.blob(expected))
-        if not self._key_exists(target):
-            self._assemble(parts, target, size)
+        if not self.exists(expected):
+            self._assemble(parts, self._key(keys.blob(expected)), size)
         self._remove_upload(upload_id, parts)
         self._hashers.drop(upload_id)
         return size
@@ -415,6 +367,9 @@ class S3BlobStore(BlobStore):
         if remaining != 0:
             raise StorageError(f"object {key} ended {remaining} bytes early")
 
+    def _rehash(self, upload_id: str, algorithm: DigestAlgorithm) -> str:
+        return self._hash(self._staged(upload_id), algorithm)
+
     def _hash(self, parts: Sequence[_Part], algorithm: DigestAlgorithm) -> str:
         hasher: Any = algorithm.hasher()
         for part in parts:
@@ -441,14 +396,6 @@ class S3BlobStore(BlobStore):
                     self._remove_quietly(target)
                     raise StorageError(f"staged parts yielded {reader.count} of {size} bytes")
 
-    def _key_exists(self, key: str) -> bool:
-        try:
-            with self._errors("stat an object", missing=lambda: BlobUnknown(key)):
-                self._client.stat_object(self._bucket, key)
-        except BlobUnknown:
-            return False
-        return True
-
     def _get_small(self, key: str) -> str:
         with self._errors("read an upload", missing=lambda: UploadUnknown(key)):
             response = self._client.get_object(self._bucket, key)
@@ -474,11 +421,6 @@ class S3BlobStore(BlobStore):
                 self._client.remove_object(self._bucket, key)
         except StorageError:
             pass  # the original failure matters more; a janitor's cancel cleans up
-
-    def _discard(self, upload_id: str) -> None:
-        """Best-effort removal of a failed ``put``'s staging (the janitor catches leftovers)."""
-        with suppress(UploadUnknown, StorageError):
-            self.cancel(upload_id)
 
 
 class _PartsReader:
