@@ -10,7 +10,7 @@ repository, and for every namespace: zero disagreements.
 The model's facts are taken from the aggregates' own state after the events, so the test
 proves that the projection and the SQL together say what the domain says.
 
-One deliberate exception (see ``access_queries``): robots exist only in organisations, so
+One deliberate exception (see ``identity_sql``): robots exist only in organisations, so
 the generator grants robots only in organisation namespaces. The model, given no
 organisation, would take any robot of a user namespace as existing; the views do not.
 ``test_a_robot_of_a_user_namespace_gets_nothing`` pins that difference down.
