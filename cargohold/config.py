@@ -135,6 +135,15 @@ class Settings:
     # A PEM P-256 key to sign registry tokens with (shared by every node); empty means
     # ``<data_dir>/signing-key.pem``, generated on first start (encrypted with cipher_key).
     signing_key_file: str = ""
+    # The key that seals mirror and proxy-cache upstream passwords in the log (32 bytes,
+    # JSON, shared by every node); empty means ``<data_dir>/mirror-key``, generated on
+    # first start (sealed under cipher_key when there is one).
+    mirror_key_file: str = ""
+    # Repository mirrors are synced by a worker inside ``serve`` (off: only
+    # ``cargohold mirror run-once`` syncs them).
+    mirror_worker: bool = True
+    # How often the mirror worker looks for due mirrors, in seconds.
+    mirror_poll_seconds: int = 30
     # The first start's superuser ``admin`` gets this password; empty: one is generated
     # and printed once.
     admin_password: str = field(default="", repr=False)

@@ -8,6 +8,9 @@ The one module that builds paths under the data dir (``data_dir``, default
     │                                   on PostgreSQL a row in ``cargohold_site``)
     ├── signing-key.pem                 the registry-token key (P-256, encrypted under
     │                                   ``cipher_key``), unless ``signing_key_file`` is set
+    ├── mirror-key                      the key that seals upstream passwords (32 bytes,
+    │                                   sealed under ``cipher_key``), unless
+    │                                   ``mirror_key_file`` is set
     ├── events.sqlite                   the event log (SQLite; on PostgreSQL its tables)
     ├── views.sqlite                    the views: read models, tracking, upload
     │                                   sessions, login throttle, access log, audit chain
@@ -55,6 +58,10 @@ class DataDir:
     @property
     def signing_key(self) -> Path:
         return self.root / "signing-key.pem"
+
+    @property
+    def mirror_key(self) -> Path:
+        return self.root / "mirror-key"
 
     @property
     def events(self) -> Path:

@@ -7,6 +7,7 @@ Every function here turns ``Settings`` into the plain values an adapter takes (p
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from pathlib import Path
@@ -18,6 +19,12 @@ from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.data_dir import DataDir
 from cargohold.adapters.eventstore import RegistryLog
 from cargohold.adapters.eventstore import log_environment as _log_environment
+from cargohold.adapters.secret_box import (
+    AesGcmSecretBox,
+    SecretKeyError,
+    load_or_create_secret_key,
+    read_secret_key,
+)
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.adapters.tokens import SigningKeyError, load_or_create_signing_key, load_signing_key
 from cargohold.config import Settings
@@ -125,6 +132,18 @@ def signing_key(settings: Settings) -> Any:
         secret = settings.cipher_key.encode() if settings.cipher_key else None
         return load_or_create_signing_key(data_dir(settings).signing_key, secret)
     except SigningKeyError as e:
+        raise StartupError(str(e)) from e
+
+
+def secret_box(settings: Settings) -> AesGcmSecretBox:
+    """What seals upstream passwords: the configured key file, or one generated and kept
+    in the data dir (sealed under the cipher key when there is one)."""
+    wrapping = base64.b64decode(settings.cipher_key) if settings.cipher_key else None
+    try:
+        if settings.mirror_key_file:
+            return AesGcmSecretBox(read_secret_key(Path(settings.mirror_key_file), wrapping))
+        return AesGcmSecretBox(load_or_create_secret_key(data_dir(settings).mirror_key, wrapping))
+    except SecretKeyError as e:
         raise StartupError(str(e)) from e
 
 

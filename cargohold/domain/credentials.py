@@ -144,3 +144,27 @@ class LoginThrottle(ABC):
     @abstractmethod
     def succeeded(self, account: str, address: str) -> None:
         """Record a success: forget the failures of both the account and the address."""
+
+
+class SecretBox(ABC):
+    """Authenticated encryption of secrets that must be recovered (a mirror's upstream
+    password), under a key of the installation's own, so that events and views only ever
+    hold ciphertext, whether or not the log itself is encrypted.
+
+    ``context`` (for example the repository's name) is bound to the ciphertext: a value
+    sealed for one context does not open for another, so ciphertext copied from one
+    mirror's events into another's is refused.
+    """
+
+    @abstractmethod
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        """Fresh ciphertext of ``plaintext`` (a new nonce on every call)."""
+
+    @abstractmethod
+    def open(self, ciphertext: bytes, context: str) -> bytes:
+        """The plaintext. Raises ``SecretUnreadable`` for a wrong key, a wrong context or
+        tampered bytes; the message never holds any part of the secret."""
+
+
+class SecretUnreadable(Exception):
+    """Sealed bytes that this key cannot open (see ``SecretBox.open``)."""
