@@ -22,6 +22,7 @@ from eventsourcing.utils import Environment, resolve_topic
 
 from cargohold.adapters.sql import PostgresAddress
 from cargohold.domain.accounts import Account, Organization
+from cargohold.domain.mirror import Mirror
 from cargohold.domain.repository import Repository
 
 TRANSCODER_TOPIC = "cargohold.adapters.transcoder:MsgpackTranscoder"
@@ -87,7 +88,7 @@ class RegistryLog(Application[UUID]):
 
     Configured only from the ``env`` mapping of ``log_environment``: unlike the
     library's default, it never reads ``os.environ``. Snapshots every
-    ``snapshot_interval`` events of a repository, an organisation or an account.
+    ``snapshot_interval`` events of a repository, an organisation, an account or a mirror.
     """
 
     name = "registry"
@@ -99,6 +100,7 @@ class RegistryLog(Application[UUID]):
             Repository: snapshot_interval,
             Organization: snapshot_interval,
             Account: snapshot_interval,
+            Mirror: snapshot_interval,
         }
         super().__init__(env=dict(env))
 

@@ -35,9 +35,10 @@ from cargohold.domain.errors import (
 from cargohold.domain.expiration import MAX_CONFIG_BYTES, label_expiration
 from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest, parse_manifest
+from cargohold.domain.mirror import Mirror, mirror_id
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository
-from cargohold.domain.repository_rules import SparsePolicy
+from cargohold.domain.repository_rules import RepositoryState, SparsePolicy, check_content_write
 from cargohold.domain.values import Digest, DigestAlgorithm, RepositoryName, Tag
 
 #: The time-machine window of a namespace (how long a past tag stays restorable).
@@ -120,11 +121,11 @@ class RegistryService:
     def link_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> int:
         """Link a blob that is in the blob store into the repository; returns its size."""
         size = self.blobs.stat(digest)
-        self._execute(name, caller, lambda repo, ctx: repo.link_blob(digest, size, ctx))
+        self._content(name, caller, lambda repo, ctx: repo.link_blob(digest, size, ctx))
         return size
 
     def unlink_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
-        self._execute(name, caller, lambda repo, ctx: repo.unlink_blob(digest, ctx), create=False)
+        self._content(name, caller, lambda repo, ctx: repo.unlink_blob(digest, ctx), create=False)
 
     def push_manifest(
         self,
@@ -133,9 +134,13 @@ class RegistryService:
         body: bytes,
         content_type: str | None,
         caller: Caller,
+        sparse: SparsePolicy | None = None,
     ) -> ParsedManifest:
         """Validate and store a manifest, record it, and point ``reference`` at it if it is
-        a tag. With a digest reference the body must hash to it (either algorithm)."""
+        a tag. With a digest reference the body must hash to it (either algorithm).
+        ``sparse`` overrides the registry's policy (a mirror's architecture filter makes
+        sparse indexes)."""
+        policy = self.sparse if sparse is None else sparse
         if isinstance(reference, Digest):
             digest = Digest.of(body, reference.algorithm)
             if digest != reference:
@@ -147,7 +152,7 @@ class RegistryService:
 
         def decide(repo: Repository, ctx: EventContext) -> None:
             known = digest in repo.manifests
-            repo.push_manifest(manifest, ctx, self.sparse)
+            repo.push_manifest(manifest, ctx, policy)
             if isinstance(reference, Tag):
                 before = repo.tags.get(reference)
                 repo.tag(reference, digest, ctx)
@@ -161,11 +166,11 @@ class RegistryService:
             if not known or not self._has_blob(digest, len(body)):
                 self.blobs.put(io.BytesIO(body), expected=digest, expected_size=len(body))
 
-        self._execute(name, caller, decide)
+        self._content(name, caller, decide)
         return manifest
 
     def tag(self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller) -> None:
-        self._execute(name, caller, lambda repo, ctx: repo.tag(tag, digest, ctx), create=False)
+        self._content(name, caller, lambda repo, ctx: repo.tag(tag, digest, ctx), create=False)
 
     def restore_tag(self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller) -> None:
         """Point ``tag`` back at a manifest it pointed to within the namespace's window
@@ -179,12 +184,12 @@ class RegistryService:
                 manifest = self._stored_manifest(digest)
             repo.restore_tag(tag, digest, window, ctx, manifest, self.sparse)
 
-        self._execute(name, caller, decide, create=False)
+        self._content(name, caller, decide, create=False)
 
     def set_tag_expiration(
         self, name: RepositoryName, tag: Tag, expires_at: datetime | None, caller: Caller
     ) -> None:
-        self._execute(
+        self._content(
             name,
             caller,
             lambda repo, ctx: repo.set_tag_expiration(tag, expires_at, ctx),
@@ -201,10 +206,10 @@ class RegistryService:
         self._execute(name, caller, lambda repo, ctx: repo.expire_due(ctx), create=False)
 
     def untag(self, name: RepositoryName, tag: Tag, caller: Caller) -> None:
-        self._execute(name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False)
+        self._content(name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False)
 
     def delete_manifest(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
-        self._execute(
+        self._content(
             name, caller, lambda repo, ctx: repo.delete_manifest(digest, ctx), create=False
         )
 
@@ -223,7 +228,50 @@ class RegistryService:
             name, caller, lambda repo, ctx: repo.set_visibility(visibility, ctx), create=False
         )
 
+    def set_state(self, name: RepositoryName, state: RepositoryState, caller: Caller) -> None:
+        """Quay's ``changestate``: NORMAL, READ_ONLY or MIRROR."""
+        self._execute(name, caller, lambda repo, ctx: repo.set_state(state, ctx), create=False)
+
+    def current(self, name: RepositoryName) -> Repository | None:
+        """The repository as the log has it now, to read (the mirror sync compares its
+        tags and blobs with the upstream's); None when it does not exist."""
+        try:
+            repo: Repository = self.unit.log.repository.get(
+                Repository.create_id(self.site_id, name)
+            )
+        except AggregateNotFoundError:
+            return None
+        return None if repo.deleted else repo
+
     # -- the unit of work ---------------------------------------------------------------
+
+    def _content(
+        self,
+        name: RepositoryName,
+        caller: Caller,
+        decide: Callable[[Repository, EventContext], None],
+        *,
+        create: bool = True,
+    ) -> None:
+        """``_execute`` for a change of content (blobs, manifests, tags): refused in a
+        READ_ONLY repository, and in a MIRROR one for all but its mirror's robot."""
+
+        def checked(repo: Repository, ctx: EventContext) -> None:
+            robot = self._mirror_robot(name, repo.state)
+            check_content_write(name, repo.state, caller.actor, robot)
+            decide(repo, ctx)
+
+        self._execute(name, caller, checked, create=create)
+
+    def _mirror_robot(self, name: RepositoryName, state: str) -> str | None:
+        if state != RepositoryState.MIRROR.name:
+            return None
+        try:
+            mirror: Mirror = self.unit.log.repository.get(mirror_id(self.site_id, name))
+        except AggregateNotFoundError:
+            return None
+        robot: str = mirror.settings.robot
+        return robot
 
     def _execute(
         self,

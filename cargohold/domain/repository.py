@@ -14,6 +14,10 @@ creates repositories). The aggregate's ``class_version`` 2 upcasts snapshots tak
 these fields existed; version 3 adds ``deleted`` (``Deleted`` empties the repository,
 ``Recreated`` brings its name back into use, so one stream holds every life of a name).
 
+State (version 5 adds ``state``): Quay's NORMAL, READ_ONLY or MIRROR (``StateChanged``;
+a deletion resets it). The content writes it refuses are refused by
+``repository_rules.check_content_write``, which the registry's commands run.
+
 The tag time machine (version 4 adds ``tag_expirations`` and ``tag_pasts``):
 
 - ``TagExpirationChanged`` sets or clears the moment a tag stops being served (Quay's
@@ -59,6 +63,7 @@ from cargohold.domain.errors import (
 from cargohold.domain.identity import Principal, RepositoryRole, Visibility
 from cargohold.domain.manifest import ParsedManifest
 from cargohold.domain.repository_rules import (
+    RepositoryState,
     SparsePolicy,
     check_grantee,
     check_references,
@@ -85,8 +90,8 @@ class Repository(Aggregate):
     """
 
     # NOTE: v2 added ``permissions`` and ``visibility``; v3 ``deleted``; v4 the time
-    # machine's ``tag_expirations`` and ``tag_pasts``. See the upcasters.
-    class_version = 4
+    # machine's ``tag_expirations`` and ``tag_pasts``; v5 ``state``. See the upcasters.
+    class_version = 5
 
     class Event(ContextEvent):
         """Base of every ``Repository`` event: the provenance of the command."""
@@ -214,6 +219,14 @@ class Repository(Aggregate):
         def apply(self, aggregate: Repository) -> None:
             aggregate.visibility = self.visibility
 
+    class StateChanged(Event):
+        """Quay's repository state: ``state`` is a ``RepositoryState`` name."""
+
+        state: str
+
+        def apply(self, aggregate: Repository) -> None:
+            aggregate.state = self.state
+
     # Lifecycle
 
     class Deleted(Event):
@@ -228,6 +241,7 @@ class Repository(Aggregate):
             aggregate.tag_pasts.clear()
             aggregate.permissions.clear()
             aggregate.visibility = Visibility.PRIVATE
+            aggregate.state = RepositoryState.NORMAL.name
             aggregate.deleted = True
 
     class Recreated(Event):
@@ -246,6 +260,7 @@ class Repository(Aggregate):
         self.deleted = False
         self.tag_expirations: dict[Tag, datetime] = {}
         self.tag_pasts: dict[Tag, dict[Digest, int]] = {}
+        self.state = RepositoryState.NORMAL.name
 
     def _tag_ended(self, tag: Tag, digest: Digest, at_ms: int) -> None:
         self.tag_pasts.setdefault(tag, {})[digest] = at_ms
@@ -267,6 +282,11 @@ class Repository(Aggregate):
         (the history before the snapshot stays in the log and the views)."""
         state["tag_expirations"] = {}
         state["tag_pasts"] = {}
+
+    @staticmethod
+    def upcast_v4_v5(state: dict[str, Any]) -> None:
+        """A snapshot from before repository states: NORMAL."""
+        state["state"] = RepositoryState.NORMAL.name
 
     @staticmethod
     def create_id(site_id: UUID, name: RepositoryName) -> UUID:
@@ -488,6 +508,11 @@ class Repository(Aggregate):
         if visibility is self.visibility:
             return
         self._trigger(self.VisibilityChanged, ctx, visibility=visibility)
+
+    def set_state(self, state: RepositoryState, ctx: EventContext) -> None:
+        """Quay's ``changestate``. Idempotent."""
+        if state.name != self.state:
+            self._trigger(self.StateChanged, ctx, state=state.name)
 
     def delete(self, ctx: EventContext) -> None:
         """Delete the repository. Raises ``RepositoryUnknown`` if it already is."""

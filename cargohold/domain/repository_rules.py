@@ -13,10 +13,49 @@ from collections.abc import Container
 from datetime import UTC, datetime
 
 from cargohold.domain.clock import epoch_ms
-from cargohold.domain.errors import InvalidInput, ManifestBlobUnknown, PermissionInvalid
+from cargohold.domain.errors import (
+    AccessDenied,
+    InvalidInput,
+    ManifestBlobUnknown,
+    PermissionInvalid,
+)
 from cargohold.domain.identity import Principal, PrincipalKind
 from cargohold.domain.manifest import ParsedManifest
-from cargohold.domain.values import Digest, RepositoryName
+from cargohold.domain.values import Actor, ActorKind, Digest, RepositoryName
+
+
+class RepositoryState(enum.Enum):
+    """Quay's repository states. NORMAL: writable by its writers; READ_ONLY: no content
+    write at all; MIRROR: content is written by its mirror only (the sync worker, or a
+    client holding the mirror's robot credentials)."""
+
+    NORMAL = "NORMAL"
+    READ_ONLY = "READ_ONLY"
+    MIRROR = "MIRROR"
+
+
+class RepositoryStateDenied(AccessDenied):
+    """A content write to a repository whose state refuses it."""
+
+
+def check_content_write(
+    repository: RepositoryName, state: str, actor: Actor, mirror_robot: str | None
+) -> None:
+    """Raise ``RepositoryStateDenied`` unless ``actor`` may change the content (blobs,
+    manifests, tags) of ``repository`` in ``state``. The system's own sweeps (tag
+    expiry) are not content writes of anyone, and are never refused."""
+    if actor.kind is ActorKind.SYSTEM or state == RepositoryState.NORMAL.name:
+        return
+    if state == RepositoryState.READ_ONLY.name:
+        raise RepositoryStateDenied(f"repository {repository} is read-only")
+    if actor.kind is ActorKind.MIRROR:
+        return
+    if actor.kind is ActorKind.ROBOT and mirror_robot is not None and actor.name == mirror_robot:
+        return
+    robot = f" robot {mirror_robot}" if mirror_robot else " robot"
+    raise RepositoryStateDenied(
+        f"repository {repository} is a mirror: only its mirror{robot} may write to it"
+    )
 
 
 class SparsePolicy(enum.Enum):
