@@ -42,13 +42,21 @@ from cargohold.projections.base import (
     repository_name,
 )
 from cargohold.projections.identity import IdentityProjector
+from cargohold.projections.mirrors import MirrorProjector
 from cargohold.projections.time_machine import TimeMachineProjector
 from cargohold.projections.writes import BatchedWrites
 
 __all__ = ["ProjectionCorrupt", "RegistryProjector", "UnknownEvent"]
 
 #: The tables holding a repository's content, keyed by its name in ``repository``.
-_CONTENT_TABLES = ("blob_links", "manifests", "tags", "referrers", "repository_permissions")
+_CONTENT_TABLES = (
+    "blob_links",
+    "manifests",
+    "tags",
+    "referrers",
+    "repository_permissions",
+    "repository_states",
+)
 
 
 def _json(value: dict[str, Any] | None) -> str | None:
@@ -88,6 +96,7 @@ class RegistryProjector:
             Repository.Deleted: self._deleted,
             Repository.Recreated: self._recreated,
             **IdentityProjector().handlers(),
+            **MirrorProjector().handlers(),
         }
         # The tag time machine: its handler runs first, then ours for the same class.
         for event_class, extra in TimeMachineProjector().handlers().items():

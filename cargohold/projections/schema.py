@@ -316,6 +316,50 @@ AUDIT_COUNTS = Table(
     key=("scope", "day", "kind"),
 )
 
+# Repositories not in state NORMAL (Quay's READ_ONLY and MIRROR): the /v2 write paths
+# ask it before they take a body.
+REPOSITORY_STATES = Table(
+    "repository_states",
+    (("repository", T), ("state", T), ("position", I)),
+    key=("repository",),
+)
+# Repository mirrors: their settings (never the password) and their sync's status and
+# progress (projections/mirrors.py). Times are epoch ms.
+MIRRORS = Table(
+    "mirrors",
+    (
+        ("id", T),
+        ("repository", T),
+        ("is_enabled", I),
+        ("external_reference", T),
+        ("username", T),
+        ("robot", T),
+        ("sync_interval", I),
+        ("tag_globs", T),  # JSON array
+        ("verify_tls", I),
+        ("unsigned_images", I),
+        ("proxy", T),  # JSON object or NULL
+        ("timeout_s", I),
+        ("architectures", T),  # JSON array
+        ("status", T),
+        ("next_sync_ms", I),
+        ("retries", I),
+        ("claim", T),
+        ("expires_ms", I),
+        ("started_ms", I),
+        ("ended_ms", I),
+        ("tags_total", I),
+        ("synced", I),
+        ("failed", I),
+        ("removed", I),
+        ("bytes", I),
+        ("last_error", T),
+        ("position", I),
+    ),
+    key=("id",),
+    indexes=(("repository",), ("next_sync_ms",)),
+)
+
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
     REPOSITORIES,
@@ -339,6 +383,8 @@ VIEW_TABLES: tuple[Table, ...] = (
     TAG_LIFETIMES,
     MANIFEST_SIZES,
     NAMESPACE_SETTINGS,
+    REPOSITORY_STATES,
+    MIRRORS,
     AUDIT_LOG,
     AUDIT_COUNTS,
 )

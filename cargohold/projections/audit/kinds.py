@@ -72,7 +72,8 @@ access_log: login refused              login_failure                 type, usern
 lock saved in the same ``save()`` as the ``Account.Created`` or ``Organization.Created``
 it guards, so an entry would repeat ``user_create``/``org_create`` for every name.
 
-The columns every entry has are ``entry.py``'s.
+Mirrors and repository states: ``mirror_kinds.py``. The columns every entry has are
+``entry.py``'s.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ from cargohold.domain.identity import Principal, PrincipalKind
 from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.projections.audit.entry import Entry, iso
+from cargohold.projections.audit.mirror_kinds import MIRROR_KINDS, mirror_mappers
 from cargohold.projections.base import ProjectionCorrupt
 from cargohold.projections.writes import BatchedWrites
 
@@ -239,6 +241,7 @@ class AuditMapper:
             ),
             # NOTE: no entry: the claim is saved with user_create / org_create (docstring).
             NamespaceClaim.Created: None,
+            **mirror_mappers(self._repo),
         }
 
     @property
@@ -375,46 +378,49 @@ def _optional_iso(moment: datetime | None) -> str | None:
 
 
 #: Every kind an entry can have, from the log or from ``access_log``.
-AUDIT_KINDS: frozenset[str] = frozenset(
-    {
-        "create_repo",
-        "delete_repo",
-        "link_blob",
-        "unlink_blob",
-        "push_repo",
-        "delete_manifest",
-        "create_tag",
-        "move_tag",
-        "delete_tag",
-        "revert_tag",
-        "change_tag_expiration",
-        "tag_expired",
-        "user_change_tag_expiration",
-        "org_change_tag_expiration",
-        "add_repo_permission",
-        "change_repo_permission",
-        "delete_repo_permission",
-        "change_repo_visibility",
-        "org_create",
-        "org_add_member",
-        "org_remove_member",
-        "org_create_team",
-        "org_set_team_role",
-        "org_set_team_description",
-        "org_delete_team",
-        "org_add_team_member",
-        "org_remove_team_member",
-        "create_robot",
-        "regenerate_robot_token",
-        "delete_robot",
-        "create_prototype_permission",
-        "modify_prototype_permission",
-        "delete_prototype_permission",
-        "user_create",
-        "user_change_password",
-        "user_change_superuser",
-        "create_app_specific_token",
-        "revoke_app_specific_token",
-    }
+AUDIT_KINDS: frozenset[str] = (
+    frozenset(
+        {
+            "create_repo",
+            "delete_repo",
+            "link_blob",
+            "unlink_blob",
+            "push_repo",
+            "delete_manifest",
+            "create_tag",
+            "move_tag",
+            "delete_tag",
+            "revert_tag",
+            "change_tag_expiration",
+            "tag_expired",
+            "user_change_tag_expiration",
+            "org_change_tag_expiration",
+            "add_repo_permission",
+            "change_repo_permission",
+            "delete_repo_permission",
+            "change_repo_visibility",
+            "org_create",
+            "org_add_member",
+            "org_remove_member",
+            "org_create_team",
+            "org_set_team_role",
+            "org_set_team_description",
+            "org_delete_team",
+            "org_add_team_member",
+            "org_remove_team_member",
+            "create_robot",
+            "regenerate_robot_token",
+            "delete_robot",
+            "create_prototype_permission",
+            "modify_prototype_permission",
+            "delete_prototype_permission",
+            "user_create",
+            "user_change_password",
+            "user_change_superuser",
+            "create_app_specific_token",
+            "revoke_app_specific_token",
+        }
+    )
+    | MIRROR_KINDS
 )
 ALL_KINDS: frozenset[str] = AUDIT_KINDS | ACCESS_KINDS
