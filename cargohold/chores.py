@@ -1,5 +1,5 @@
-"""Background chores of a serving process: the upload janitor, the tag-expiry sweeper and
-the audit-chain sealer.
+"""Background chores of a serving process: the upload janitor, the tag-expiry sweeper,
+the audit-chain sealer and the mirror worker.
 
 Each runs on a thread of its own until its ``stop`` event is set, and takes only the
 collaborators it uses. A failed pass is logged and retried at the next interval; none
@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
+from cargohold.commands.mirror_sync import MirrorSync
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.unit_of_work import Caller
 from cargohold.commands.uploads import UploadService
 from cargohold.domain.errors import DomainError
-from cargohold.domain.values import Actor
+from cargohold.domain.values import Actor, RepositoryName
 from cargohold.projections.audit.chain import AuditChain
+from cargohold.projections.mirrors import MirrorQueries
 from cargohold.projections.queries import RegistryQueries
 
 log = logging.getLogger(__name__)
@@ -85,3 +88,54 @@ def sealer(chain: AuditChain, stop: threading.Event) -> None:
             chain.seal()
         except Exception:  # NOTE: a failed pass is retried; nothing is skipped
             log.exception("sealing the audit chain failed")
+
+
+def sync_due_mirrors(
+    mirrors: MirrorQueries,
+    sync: MirrorSync,
+    now_ms: int,
+    only: str | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run every mirror sync that is due at ``now_ms`` (or only ``only``'s); returns how
+    many ran. Safe on several workers and nodes at once: each sync is claimed first, and
+    a mirror another worker claimed is skipped."""
+    ran = 0
+    for name in mirrors.due(now_ms):
+        if stop is not None and stop.is_set():
+            break
+        if only is not None and name != only:
+            continue
+        try:
+            outcome = sync.run(RepositoryName(name), now_ms)
+        except DomainError:  # NOTE: deleted or busy meanwhile: the next pass sees it
+            log.warning("could not sync the mirror of %s", name, exc_info=True)
+            continue
+        if outcome is not None:
+            ran += 1
+            log.info(
+                "mirror %s: %s (%d synced, %d failed, %d removed, %d bytes)%s",
+                name,
+                outcome.status,
+                outcome.synced,
+                outcome.failed,
+                outcome.removed,
+                outcome.bytes,
+                f": {outcome.message}" if outcome.message else "",
+            )
+    return ran
+
+
+def mirror_worker(
+    mirrors: MirrorQueries,
+    sync: MirrorSync,
+    now_ms: Callable[[], int],
+    interval: float,
+    stop: threading.Event,
+) -> None:
+    """``sync_due_mirrors`` every ``interval`` seconds (a sync-now waits at most that)."""
+    while not stop.wait(interval):
+        try:
+            sync_due_mirrors(mirrors, sync, now_ms(), stop=stop)
+        except Exception:  # NOTE: a failed pass is retried next interval
+            log.exception("the mirror worker failed")

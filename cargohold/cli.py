@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "deleted event",
     )
     _bundle_parsers(commands, common)
+    mirror = commands.add_parser("mirror", help="repository mirrors")
+    mirror_actions = mirror.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run_once = mirror_actions.add_parser(
+        "run-once",
+        parents=[common],
+        help="run every mirror sync that is due now (or only REPO's), then exit",
+    )
+    run_once.add_argument("repository", nargs="?", metavar="REPO", help="namespace/name")
     return parser
 
 
@@ -142,11 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # NOTE: httpx logs every upstream request of the mirror worker at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if sock is not None:
             return _serve(container, sock)
         if args.command in ("export", "import"):
             return _bundle(container, args)
+        if args.command == "mirror":
+            return _mirror_run_once(container, args.repository)
         if at_ms is not None:
             return _as_of(container, at_ms, drop=args.drop, quiet=args.quiet)
         return _replay(container, args.action, quiet=args.quiet)
@@ -310,6 +322,21 @@ def _audit_verify(container: Container, *, quiet: bool) -> int:
         print(f"TAMPERED: first problem at position {first.position} ({first.kind})")
         return EXIT_DIFFERENCES
     print("the log is intact")
+    return EXIT_OK
+
+
+# -- mirrors -----------------------------------------------------------------------------
+
+
+def _mirror_run_once(container: Container, repository: str | None) -> int:
+    """``mirror run-once [REPO]``: the due syncs (REPO's even when it is not due yet is
+    what ``sync-now`` is for), reported one line each."""
+    from cargohold import chores
+
+    ran = chores.sync_due_mirrors(
+        container.mirror_queries, container.mirror_sync, container.queries.now_ms(), repository
+    )
+    print(f"{ran} mirror sync{'' if ran == 1 else 's'} ran")
     return EXIT_OK
 
 

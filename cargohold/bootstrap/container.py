@@ -17,12 +17,15 @@ from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.adapters.tokens import HashedTokenMinter, JWTSigner
 from cargohold.adapters.upload_sessions import SQLUploadSessions
+from cargohold.adapters.upstream import HttpUpstream
 from cargohold.bootstrap import stores
 from cargohold.bootstrap.stores import StartupError
 from cargohold.commands.authentication import Authenticator
 from cargohold.commands.creation_grants import quay_creation_grants
 from cargohold.commands.first_start import ensure_admin as _ensure_admin
 from cargohold.commands.identity import IdentityService
+from cargohold.commands.mirror_sync import MirrorSync
+from cargohold.commands.mirrors import MirrorService
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.tag_windows import TagWindows
 from cargohold.commands.unit_of_work import UnitOfWork
@@ -30,12 +33,15 @@ from cargohold.commands.uploads import UploadService
 from cargohold.config import Settings, default_tag_expiration, tag_expiration_options
 from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
 from cargohold.domain.credentials import PasswordHasher, TokenSigner
+from cargohold.domain.mirror import MirrorSettings
 from cargohold.domain.ports import BlobStore, Database
 from cargohold.domain.repository_rules import SparsePolicy
+from cargohold.domain.upstream import parse_reference
 from cargohold.projections.access_log import BufferedAccessLog
 from cargohold.projections.audit.chain import AuditChain
 from cargohold.projections.audit.queries import AuditQueries
 from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.mirrors import MirrorQueries
 from cargohold.projections.origins import StreamOrigins
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
@@ -61,6 +67,9 @@ class Container:
     tag_windows: TagWindows
     access_log: BufferedAccessLog
     audit_queries: AuditQueries
+    mirrors: MirrorService
+    mirror_sync: MirrorSync
+    mirror_queries: MirrorQueries
     #: Who may do what: the live rules, also when serving the registry as of a moment
     #: (``identity_queries`` then shows that moment's teams and grants).
     authorization: IdentityQueries
@@ -158,6 +167,13 @@ def bootstrap(
         recorder=access_log,
         replicas=replicas,
     )
+    mirrors = MirrorService(
+        UnitOfWork(log, runner, clock, site_id, stripes=16),
+        registry,
+        stores.secret_box(settings),
+        identity_queries,
+    )
+    mirror_sync = MirrorSync(mirrors, registry, blobs, upstream_client)
     container = Container(
         settings=settings,
         site_id=site_id,
@@ -176,6 +192,9 @@ def bootstrap(
         tag_windows=tag_windows,
         access_log=access_log,
         audit_queries=AuditQueries(views_db),
+        mirrors=mirrors,
+        mirror_sync=mirror_sync,
+        mirror_queries=MirrorQueries(views_db),
         authorization=identity_queries,
     )
     at_ms = settings.as_of_ms
@@ -186,6 +205,20 @@ def bootstrap(
     except BaseException:
         container.close()
         raise
+
+
+def upstream_client(
+    settings: MirrorSettings, username: str | None, password: str | None
+) -> HttpUpstream:
+    """The HTTP client of a mirror's upstream registry."""
+    registry, _ = parse_reference(settings.external_reference)
+    return HttpUpstream(
+        registry,
+        username,
+        password,
+        verify_tls=settings.verify_tls,
+        proxy=settings.proxy,
+    )
 
 
 def _tag_windows(settings: Settings, queries: RegistryQueries) -> TagWindows:

@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from cargohold import chores
 from cargohold.bootstrap.container import Container, bootstrap
@@ -57,13 +59,23 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
 
 
 def _start_chores(container: Container, stop: threading.Event) -> None:
-    """The janitor, the sealer and the tag sweeper, each on a daemon thread until ``stop``."""
+    """The janitor, the sealer, the tag sweeper and the mirror worker, each on a daemon
+    thread until ``stop``."""
     expiry = container.settings.upload_expiry_seconds
-    for chore, args in (
+    chore_list: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
         (chores.janitor, (container.uploads, expiry)),
         (chores.sealer, (container.audit_chain,)),
         (chores.tag_sweeper, (container.queries, container.registry, container.site_id)),
-    ):
+    ]
+    if container.settings.mirror_worker:
+        poll = float(container.settings.mirror_poll_seconds)
+        chore_list.append(
+            (
+                chores.mirror_worker,
+                (container.mirror_queries, container.mirror_sync, container.queries.now_ms, poll),
+            )
+        )
+    for chore, args in chore_list:
         threading.Thread(target=chore, args=(*args, stop), daemon=True).start()
 
 

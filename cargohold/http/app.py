@@ -111,6 +111,7 @@ def api_v1_router(container: Container) -> ApiV1Router:
         audit_queries=container.audit_queries,
         identity=container.identity,
         registry=container.registry,
+        mirror_service=container.mirrors,
         tag_windows=container.tag_windows,
         read_only=container.read_only,
     )

@@ -1,4 +1,4 @@
-"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7, 10 and 11).
+"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7 and 10-12).
 
 Modules: ``router`` (the sink, routing, identification), ``errors`` (the one error
 table), ``guard`` (who may do what), ``request`` (bodies, queries, page tokens),
@@ -41,6 +41,10 @@ path                                                        methods             
 /repository/{namespace}/{repo}/tag/                         GET                 tags
 /repository/{namespace}/{repo}/tag/{tag}                    PUT DELETE          tags
 /repository/{namespace}/{repo}/tag/{tag}/restore            POST                tags
+/repository/{namespace}/{repo}/mirror                       GET POST PUT        mirrors
+/repository/{namespace}/{repo}/mirror/sync-now              POST                mirrors
+/repository/{namespace}/{repo}/mirror/sync-cancel           POST                mirrors
+/repository/{namespace}/{repo}/changestate                  PUT                 mirrors
 /repository/{namespace}/{repo}/logs (also aggregatelogs)    GET                 logs
 /repository/{namespace}/{repo}/exportlogs                   GET POST            logs
 /organization/{org}/logs, aggregatelogs, exportlogs         GET (export: POST)  logs
@@ -55,10 +59,12 @@ import falcon
 
 from cargohold.commands.authentication import Authenticator
 from cargohold.commands.identity import IdentityService
+from cargohold.commands.mirrors import MirrorService
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.tag_windows import TagWindows
 from cargohold.http.api_v1 import (
     logs,
+    mirrors,
     organizations,
     permissions,
     prototypes,
@@ -90,6 +96,7 @@ def build_router(
     audit_queries: AuditQueries,
     identity: IdentityService,
     registry: RegistryService,
+    mirror_service: MirrorService,
     tag_windows: TagWindows,
     read_only: str | None,
 ) -> ApiV1Router:
@@ -165,6 +172,10 @@ def build_router(
         (_REPO + "/tag", tags.TagListResource(g, queries)),
         (_REPO + "/tag/{tag}", tags.TagResource(g, registry)),
         (_REPO + "/tag/{tag}/restore", tags.TagRestoreResource(g, registry)),
+        (_REPO + "/mirror", mirrors.MirrorResource(g, mirror_service)),
+        (_REPO + "/mirror/sync-now", mirrors.MirrorSyncNowResource(g, mirror_service)),
+        (_REPO + "/mirror/sync-cancel", mirrors.MirrorSyncCancelResource(g, mirror_service)),
+        (_REPO + "/changestate", mirrors.ChangeStateResource(g, mirror_service)),
         *logs.routes(g, audit_queries),
     ]
     for template, resource in routes:

@@ -99,6 +99,7 @@ DESCRIPTIONS: Mapping[str, str] = {
     "insufficient_scope": "The caller, or its token's scopes, may not do this.",
     "too_many_requests": "Too many attempts, or too busy; retry after Retry-After seconds.",
     "method_not_allowed": "The endpoint does not support this HTTP method.",
+    "conflict": "The resource is in a state that refuses this (it exists, or is busy).",
     "read_only": "This registry serves its state as of a past moment and takes no writes.",
     "request_too_large": "The request body exceeds the limit.",
     "service_unavailable": "A backing store failed; retry later.",
