@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.minio", "tests.fixtures.postgres", "tests.fixtures.tools"]
+pytest_plugins = [
+    "tests.fixtures.minio",
+    "tests.fixtures.postgres",
+    "tests.fixtures.tools",
+    "tests.fixtures.upstreams",
+]

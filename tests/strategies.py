@@ -37,6 +37,7 @@ from cargohold.domain.identity import (
     Visibility,
 )
 from cargohold.domain.manifest import OCI_INDEX, OCI_MANIFEST, ParsedManifest
+from cargohold.domain.mirror import Mirror
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (
     NAME_MAX_LENGTH,
@@ -218,6 +219,7 @@ _LEAF_STRATEGIES: dict[Any, Any] = {
     Actor: actors(),
     HLCTimestamp: hlc_timestamps(),
     bool: st.booleans(),
+    bytes: st.binary(max_size=64),
     AccountName: account_names(),
     TeamName: team_names(),
     RobotShortName: robot_short_names(),
@@ -251,7 +253,7 @@ def strategy_for(hint: Any) -> Any:
     raise TypeError(msg)
 
 
-AGGREGATES: tuple[type[Any], ...] = (Repository, Account, Organization, NamespaceClaim)
+AGGREGATES: tuple[type[Any], ...] = (Repository, Account, Organization, NamespaceClaim, Mirror)
 
 
 def event_classes_of(aggregate: type[Any]) -> list[type[Any]]:

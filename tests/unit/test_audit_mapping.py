@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.accounts import NamespaceClaim
+from cargohold.domain.mirror import Mirror
 from cargohold.domain.repository import Repository
 from cargohold.projections.audit.kinds import AUDIT_KINDS, AuditMapper
 from cargohold.projections.schema import create_tables
@@ -43,6 +44,7 @@ def _seed(c: Any, event: Any) -> None:
     c.execute("DELETE FROM repositories WHERE id = ?", (stream,))
     c.execute("DELETE FROM organizations WHERE id = ?", (stream,))
     c.execute("DELETE FROM accounts WHERE id = ?", (stream,))
+    c.execute("DELETE FROM mirrors WHERE id = ?", (stream,))
     c.execute(
         "INSERT INTO repositories (id, name, visibility, created_at, position) "
         "VALUES (?, 'acme/web', 'private', '', 1)",
@@ -57,6 +59,7 @@ def _seed(c: Any, event: Any) -> None:
         "VALUES (?, ?, '', 0, '', 1)",
         (f"user-{stream}", stream),
     )
+    c.execute("INSERT INTO mirrors (id, repository, position) VALUES (?, 'acme/web', 1)", (stream,))
 
 
 @pytest.mark.parametrize("event_class", all_event_classes(), ids=lambda c: c.__qualname__)
@@ -81,7 +84,7 @@ def test_each_event_becomes_a_declared_entry_without_secrets(
         # 64 hex digits.
         if secret and len(secret) >= 8:
             assert secret not in text, f"{name} leaked into {entry.kind}"
-    if issubclass(event_class, Repository.Event):
+    if issubclass(event_class, Repository.Event | Mirror.Event):
         assert entry.repository is not None and entry.namespace == entry.repository.split("/")[0]
     else:
         assert entry.repository is None and entry.namespace

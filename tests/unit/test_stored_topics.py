@@ -2,7 +2,7 @@
 
 The list below is every topic the log held on 70e6a6e, before ``domain/accounts.py`` was
 split into a package (``domain/topics.py``). A new event class adds its topic here; a
-topic never leaves it.
+topic never leaves it. (Since: the repository's StateChanged and the Mirror aggregate.)
 """
 
 from __future__ import annotations
@@ -55,6 +55,21 @@ STORED_TOPICS = frozenset(
         "cargohold.domain.repository:Repository.TagMoved",
         "cargohold.domain.repository:Repository.TagRestored",
         "cargohold.domain.repository:Repository.VisibilityChanged",
+        "cargohold.domain.repository:Repository.StateChanged",
+        "cargohold.domain.mirror:Mirror",
+        "cargohold.domain.mirror:Mirror.Cancelled",
+        "cargohold.domain.mirror:Mirror.Changed",
+        "cargohold.domain.mirror:Mirror.Created",
+        "cargohold.domain.mirror:Mirror.Disabled",
+        "cargohold.domain.mirror:Mirror.Enabled",
+        "cargohold.domain.mirror:Mirror.SyncFailed",
+        "cargohold.domain.mirror:Mirror.SyncFinished",
+        "cargohold.domain.mirror:Mirror.SyncPlanned",
+        "cargohold.domain.mirror:Mirror.SyncRequested",
+        "cargohold.domain.mirror:Mirror.SyncStarted",
+        "cargohold.domain.mirror:Mirror.TagFailed",
+        "cargohold.domain.mirror:Mirror.TagRemoved",
+        "cargohold.domain.mirror:Mirror.TagSynced",
     }
 )
 
