@@ -79,6 +79,7 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
         queries=container.queries,
         identity_queries=container.identity_queries,
         uploads=container.uploads,
+        mirrors=container.mirror_queries,
         blobs=container.blobs,
         pulls=container.access_log,
         auth=registry_auth(container),

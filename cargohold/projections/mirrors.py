@@ -14,7 +14,8 @@ from typing import Any
 from cargohold.domain.mirror import MAX_SYNC_RETRIES, Mirror, SyncStatus
 from cargohold.domain.ports import Database
 from cargohold.domain.repository import Repository
-from cargohold.domain.repository_rules import RepositoryState
+from cargohold.domain.repository_rules import RepositoryState, check_content_write
+from cargohold.domain.values import Actor, RepositoryName
 from cargohold.projections.base import Handler, repository_name
 from cargohold.projections.writes import write
 
@@ -269,8 +270,22 @@ class MirrorQueries:
 
     def state(self, repository: str) -> str:
         """The repository's state (NORMAL when it has no row)."""
+        return self._state(repository)[0]
+
+    def check_content_write(self, repository: RepositoryName, actor: Actor) -> None:
+        """``RepositoryStateDenied`` when the views already say the repository's state
+        refuses ``actor``'s content writes: /v2 asks before it takes an upload's bytes
+        (the commands check again, authoritatively, on the aggregate)."""
+        state, robot = self._state(str(repository))
+        check_content_write(repository, state, actor, robot)
+
+    def _state(self, repository: str) -> tuple[str, str | None]:
         with self.db.transaction() as c:
             row = c.execute(
-                "SELECT state FROM repository_states WHERE repository = ?", (repository,)
+                "SELECT s.state, m.robot FROM repository_states s "
+                "LEFT JOIN mirrors m ON m.repository = s.repository WHERE s.repository = ?",
+                (repository,),
             ).fetchone()
-        return RepositoryState.NORMAL.name if row is None else str(row[0])
+        if row is None:
+            return RepositoryState.NORMAL.name, None
+        return str(row[0]), None if row[1] is None else str(row[1])

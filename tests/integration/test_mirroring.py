@@ -9,6 +9,7 @@ under test is a container on the embedded default, driven through its /api/v1 an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -44,7 +45,8 @@ def container(tmp_path: Path) -> Iterator[Container]:
     c = make_container(tmp_path)
     try:
         c.identity.create_organization(AccountName("acme"), AccountName("alice"), SYSTEM)
-        c.identity.create_robot(AccountName("acme"), RobotShortName("mirror"), SYSTEM)
+        token = c.identity.create_robot(AccountName("acme"), RobotShortName("mirror"), SYSTEM)
+        c.robot_token = token  # type: ignore[attr-defined]
         yield c
     finally:
         c.close()
@@ -247,6 +249,16 @@ def test_changestate_and_writes_refused_by_state(
     assert r.json["errors"][0]["code"] == "DENIED"
     assert "is a mirror" in r.json["errors"][0]["message"]
     assert ROBOT in r.json["errors"][0]["message"]
+    # Its robot may push (what a client holding the mirror's robot credentials does).
+    robot = {
+        "Authorization": "Basic "
+        + base64.b64encode(f"{ROBOT}:{container.robot_token}".encode()).decode()
+    }  # type: ignore[attr-defined]
+    assert client.simulate_post(f"/v2/{name}/blobs/uploads/", headers=robot).status_code == 202
+    push_image(client, name, robot)
+    # A chunked upload is refused before it takes a byte.
+    r = client.simulate_post(f"/v2/{name}/blobs/uploads/", headers=basic("alice"))
+    assert r.status_code == 403 and r.json["errors"][0]["code"] == "DENIED", r.text
     state = f"/api/v1/repository/{name}/changestate"
     assert_error(
         send_json(client, "PUT", state, {"state": "FROZEN"}, basic("alice")), 400, "invalid_request"

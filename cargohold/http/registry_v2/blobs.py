@@ -16,6 +16,7 @@ from cargohold.http.registry_v2 import headers as h
 from cargohold.http.registry_v2.auth import PULL, RegistryAuth
 from cargohold.http.registry_v2.context import caller_of
 from cargohold.http.registry_v2.errors import V2Error
+from cargohold.projections.mirrors import MirrorQueries
 from cargohold.projections.queries import RegistryQueries
 
 
@@ -128,9 +129,10 @@ def _digest_param(req: falcon.Request) -> Digest:
 class UploadsResource:
     """``POST /v2/<name>/blobs/uploads/``: start, monolithic, or mount."""
 
-    def __init__(self, uploads: UploadService, auth: RegistryAuth) -> None:
+    def __init__(self, uploads: UploadService, auth: RegistryAuth, mirrors: MirrorQueries) -> None:
         self.uploads = uploads
         self.auth = auth
+        self.mirrors = mirrors
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         repo = RepositoryName(name)
@@ -153,6 +155,10 @@ class UploadsResource:
             uploads.put(repo, _body(req), digest, req.content_length, caller)
             self._created(resp, repo, digest)
             return
+        # A repository whose state refuses this caller's writes refuses the upload
+        # before it takes any bytes (a mount and a monolithic upload are refused when
+        # they link the blob).
+        self.mirrors.check_content_write(repo, caller.actor)
         upload_id = uploads.start(repo)
         resp.status = falcon.HTTP_202
         resp.content_length = 0

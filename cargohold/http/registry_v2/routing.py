@@ -31,6 +31,7 @@ from cargohold.http.registry_v2.headers import API_VERSION
 from cargohold.http.registry_v2.listing import CatalogResource, ReferrersResource, TagsResource
 from cargohold.http.registry_v2.manifests import ManifestResource
 from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.mirrors import MirrorQueries
 from cargohold.projections.queries import RegistryQueries
 
 
@@ -125,6 +126,7 @@ def register(
     queries: RegistryQueries,
     identity_queries: IdentityQueries,
     uploads: UploadService,
+    mirrors: MirrorQueries,
     blobs: BlobStore,
     pulls: AccessRecorder,
     auth: RegistryAuth,
@@ -142,7 +144,7 @@ def register(
         ),
         (
             re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL),
-            UploadsResource(uploads, auth),
+            UploadsResource(uploads, auth, mirrors),
             _WRITE,
         ),
         (
