@@ -14,15 +14,14 @@ context as the associated data.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cargohold.adapters.key_files import create_exclusive
 from cargohold.domain.credentials import SecretBox, SecretUnreadable
 
 _VERSION = b"\x01"
@@ -81,24 +80,12 @@ def load_or_create_secret_key(path: Path, wrapping_key: bytes | None) -> bytes:
         doc = {"sealed": base64.b64encode(sealed).decode()}
     else:
         doc = {"key": base64.b64encode(key).decode()}
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(doc).encode() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # NOTE: link, not rename: a key another process made first wins, and is used.
-            os.link(tmp, path)
-        except FileExistsError:
-            return _read_key(path.read_bytes(), wrapping_key, source)
+        theirs = create_exclusive(path, json.dumps(doc).encode() + b"\n")
     except OSError as e:
         raise SecretKeyError(f"cannot write mirror key {source}: {e.strerror or e}") from e
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    if theirs is not None:  # another process made the key first: use theirs
+        return _read_key(theirs, wrapping_key, source)
     return key
 
 

@@ -10,10 +10,8 @@ startup failure) leave this module.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -28,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cargohold.adapters.key_files import create_exclusive
 from cargohold.domain.credentials import TokenMinter, TokenSigner
 from cargohold.domain.errors import TokenInvalid
 
@@ -290,23 +289,10 @@ def load_or_create_signing_key(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # NOTE: link, not rename: it fails if another process created the key first,
-            # and then we use theirs instead of silently replacing it.
-            os.link(tmp, path)
-        except FileExistsError:
-            return load_signing_key(path.read_bytes(), encryption_key, source)
+        theirs = create_exclusive(path, pem)
     except OSError as e:
         raise SigningKeyError(f"cannot write signing key {source}: {e.strerror or e}") from e
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    if theirs is not None:  # another process made the key first: use theirs
+        return load_signing_key(theirs, encryption_key, source)
     return key
