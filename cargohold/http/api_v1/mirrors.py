@@ -37,6 +37,7 @@ from cargohold.domain.mirror import (
     MirrorExists,
 )
 from cargohold.domain.repository_rules import RepositoryState
+from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.errors import ApiError, invalid_request
 from cargohold.http.api_v1.guard import Guard
 from cargohold.http.api_v1.request import Body, caller_of, identity_of, no_content, read_body, send
@@ -179,23 +180,31 @@ def _fields(body: Body, *, partial: bool) -> dict[str, Any]:
     return out
 
 
-class MirrorResource:
-    """``/repository/{namespace}/{repo}/mirror``."""
+class _RepositoryAdmin:
+    """A resource of one repository that only its admins may use."""
 
     def __init__(self, guard: Guard, mirrors: MirrorService) -> None:
         self.guard = guard
         self.mirrors = mirrors
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
+    def _admin(self, req: falcon.Request, namespace: str, repo: str) -> RepositoryName:
+        """The repository the path names, once the caller proved to be its admin."""
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        return name
+
+
+class MirrorResource(_RepositoryAdmin):
+    """``/repository/{namespace}/{repo}/mirror``."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
+        name = self._admin(req, namespace, repo)
         send(resp, view(self.mirrors.get(name)))
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str
     ) -> None:
-        name = self.guard.repository_name(namespace, repo)
-        self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        name = self._admin(req, namespace, repo)
         fields = _fields(read_body(req), partial=False)
         try:
             self.mirrors.configure(name, MirrorInput(**fields), caller_of(req))
@@ -204,25 +213,19 @@ class MirrorResource:
         send(resp, "", 201)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
-        name = self.guard.repository_name(namespace, repo)
-        self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        name = self._admin(req, namespace, repo)
         fields = _fields(read_body(req), partial=True)
         self.mirrors.change(name, fields, caller_of(req))
         send(resp, "", 201)
 
 
-class MirrorSyncNowResource:
+class MirrorSyncNowResource(_RepositoryAdmin):
     """``POST /repository/{namespace}/{repo}/mirror/sync-now``."""
-
-    def __init__(self, guard: Guard, mirrors: MirrorService) -> None:
-        self.guard = guard
-        self.mirrors = mirrors
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str
     ) -> None:
-        name = self.guard.repository_name(namespace, repo)
-        self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        name = self._admin(req, namespace, repo)
         try:
             self.mirrors.sync_now(name, caller_of(req))
         except MirrorBusy as e:
@@ -230,14 +233,13 @@ class MirrorSyncNowResource:
         no_content(resp)
 
 
-class MirrorSyncCancelResource(MirrorSyncNowResource):
+class MirrorSyncCancelResource(_RepositoryAdmin):
     """``POST /repository/{namespace}/{repo}/mirror/sync-cancel``."""
 
     def on_post(
         self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str
     ) -> None:
-        name = self.guard.repository_name(namespace, repo)
-        self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        name = self._admin(req, namespace, repo)
         try:
             self.mirrors.cancel(name, caller_of(req))
         except MirrorBusy as e:
@@ -245,16 +247,11 @@ class MirrorSyncCancelResource(MirrorSyncNowResource):
         no_content(resp)
 
 
-class ChangeStateResource:
+class ChangeStateResource(_RepositoryAdmin):
     """``PUT /repository/{namespace}/{repo}/changestate``."""
 
-    def __init__(self, guard: Guard, mirrors: MirrorService) -> None:
-        self.guard = guard
-        self.mirrors = mirrors
-
     def on_put(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
-        name = self.guard.repository_name(namespace, repo)
-        self.guard.repository(identity_of(req), name, RepositoryRole.ADMIN)
+        name = self._admin(req, namespace, repo)
         state = read_body(req).choice("state", RepositoryState)
         try:
             self.mirrors.change_state(name, state, caller_of(req))
