@@ -77,6 +77,13 @@ class SyncOutcome:
     bytes: int
     message: str | None = None
 
+    @classmethod
+    def of(cls, mirror: Mirror, message: str | None) -> SyncOutcome:
+        """The outcome a mirror's state records after its sync ended."""
+        return cls(
+            mirror.status, mirror.synced, mirror.failed, mirror.removed, mirror.bytes, message
+        )
+
 
 class _Stream:
     """The chunks of an upstream blob as a ``ByteSource`` for ``BlobStore.put``."""
@@ -177,16 +184,13 @@ class MirrorSync:
             upstream.close()
         self.mirrors.step(name, caller, lambda m, ctx: m.finish(claim, ctx))
         done = self.mirrors.get(name)
-        return SyncOutcome(
-            done.status, done.synced, done.failed, done.removed, done.bytes, done.last_error
-        )
+        return SyncOutcome.of(done, done.last_error)
 
     def _fail(
         self, name: RepositoryName, claim: uuid.UUID, caller: Caller, message: str
     ) -> SyncOutcome:
         self.mirrors.step(name, caller, lambda m, ctx: m.fail(claim, message, ctx))
-        done: Mirror = self.mirrors.get(name)
-        return SyncOutcome(done.status, done.synced, done.failed, done.removed, done.bytes, message)
+        return SyncOutcome.of(self.mirrors.get(name), message)
 
     def _remove_obsolete(
         self,

@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from eventsourcing.application import AggregateNotFoundError
-
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.unit_of_work import Caller, UnitOfWork
 from cargohold.domain.context import EventContext
@@ -124,7 +122,7 @@ class MirrorService:
             raise RepositoryUnknown(f"repository {name} is not known")
         robot = self._robot(name, given.robot)
         settings = self._settings(name, given)
-        settings.check()
+        settings.check()  # refuses a password without a username, too
         ctx = self.unit.context(caller)
         mirror = Mirror.configure(name, settings, given.is_enabled, given.sync_start_ms, ctx)
         self.unit.create([mirror], lambda: MirrorExists(f"repository {name} has a mirror already"))
@@ -141,23 +139,20 @@ class MirrorService:
 
         def decide(mirror: Mirror, ctx: EventContext) -> None:
             current = mirror.settings
-            given = {k: v for k, v in changes.items() if k not in ("is_enabled", "sync_start_ms")}
-            fields = {k: v for k, v in given.items() if k not in ("password", "username")}
-            settings = replace(current, **fields)
+            not_settings = ("is_enabled", "sync_start_ms", "password", "username")
+            settings = replace(
+                current, **{k: v for k, v in changes.items() if k not in not_settings}
+            )
             if "username" in changes:
                 if changes["username"] is None:
                     settings = replace(settings, username=None, credentials=None)
                 else:
                     settings = replace(settings, username=changes["username"])
             if changes.get("password") is not None:
-                if not settings.username:
-                    raise InvalidInput(
-                        "external_registry_password needs external_registry_username"
-                    )
                 settings = replace(settings, credentials=self._seal(name, changes["password"]))
             elif "password" in changes:
                 settings = replace(settings, credentials=None)
-            settings.check()
+            settings.check()  # refuses a password without a username, too
             mirror.change(settings, changes.get("sync_start_ms"), ctx)
             if "is_enabled" in changes:
                 mirror.set_enabled(bool(changes["is_enabled"]), ctx)
@@ -187,10 +182,7 @@ class MirrorService:
     # -- helpers -----------------------------------------------------------------------
 
     def _find(self, name: RepositoryName) -> Mirror | None:
-        try:
-            mirror: Mirror = self.unit.log.repository.get(mirror_id(self.unit.site_id, name))
-        except AggregateNotFoundError:
-            return None
+        mirror: Mirror | None = self.unit.find(mirror_id(self.unit.site_id, name))
         return mirror
 
     def _execute(
@@ -234,8 +226,6 @@ class MirrorService:
         self.registry.set_state(name, RepositoryState.MIRROR, caller)
 
     def _settings(self, name: RepositoryName, given: MirrorInput) -> MirrorSettings:
-        if given.password is not None and not given.username:
-            raise InvalidInput("external_registry_password needs external_registry_username")
         sealed = self._seal(name, given.password) if given.password is not None else None
         return MirrorSettings(
             external_reference=given.external_reference,

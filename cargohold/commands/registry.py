@@ -235,13 +235,8 @@ class RegistryService:
     def current(self, name: RepositoryName) -> Repository | None:
         """The repository as the log has it now, to read (the mirror sync compares its
         tags and blobs with the upstream's); None when it does not exist."""
-        try:
-            repo: Repository = self.unit.log.repository.get(
-                Repository.create_id(self.site_id, name)
-            )
-        except AggregateNotFoundError:
-            return None
-        return None if repo.deleted else repo
+        repo: Repository | None = self.unit.find(Repository.create_id(self.site_id, name))
+        return None if repo is None or repo.deleted else repo
 
     # -- the unit of work ---------------------------------------------------------------
 
@@ -266,12 +261,8 @@ class RegistryService:
     def _mirror_robot(self, name: RepositoryName, state: str) -> str | None:
         if state != RepositoryState.MIRROR.name:
             return None
-        try:
-            mirror: Mirror = self.unit.log.repository.get(mirror_id(self.site_id, name))
-        except AggregateNotFoundError:
-            return None
-        robot: str = mirror.settings.robot
-        return robot
+        mirror: Mirror | None = self.unit.find(mirror_id(self.site_id, name))
+        return None if mirror is None else mirror.settings.robot
 
     def _execute(
         self,

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, RecordConflictError
 
@@ -108,6 +108,13 @@ class UnitOfWork:
             request_id=caller.request_id,
             client_address=caller.client_address,
         )
+
+    def find(self, aggregate_id: UUID) -> Any | None:
+        """The aggregate as the log has it now (to read, not to change), or None."""
+        try:
+            return self.log.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
 
     def execute(
         self,
