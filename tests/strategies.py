@@ -38,6 +38,7 @@ from cargohold.domain.identity import (
 )
 from cargohold.domain.manifest import OCI_INDEX, OCI_MANIFEST, ParsedManifest
 from cargohold.domain.mirror import Mirror
+from cargohold.domain.proxy_cache import ProxyCache
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import (
     NAME_MAX_LENGTH,
@@ -253,7 +254,14 @@ def strategy_for(hint: Any) -> Any:
     raise TypeError(msg)
 
 
-AGGREGATES: tuple[type[Any], ...] = (Repository, Account, Organization, NamespaceClaim, Mirror)
+AGGREGATES: tuple[type[Any], ...] = (
+    Repository,
+    Account,
+    Organization,
+    NamespaceClaim,
+    Mirror,
+    ProxyCache,
+)
 
 
 def event_classes_of(aggregate: type[Any]) -> list[type[Any]]:

@@ -64,6 +64,11 @@ class DataDir:
         return self.root / "mirror-key"
 
     @property
+    def cache_spool(self) -> Path:
+        """The pull-through cache's blobs in flight (``adapters/spool.py``)."""
+        return self.root / "cache-spool"
+
+    @property
     def events(self) -> Path:
         return self.root / "events.sqlite"
 

@@ -23,6 +23,7 @@ from eventsourcing.utils import Environment, resolve_topic
 from cargohold.adapters.sql import PostgresAddress
 from cargohold.domain.accounts import Account, Organization
 from cargohold.domain.mirror import Mirror
+from cargohold.domain.proxy_cache import ProxyCache
 from cargohold.domain.repository import Repository
 
 TRANSCODER_TOPIC = "cargohold.adapters.transcoder:MsgpackTranscoder"
@@ -101,6 +102,7 @@ class RegistryLog(Application[UUID]):
             Organization: snapshot_interval,
             Account: snapshot_interval,
             Mirror: snapshot_interval,
+            ProxyCache: snapshot_interval,
         }
         super().__init__(env=dict(env))
 

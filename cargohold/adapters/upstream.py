@@ -126,6 +126,28 @@ class HttpUpstream:
 
     # -- the port ------------------------------------------------------------------------
 
+    def ping(self) -> bool:
+        url = self._url("/v2/")
+        try:
+            response = self._client.get(url)
+            if response.status_code == 401 and self._credentials is not None:
+                scheme, params = _challenge(response.headers.get("WWW-Authenticate", ""))
+                if scheme == "basic":
+                    auth = _basic_header(*self._credentials)
+                elif scheme == "bearer" and params.get("realm"):
+                    auth = f"Bearer {self._fetch_token(params, '').value}"
+                else:
+                    raise UpstreamError(f"{self.registry}: an unknown login challenge", 401)
+                response = self._client.get(url, headers={"Authorization": auth})
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(f"{self.registry} is unreachable: {_why(exc)}") from None
+        status = response.status_code
+        if status < 300:
+            return True
+        if status == 401 and self._credentials is None:
+            return False
+        raise self._refusal(response, "GET", "/v2/")
+
     def check(self, repository: str) -> None:
         with self._send("GET", f"/v2/{repository}/tags/list?n=1", repository) as response:
             response.read()
@@ -322,7 +344,7 @@ class HttpUpstream:
         return False
 
     def _fetch_token(self, params: dict[str, str], scope: str) -> _Token:
-        query = {"scope": scope}
+        query = {"scope": scope} if scope else {}
         if params.get("service"):
             query["service"] = params["service"]
         headers = {}

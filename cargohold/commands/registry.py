@@ -39,7 +39,7 @@ from cargohold.domain.mirror import Mirror, mirror_id
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository
 from cargohold.domain.repository_rules import RepositoryState, SparsePolicy, check_content_write
-from cargohold.domain.values import Digest, DigestAlgorithm, RepositoryName, Tag
+from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
 
 #: The time-machine window of a namespace (how long a past tag stays restorable).
 TagWindow = Callable[[str], timedelta]
@@ -58,8 +58,17 @@ IMAGE_CONFIG_TYPES = frozenset(
 )
 
 
+#: Refuses (raising a ``DomainError``) a content write that ``actor`` may not make in the
+#: repository for a reason of its namespace (a pull-through cache's organisation).
+ContentGuard = Callable[[RepositoryName, Actor], None]
+
+
 def default_tag_window(namespace: str) -> timedelta:
     return DEFAULT_TAG_WINDOW
+
+
+def no_content_guard(name: RepositoryName, actor: Actor) -> None:
+    return None
 
 
 class RegistryService:
@@ -80,8 +89,10 @@ class RegistryService:
         tag_window: TagWindow = default_tag_window,
         warm_repositories: int = 256,
         replicas: Replicas | None = None,
+        content_guard: ContentGuard = no_content_guard,
     ) -> None:
         self.unit = unit
+        self.content_guard = content_guard
         self.blobs = blobs
         self.replicas: Replicas = replicas or NoReplicas()
         self.creation_grants = creation_grants
@@ -125,7 +136,13 @@ class RegistryService:
         return size
 
     def unlink_blob(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
-        self._content(name, caller, lambda repo, ctx: repo.unlink_blob(digest, ctx), create=False)
+        self._content(
+            name,
+            caller,
+            lambda repo, ctx: repo.unlink_blob(digest, ctx),
+            create=False,
+            removal=True,
+        )
 
     def push_manifest(
         self,
@@ -135,11 +152,13 @@ class RegistryService:
         content_type: str | None,
         caller: Caller,
         sparse: SparsePolicy | None = None,
+        revalidated: bool = False,
     ) -> ParsedManifest:
         """Validate and store a manifest, record it, and point ``reference`` at it if it is
         a tag. With a digest reference the body must hash to it (either algorithm).
         ``sparse`` overrides the registry's policy (a mirror's architecture filter makes
-        sparse indexes)."""
+        sparse indexes). ``revalidated``: a pull-through cache fetched it from its
+        upstream just now, so the tag is fresh (``TagRevalidated``)."""
         policy = self.sparse if sparse is None else sparse
         if isinstance(reference, Digest):
             digest = Digest.of(body, reference.algorithm)
@@ -159,6 +178,8 @@ class RegistryService:
                 if expires_after is not None and repo.tags.get(reference) != before:
                     # A new lifetime of the tag, from an image labelled to expire.
                     repo.set_tag_expiration(reference, ctx_time(ctx) + expires_after, ctx)
+                if revalidated:
+                    repo.revalidate_tag(reference, digest, ctx)
             # The body is stored once the manifest is accepted, before the event that
             # says it exists. (A retry after a version conflict rewrites the same blob.)
             # PERF: re-tagging a manifest of the repository (CI pushing one image under
@@ -205,12 +226,26 @@ class RegistryService:
             return
         self._execute(name, caller, lambda repo, ctx: repo.expire_due(ctx), create=False)
 
+    def revalidate_tag(
+        self, name: RepositoryName, tag: Tag, digest: Digest, caller: Caller
+    ) -> None:
+        """A pull-through cache's upstream still names ``digest`` for ``tag``."""
+        self._content(
+            name, caller, lambda repo, ctx: repo.revalidate_tag(tag, digest, ctx), create=False
+        )
+
     def untag(self, name: RepositoryName, tag: Tag, caller: Caller) -> None:
-        self._content(name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False)
+        self._content(
+            name, caller, lambda repo, ctx: repo.untag(tag, ctx), create=False, removal=True
+        )
 
     def delete_manifest(self, name: RepositoryName, digest: Digest, caller: Caller) -> None:
         self._content(
-            name, caller, lambda repo, ctx: repo.delete_manifest(digest, ctx), create=False
+            name,
+            caller,
+            lambda repo, ctx: repo.delete_manifest(digest, ctx),
+            create=False,
+            removal=True,
         )
 
     def grant(
@@ -247,9 +282,13 @@ class RegistryService:
         decide: Callable[[Repository, EventContext], None],
         *,
         create: bool = True,
+        removal: bool = False,
     ) -> None:
         """``_execute`` for a change of content (blobs, manifests, tags): refused in a
-        READ_ONLY repository, and in a MIRROR one for all but its mirror's robot."""
+        READ_ONLY repository, in a MIRROR one for all but its mirror's robot, and by the
+        ``content_guard`` unless it is a ``removal`` (a cache's admins may evict)."""
+        if not removal:
+            self.content_guard(name, caller.actor)
 
         def checked(repo: Repository, ctx: EventContext) -> None:
             robot = self._mirror_robot(name, repo.state)

@@ -47,9 +47,11 @@
     ├── AccessDenied                known caller, not allowed                    (403 DENIED)
     │   └── ReplicatedReadOnly   the name is replicated from another site and managed there
     ├── LoginThrottled              too many failed logins; wait                 (429)
+    ├── UpstreamThrottled           a cache's upstream rate-limits, nothing cached (429)
     ├── TokenInvalid                bearer JWT forged, expired or for another aud (401 UNAUTHORIZED)
     ├── ReadOnly                    a write to the registry as of a moment       (405 UNSUPPORTED)
     └── StorageError                a backing store failed (not the caller's fault)
+        └── UpstreamUnreachable  a cache's upstream failed and nothing is cached (503)
 
 ``CredentialsInvalid`` (a login that failed) is not ``CredentialInvalid`` (an empty
 password or hash offered to a command, a 400).
@@ -250,6 +252,15 @@ class LoginThrottled(DomainError):
         self.retry_after = max(1, retry_after)
 
 
+class UpstreamThrottled(DomainError):
+    """A pull-through cache lacks what was asked and its upstream rate-limits;
+    ``retry_after`` is the upstream's wait in whole seconds, if it named one."""
+
+    def __init__(self, message: str, retry_after: int | None) -> None:
+        super().__init__(message)
+        self.retry_after = None if retry_after is None else max(1, retry_after)
+
+
 class TokenInvalid(DomainError):
     """A bearer token is malformed, forged, expired, not yet valid, or for another audience."""
 
@@ -260,3 +271,8 @@ class ReadOnly(DomainError):
 
 class StorageError(DomainError):
     """A backing store (database, object store, disk) failed."""
+
+
+class UpstreamUnreachable(StorageError):
+    """A pull-through cache lacks what was asked and its upstream is unreachable,
+    answers 5xx, or broke off mid-transfer."""

@@ -189,6 +189,16 @@ class Repository(Aggregate):
             aggregate.tag_expirations.pop(self.tag, None)
             del aggregate.tags[self.tag]
 
+    class TagRevalidated(Event):
+        """A pull-through cache asked its upstream, which still names ``digest`` for
+        ``tag`` (the tag points there): the cached tag is fresh again."""
+
+        tag: Tag
+        digest: Digest
+
+        def apply(self, aggregate: Repository) -> None:
+            pass
+
     class ManifestDeleted(Event):
         digest: Digest
 
@@ -387,6 +397,14 @@ class Repository(Aggregate):
         if digest is None:
             raise TagUnknown(f"tag {tag} is not in repository {self.name}")
         self._trigger(self.TagDeleted, ctx, tag=tag, digest=digest)
+
+    def revalidate_tag(self, tag: Tag, digest: Digest, ctx: EventContext) -> None:
+        """Record that a cache's upstream still names ``digest`` for ``tag``. Raises
+        ``TagUnknown`` unless the tag points at ``digest``."""
+        self.expire_due(ctx)
+        if self.tags.get(tag) != digest:
+            raise TagUnknown(f"tag {tag} of repository {self.name} does not point at {digest}")
+        self._trigger(self.TagRevalidated, ctx, tag=tag, digest=digest)
 
     # The time machine
 

@@ -63,12 +63,15 @@ class SparsePolicy(enum.Enum):
 
     The distribution spec lets a registry accept or reject (with MANIFEST_BLOB_UNKNOWN)
     a manifest whose descriptors point at content it lacks; this is that choice. The
-    config blob is required under every policy.
+    config blob is required under every policy but ``UPSTREAM``.
     """
 
     STRICT = "strict"  # every layer and every child of an index must be there
     INDEX = "index"  # an index may name children that were never pushed (partial mirrors)
     ALL = "all"  # image layers may be missing too
+    # Nothing need be there yet: a pull-through cache records the manifest it fetched and
+    # fetches what it names when a client asks (never an operator's setting).
+    UPSTREAM = "upstream"
 
 
 def check_references(
@@ -83,12 +86,14 @@ def check_references(
     in ``manifests``. Descriptors with ``urls`` (foreign layers) are exempt, and the
     ``subject`` need not exist (the spec lets referrers arrive first)."""
     config = manifest.config
+    if sparse is SparsePolicy.UPSTREAM:
+        return
     if config is not None and not config.urls and config.digest not in blobs:
         raise ManifestBlobUnknown(
             f"config {config.digest} of manifest {manifest.digest} "
             f"is not in repository {repository}"
         )
-    if sparse is not SparsePolicy.ALL:
+    if sparse is not SparsePolicy.ALL:  # INDEX or STRICT
         for blob in manifest.layers:
             if not blob.urls and blob.digest not in blobs:
                 raise ManifestBlobUnknown(

@@ -106,6 +106,12 @@ class UpstreamBlob:
 class UpstreamRegistry(Protocol):
     """One upstream registry (``host[:port]``), with its credentials and TLS settings."""
 
+    def ping(self) -> bool:
+        """Log in at the upstream's ``/v2/``: True when it accepted the credentials (or
+        is open to all), False when it wants a login and none was given; raises
+        ``UpstreamUnauthorized`` when it refused the credentials and another
+        ``UpstreamError`` when it could not be asked."""
+
     def check(self, repository: str) -> None:
         """Prove that the credentials may pull ``repository`` (a tags list of one);
         raises an ``UpstreamError`` otherwise."""

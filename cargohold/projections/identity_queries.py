@@ -180,6 +180,20 @@ class IdentityQueries:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def belongs_to(self, caller: authorization.Requester, org: str) -> bool:
+        """Whether the caller is a member of ``org`` (in one of its teams) or one of its
+        robots (a pull-through cache's organisation lets them all pull)."""
+        who = caller.principal
+        if who is None:
+            return False
+        if who.kind is PrincipalKind.ROBOT:
+            return who.namespace == org and self.robot(org, who.short_name) is not None
+        with self.db.transaction(write=False) as c:
+            row = c.execute(
+                "SELECT 1 FROM org_members WHERE org = ? AND username = ?", (org, who.name)
+            ).fetchone()
+        return row is not None
+
     def teams(self, org: str) -> list[TeamRow]:
         """Teams of ``org`` in name order."""
         with self.db.transaction(write=False) as c:

@@ -43,6 +43,7 @@ from cargohold.projections.base import (
 )
 from cargohold.projections.identity import IdentityProjector
 from cargohold.projections.mirrors import MirrorProjector
+from cargohold.projections.proxy_caches import ProxyCacheProjector
 from cargohold.projections.time_machine import TimeMachineProjector
 from cargohold.projections.writes import BatchedWrites
 
@@ -97,6 +98,7 @@ class RegistryProjector:
             Repository.Recreated: self._recreated,
             **IdentityProjector().handlers(),
             **MirrorProjector().handlers(),
+            **ProxyCacheProjector().handlers(),
         }
         # The tag time machine: its handler runs first, then ours for the same class.
         for event_class, extra in TimeMachineProjector().handlers().items():

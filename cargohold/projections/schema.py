@@ -359,6 +359,32 @@ MIRRORS = Table(
     key=("id",),
     indexes=(("repository",), ("next_sync_ms",)),
 )
+# Pull-through cache organisations (projections/proxy_caches.py): their settings (never
+# the password) and their upstream's health. Times are epoch ms.
+PROXY_CACHES = Table(
+    "proxy_caches",
+    (
+        ("org", T),
+        ("id", T),
+        ("upstream_registry", T),
+        ("username", T),
+        ("expiration_s", I),
+        ("insecure", I),
+        ("failing", T),  # the upstream's failure while it lasts, else NULL
+        ("failing_since_ms", I),
+        ("configured_ms", I),
+        ("position", I),
+    ),
+    key=("org",),
+    indexes=(("id",),),
+)
+# When a cache's upstream last confirmed each cached tag (``Repository.TagRevalidated``):
+# fresh while the tag still points at ``digest`` and ``expiration_s`` has not passed.
+CACHED_TAGS = Table(
+    "cached_tags",
+    (("repository", T), ("tag", T), ("digest", T), ("validated_ms", I), ("position", I)),
+    key=("repository", "tag"),
+)
 
 #: The views ``replay`` rebuilds and verifies (everything but the tracking table).
 VIEW_TABLES: tuple[Table, ...] = (
@@ -385,6 +411,8 @@ VIEW_TABLES: tuple[Table, ...] = (
     NAMESPACE_SETTINGS,
     REPOSITORY_STATES,
     MIRRORS,
+    PROXY_CACHES,
+    CACHED_TAGS,
     AUDIT_LOG,
     AUDIT_COUNTS,
 )
@@ -393,7 +421,7 @@ ALL_TABLES: tuple[Table, ...] = (TRACKING, *VIEW_TABLES)
 
 #: Secondary indexes the projection itself reads through (its name lookups by id).
 PROJECTION_LOOKUPS: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
-    {("accounts", ("id",)), ("organizations", ("id",))}
+    {("accounts", ("id",)), ("organizations", ("id",)), ("proxy_caches", ("id",))}
 )
 
 # Indexes that earlier versions made and a later one replaced: dropped at every start

@@ -77,6 +77,7 @@ def _push(repo: Repository, body: bytes, policy: SparsePolicy) -> Digest:
         (SparsePolicy.STRICT, False, False),
         (SparsePolicy.INDEX, False, True),
         (SparsePolicy.ALL, True, True),
+        (SparsePolicy.UPSTREAM, True, True),
     ],
 )
 def test_policies(policy: SparsePolicy, missing_layer_ok: bool, missing_child_ok: bool) -> None:
@@ -94,9 +95,16 @@ def test_policies(policy: SparsePolicy, missing_layer_ok: bool, missing_child_ok
             _push(repo, _index(present, MISSING), policy)
 
 
-@pytest.mark.parametrize("policy", list(SparsePolicy))
-def test_the_config_is_always_required(policy: SparsePolicy) -> None:
+@pytest.mark.parametrize("policy", [p for p in SparsePolicy if p is not SparsePolicy.UPSTREAM])
+def test_the_config_is_required_but_by_a_cache(policy: SparsePolicy) -> None:
     repo = Repository.create(RepositoryName("a/b"), CTX)
     repo.link_blob(LAYER, 5, CTX)
     with pytest.raises(ManifestBlobUnknown, match="config"):
         _push(repo, _image(LAYER), policy)
+
+
+def test_a_cache_records_a_manifest_whose_references_are_all_upstream() -> None:
+    repo = Repository.create(RepositoryName("a/b"), CTX)
+    image = _push(repo, _image(MISSING), SparsePolicy.UPSTREAM)
+    assert image in repo.manifests and not repo.blobs
+    assert _push(repo, _index(image, MISSING), SparsePolicy.UPSTREAM) in repo.manifests

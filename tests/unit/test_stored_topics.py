@@ -70,6 +70,13 @@ STORED_TOPICS = frozenset(
         "cargohold.domain.mirror:Mirror.TagFailed",
         "cargohold.domain.mirror:Mirror.TagRemoved",
         "cargohold.domain.mirror:Mirror.TagSynced",
+        "cargohold.domain.repository:Repository.TagRevalidated",
+        "cargohold.domain.proxy_cache:ProxyCache",
+        "cargohold.domain.proxy_cache:ProxyCache.Created",
+        "cargohold.domain.proxy_cache:ProxyCache.Configured",
+        "cargohold.domain.proxy_cache:ProxyCache.Removed",
+        "cargohold.domain.proxy_cache:ProxyCache.UpstreamFailed",
+        "cargohold.domain.proxy_cache:ProxyCache.UpstreamRecovered",
     }
 )
 

@@ -1,4 +1,5 @@
-"""The audit log's kinds for mirrors and repository states (merged into ``AuditMapper``).
+"""The audit log's kinds for mirrors, pull-through caches and repository states (merged
+into ``AuditMapper``).
 
 ================================  ==================================  ======================
 event                             kind                                metadata
@@ -21,9 +22,17 @@ Mirror.SyncFinished (SUCCESS)     repo_mirror_sync_success            synced, fa
                                                                       duration_ms
 Mirror.SyncFailed                 repo_mirror_sync_failed             message
 Mirror.Cancelled                  repo_mirror_sync_cancelled (ours)
+ProxyCache.Configured             create_proxy_cache_config           upstream_registry,
+                                                                      expiration_s, insecure
+ProxyCache.Removed                delete_proxy_cache_config
+ProxyCache.UpstreamFailed         proxy_cache_upstream_failed (ours)  message
+ProxyCache.UpstreamRecovered      proxy_cache_upstream_recovered      (ours)
+Repository.TagRevalidated         revalidate_tag (ours)               tag, manifest_digest
+ProxyCache.Created                (none: saved with its first Configured)
 ================================  ==================================  ======================
 
-Metadata also holds ``namespace`` and ``repo`` (the short name). No entry holds a
+Metadata also holds ``namespace`` and ``repo`` (the short name; a cache's entries are
+the organisation's, with ``namespace`` only). No entry holds a
 credential: ``Changed`` names the fields that changed, never their values.
 """
 
@@ -34,6 +43,7 @@ from typing import Any
 
 from cargohold.domain.mirror import Mirror, SyncStatus
 from cargohold.domain.ports import Cursor
+from cargohold.domain.proxy_cache import ProxyCache
 from cargohold.domain.repository import Repository
 from cargohold.projections.audit.entry import Entry
 from cargohold.projections.base import ProjectionCorrupt
@@ -72,6 +82,11 @@ MIRROR_KINDS: frozenset[str] = frozenset(
         "repo_mirror_sync_success",
         "repo_mirror_sync_failed",
         "repo_mirror_sync_cancelled",
+        "create_proxy_cache_config",
+        "delete_proxy_cache_config",
+        "proxy_cache_upstream_failed",
+        "proxy_cache_upstream_recovered",
+        "revalidate_tag",
     }
 )
 
@@ -102,6 +117,23 @@ def mirror_mappers(repo: RepoMapper) -> dict[type, Mapper | None]:
         M.SyncFinished: _finished,
         M.SyncFailed: _mirror("repo_mirror_sync_failed", lambda e: {"message": e.message}),
         M.Cancelled: _mirror("repo_mirror_sync_cancelled", lambda e: {}),
+        ProxyCache.Created: None,  # NOTE: saved with its first Configured, which says it
+        ProxyCache.Configured: _cache(
+            "create_proxy_cache_config",
+            lambda e: {
+                "upstream_registry": e.upstream_registry,
+                "expiration_s": e.expiration_s,
+                "insecure": e.insecure,
+            },
+        ),
+        ProxyCache.Removed: _cache("delete_proxy_cache_config", lambda e: {}),
+        ProxyCache.UpstreamFailed: _cache(
+            "proxy_cache_upstream_failed", lambda e: {"message": e.message}
+        ),
+        ProxyCache.UpstreamRecovered: _cache("proxy_cache_upstream_recovered", lambda e: {}),
+        Repository.TagRevalidated: repo(
+            "revalidate_tag", lambda e: {"tag": str(e.tag), "manifest_digest": str(e.digest)}
+        ),
     }
 
 
@@ -122,6 +154,19 @@ def _repository_of(c: Cursor, ns: str, e: Any) -> str:
 def _mirror(kind: str, meta: Callable[[Any], dict[str, Any]]) -> Mapper:
     def build(c: Cursor, ns: str, e: Any) -> Entry:
         return _entry(kind, _repository_of(c, ns, e), meta(e))
+
+    return build
+
+
+def _cache(kind: str, meta: Callable[[Any], dict[str, Any]]) -> Mapper:
+    def build(c: Cursor, ns: str, e: Any) -> Entry:
+        row = c.execute(
+            f"SELECT org FROM {ns}proxy_caches WHERE id = ?", (str(e.originator_id),)
+        ).fetchone()
+        if row is None:
+            raise ProjectionCorrupt(f"event for unknown proxy cache {e.originator_id}")
+        org = str(row[0])
+        return Entry(kind, org, None, {"namespace": org, **meta(e)})
 
     return build
 
