@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cargohold.adapters.eventstore import LogReader, RegistryLog
 from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.passwords import Argon2PasswordHasher
+from cargohold.adapters.spool import SpoolDir
 from cargohold.adapters.tokens import HashedTokenMinter, JWTSigner
 from cargohold.adapters.upload_sessions import SQLUploadSessions
 from cargohold.adapters.upstream import HttpUpstream
@@ -26,6 +27,8 @@ from cargohold.commands.first_start import ensure_admin as _ensure_admin
 from cargohold.commands.identity import IdentityService
 from cargohold.commands.mirror_sync import MirrorSync
 from cargohold.commands.mirrors import MirrorService
+from cargohold.commands.proxy_caches import ProxyCacheService
+from cargohold.commands.pull_through import PullThrough
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.tag_windows import TagWindows
 from cargohold.commands.unit_of_work import UnitOfWork
@@ -35,6 +38,7 @@ from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
 from cargohold.domain.credentials import PasswordHasher, TokenSigner
 from cargohold.domain.mirror import MirrorSettings
 from cargohold.domain.ports import BlobStore, Database
+from cargohold.domain.proxy_cache import ProxyCacheSettings
 from cargohold.domain.repository_rules import SparsePolicy
 from cargohold.domain.upstream import parse_reference
 from cargohold.projections.access_log import BufferedAccessLog
@@ -43,6 +47,7 @@ from cargohold.projections.audit.queries import AuditQueries
 from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.mirrors import MirrorQueries
 from cargohold.projections.origins import StreamOrigins
+from cargohold.projections.proxy_caches import ProxyCacheQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay import as_of
@@ -70,6 +75,10 @@ class Container:
     mirrors: MirrorService
     mirror_sync: MirrorSync
     mirror_queries: MirrorQueries
+    proxy_caches: ProxyCacheService
+    proxy_cache_queries: ProxyCacheQueries
+    #: Fills the repositories of cache organisations; None when serving a past moment.
+    pull_through: PullThrough | None
     #: Who may do what: the live rules, also when serving the registry as of a moment
     #: (``identity_queries`` then shows that moment's teams and grants).
     authorization: IdentityQueries
@@ -84,6 +93,8 @@ class Container:
         return None if self.as_of is None else as_of.refusal(self.as_of.at_ms)
 
     def close(self) -> None:
+        if self.pull_through is not None:
+            self.pull_through.close()
         self.runner.stop()
         self.access_log.close()  # NOTE: writes the buffered pulls and logins first
         if self.as_of_db is not None:
@@ -136,6 +147,7 @@ def bootstrap(
     replicas = StreamOrigins(views_db, site_id)
     queries = RegistryQueries(views_db, now_ms=wall_ms)
     tag_windows = _tag_windows(settings, queries)
+    cache_queries = ProxyCacheQueries(views_db)
     registry = RegistryService(
         UnitOfWork(log, runner, clock, site_id),
         blobs,
@@ -143,6 +155,7 @@ def bootstrap(
         creation_grants=quay_creation_grants(identity_queries),
         tag_window=tag_windows.window,
         replicas=replicas,
+        content_guard=cache_queries.guard,
     )
     uploads = UploadService(
         blobs, sessions, registry, queries, expiry_seconds=settings.upload_expiry_seconds
@@ -174,6 +187,22 @@ def bootstrap(
         identity_queries,
     )
     mirror_sync = MirrorSync(mirrors, registry, blobs, upstream_client)
+    proxy_caches = ProxyCacheService(
+        UnitOfWork(log, runner, clock, site_id, stripes=16),
+        stores.secret_box(settings),
+        identity_queries,
+        cache_upstream_client,
+    )
+    pull_through = PullThrough(
+        proxy_caches,
+        cache_queries,
+        queries,
+        registry,
+        blobs,
+        SpoolDir(stores.data_dir(settings).cache_spool),
+        cache_upstream_client,
+        wall_ms,
+    )
     container = Container(
         settings=settings,
         site_id=site_id,
@@ -195,6 +224,9 @@ def bootstrap(
         mirrors=mirrors,
         mirror_sync=mirror_sync,
         mirror_queries=MirrorQueries(views_db),
+        proxy_caches=proxy_caches,
+        proxy_cache_queries=cache_queries,
+        pull_through=pull_through,
         authorization=identity_queries,
     )
     at_ms = settings.as_of_ms
@@ -218,6 +250,22 @@ def upstream_client(
         password,
         verify_tls=settings.verify_tls,
         proxy=settings.proxy,
+    )
+
+
+def cache_upstream_client(
+    settings: ProxyCacheSettings, username: str | None, password: str | None
+) -> HttpUpstream:
+    """The HTTP client of a pull-through cache's upstream. A client waits on it, so it
+    gives up fast (one retry, after at most 0.5 s) and the cache serves what it has."""
+    return HttpUpstream(
+        settings.host,
+        username,
+        password,
+        verify_tls=not settings.insecure,
+        timeout=15.0,
+        max_attempts=2,
+        max_wait=0.5,
     )
 
 
@@ -258,6 +306,7 @@ def _as_of(
         identity_queries=past.identity_queries,
         audit_queries=past.audit_queries,
         tag_windows=_tag_windows(live.settings, past.queries),
+        pull_through=None,
         as_of=past.views,
         as_of_db=past.db,
     )

@@ -80,6 +80,8 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
         identity_queries=container.identity_queries,
         uploads=container.uploads,
         mirrors=container.mirror_queries,
+        pull_through=container.pull_through,
+        content_guard=container.proxy_cache_queries.guard,
         blobs=container.blobs,
         pulls=container.access_log,
         auth=registry_auth(container),
@@ -99,6 +101,7 @@ def registry_auth(container: Container) -> RegistryAuth:
         authenticator=container.authenticator,
         authorization=container.authorization,
         repositories=container.queries,
+        caches=container.proxy_cache_queries,
     )
 
 
@@ -113,6 +116,8 @@ def api_v1_router(container: Container) -> ApiV1Router:
         identity=container.identity,
         registry=container.registry,
         mirror_service=container.mirrors,
+        proxy_cache_service=container.proxy_caches,
+        proxy_cache_queries=container.proxy_cache_queries,
         tag_windows=container.tag_windows,
         read_only=container.read_only,
     )

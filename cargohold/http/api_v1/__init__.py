@@ -1,4 +1,5 @@
-"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7 and 10-12).
+"""The Quay-shaped REST API under ``/api/v1`` (QUAY-API.md sections 0-7 and 10-12, and
+Quay's proxy-cache configuration).
 
 Modules: ``router`` (the sink, routing, identification), ``errors`` (the one error
 table), ``guard`` (who may do what), ``request`` (bodies, queries, page tokens),
@@ -30,6 +31,8 @@ path                                                        methods             
 /organization/{org}/robots/{short}/permissions              GET                 robots
 /organization/{org}/prototypes                              GET POST            prototypes
 /organization/{org}/prototypes/{proto_id}                   PUT DELETE          prototypes
+/organization/{org}/proxycache                              GET POST DELETE     proxy_caches
+/organization/{org}/validateproxycache                      POST                proxy_caches
 /repository                                                 GET POST            repositories
 /repository/{namespace}/{repo}                              GET DELETE          repositories
 /repository/{namespace}/{repo}/changevisibility             POST                repositories
@@ -60,6 +63,7 @@ import falcon
 from cargohold.commands.authentication import Authenticator
 from cargohold.commands.identity import IdentityService
 from cargohold.commands.mirrors import MirrorService
+from cargohold.commands.proxy_caches import ProxyCacheService
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.tag_windows import TagWindows
 from cargohold.http.api_v1 import (
@@ -68,6 +72,7 @@ from cargohold.http.api_v1 import (
     organizations,
     permissions,
     prototypes,
+    proxy_caches,
     repositories,
     robots,
     tags,
@@ -80,6 +85,7 @@ from cargohold.http.api_v1.guard import Guard
 from cargohold.http.api_v1.router import SINK_PATTERN, ApiV1Router
 from cargohold.projections.audit.queries import AuditQueries
 from cargohold.projections.identity_queries import IdentityQueries
+from cargohold.projections.proxy_caches import ProxyCacheQueries
 from cargohold.projections.queries import RegistryQueries
 
 __all__ = ["build_router", "register"]
@@ -97,6 +103,8 @@ def build_router(
     identity: IdentityService,
     registry: RegistryService,
     mirror_service: MirrorService,
+    proxy_cache_service: ProxyCacheService,
+    proxy_cache_queries: ProxyCacheQueries,
     tag_windows: TagWindows,
     read_only: str | None,
 ) -> ApiV1Router:
@@ -146,6 +154,14 @@ def build_router(
         (
             "/organization/{org}/robots/{short}/permissions",
             robots.RobotPermissionsResource(g, accounts),
+        ),
+        (
+            "/organization/{org}/proxycache",
+            proxy_caches.ProxyCacheResource(g, proxy_cache_service, proxy_cache_queries),
+        ),
+        (
+            "/organization/{org}/validateproxycache",
+            proxy_caches.ValidateProxyCacheResource(g, proxy_cache_service),
         ),
         ("/organization/{org}/prototypes", prototypes.PrototypesResource(g, accounts, identity)),
         (

@@ -26,6 +26,7 @@ CredentialsInvalid           401     invalid_token         + ``WWW-Authenticate:
 TokenInvalid                 401     invalid_token         + ``WWW-Authenticate: Basic``
 AccessDenied                 403     insufficient_scope    an identity lacking the right
 LoginThrottled               429     too_many_requests     + ``Retry-After``
+UpstreamThrottled            429     too_many_requests     + the upstream's ``Retry-After``
 ReadOnly                     405     read_only             the registry as of a moment
 StorageError                 503     service_unavailable   not the caller's fault
 ===========================  ======  ====================  ==============================
@@ -87,6 +88,7 @@ _TABLE: tuple[tuple[type[e.DomainError], int, str], ...] = (
     (e.TokenInvalid, 401, "invalid_token"),
     (e.AccessDenied, 403, "insufficient_scope"),
     (e.LoginThrottled, 429, "too_many_requests"),
+    (e.UpstreamThrottled, 429, "too_many_requests"),
     (e.ReadOnly, 405, "read_only"),
     (e.StorageError, 503, "service_unavailable"),
 )
@@ -114,8 +116,9 @@ def from_domain(error: e.DomainError) -> ApiError:
             headers: dict[str, str] = {}
             if status == 401:
                 headers.update(_CHALLENGE)
-            if isinstance(error, e.LoginThrottled):
-                headers["Retry-After"] = str(error.retry_after)
+            retry_after = getattr(error, "retry_after", None)  # the Throttled errors'
+            if retry_after is not None:
+                headers["Retry-After"] = str(retry_after)
             elif isinstance(error, e.ConcurrentModification):
                 headers["Retry-After"] = "1"
             return ApiError(status, title, error.message, headers)

@@ -14,9 +14,10 @@ Basic credentials are also accepted on every /v2 request, and a request without 
 served as anonymous where anonymous may act (pulls of public repositories).
 
 Actions and the role each needs: ``pull`` READ, ``push`` WRITE, ``delete`` WRITE (Quay:
-tag and manifest deletion need write), ``*`` all three. Pushing to a repository that
-does not exist is allowed to whoever may create repositories in its namespace
-(push-to-create); the write creates it.
+tag and manifest deletion need write), ``*`` all three. In a pull-through cache's
+organisation its members and robots hold READ on every name, cached yet or not. Pushing
+to a repository that does not exist is allowed to whoever may create repositories in its
+namespace (push-to-create); the write creates it.
 
 A refusal is ``401 UNAUTHORIZED`` for an anonymous caller (log in and retry) and
 ``403 DENIED`` for a known one. With a bearer token that decision needs to know whether
@@ -72,6 +73,12 @@ class AuthorizationViews(Protocol):
 
     def account(self, name: str) -> Any: ...
 
+    def belongs_to(self, caller: Requester, org: str) -> bool: ...
+
+
+class CacheViews(Protocol):
+    def cache(self, org: str) -> Any | None: ...
+
 
 class RepositoryViews(Protocol):
     def repository_exists(self, name: RepositoryName) -> bool: ...
@@ -112,6 +119,7 @@ class RegistryAuth:
         authenticator: Authenticator,
         authorization: AuthorizationViews,
         repositories: RepositoryViews,
+        caches: CacheViews | None = None,
     ) -> None:
         self.enabled = enabled
         self.service = service
@@ -120,6 +128,7 @@ class RegistryAuth:
         self.authenticator = authenticator
         self.authorization = authorization
         self.repositories = repositories
+        self.caches = caches
 
     # -- what an identity holds --------------------------------------------------------
 
@@ -141,6 +150,8 @@ class RegistryAuth:
             and self.repositories.visibility(name) == Visibility.PUBLIC.value
         ):
             role = RepositoryRole.READ  # R7 holds whatever a token's scopes say
+        if role is None and PULL in wanted_set and self._cache_member(identity, name):
+            role = RepositoryRole.READ
         creates = (
             not exists
             and identity.has_scope(ApiScope.REPO_CREATE)
@@ -155,6 +166,17 @@ class RegistryAuth:
             ):
                 out.append(action)
         return out
+
+    def _cache_member(self, identity: Identity, name: RepositoryName) -> bool:
+        """Whether ``name`` is in a pull-through cache's organisation that ``identity``
+        belongs to (a member or a robot of it): they may pull anything through it, cached
+        or not, as in Quay. Only with the ``repo:read`` scope."""
+        if self.caches is None or identity.anonymous or not identity.has_scope(ApiScope.REPO_READ):
+            return False
+        namespace = name.namespace
+        return self.caches.cache(namespace) is not None and self.authorization.belongs_to(
+            identity.requester, namespace
+        )
 
     # -- identifying a /v2 request -----------------------------------------------------
 

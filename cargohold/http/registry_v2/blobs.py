@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
 
-from cargohold.commands.registry import RegistryService
+from cargohold.commands.pull_through import PullThrough
+from cargohold.commands.registry import ContentGuard, RegistryService
 from cargohold.commands.uploads import UploadService
 from cargohold.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, RepositoryUnknown
 from cargohold.domain.ports import BlobStore
@@ -77,16 +79,41 @@ def _linked_size(queries: RegistryQueries, name: RepositoryName, digest: Digest)
 
 
 class BlobResource:
+    """``pull_through`` fetches, for a repository of a cache organisation, a blob it lacks
+    (the body is then the whole blob: a ``Range`` is honoured once it is cached)."""
+
     def __init__(
-        self, queries: RegistryQueries, blobs: BlobStore, registry: RegistryService
+        self,
+        queries: RegistryQueries,
+        blobs: BlobStore,
+        registry: RegistryService,
+        pull_through: PullThrough | None = None,
     ) -> None:
         self.queries = queries
         self.blobs = blobs
         self.registry = registry
+        self.pull_through = pull_through
+
+    def _size(
+        self, req: falcon.Request, repo: RepositoryName, d: Digest
+    ) -> tuple[int, Iterator[bytes] | None]:
+        """The linked blob's size, or the size and bytes of a blob that a cache's
+        repository lacks, from its upstream; ``BlobUnknown`` or ``RepositoryUnknown``."""
+        size = self.queries.blob_size(repo, d)
+        if size is not None:
+            return size, None
+        fetched = (
+            None if self.pull_through is None else self.pull_through.blob(repo, d, caller_of(req))
+        )
+        if fetched is None:
+            return _linked_size(self.queries, repo, d), None
+        return fetched
 
     def on_head(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
-        size = _linked_size(self.queries, repo, d)
+        size, fetched = self._size(req, repo, d)
+        if fetched is not None:
+            _close(fetched)
         resp.content_type = "application/octet-stream"
         resp.content_length = size
         resp.set_header("Docker-Content-Digest", str(d))
@@ -94,7 +121,13 @@ class BlobResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
-        size = _linked_size(self.queries, repo, d)
+        size, fetched = self._size(req, repo, d)
+        if fetched is not None:
+            resp.content_type = "application/octet-stream"
+            resp.set_header("Docker-Content-Digest", str(d))
+            resp.content_length = size
+            resp.stream = fetched
+            return
         try:
             wanted = h.parse_range(req.get_header("Range"), size)
         except RangeInvalid:
@@ -119,6 +152,12 @@ class BlobResource:
         resp.content_length = 0
 
 
+def _close(chunks: Iterator[bytes]) -> None:
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
 def _digest_param(req: falcon.Request) -> Digest:
     value = req.get_param("digest")
     if value is None:
@@ -129,10 +168,17 @@ def _digest_param(req: falcon.Request) -> Digest:
 class UploadsResource:
     """``POST /v2/<name>/blobs/uploads/``: start, monolithic, or mount."""
 
-    def __init__(self, uploads: UploadService, auth: RegistryAuth, mirrors: MirrorQueries) -> None:
+    def __init__(
+        self,
+        uploads: UploadService,
+        auth: RegistryAuth,
+        mirrors: MirrorQueries,
+        content_guard: ContentGuard,
+    ) -> None:
         self.uploads = uploads
         self.auth = auth
         self.mirrors = mirrors
+        self.content_guard = content_guard
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         repo = RepositoryName(name)
@@ -159,6 +205,7 @@ class UploadsResource:
         # before it takes any bytes (a mount and a monolithic upload are refused when
         # they link the blob).
         self.mirrors.check_content_write(repo, caller.actor)
+        self.content_guard(repo, caller.actor)
         upload_id = uploads.start(repo)
         resp.status = falcon.HTTP_202
         resp.content_length = 0

@@ -56,6 +56,7 @@ _TABLE: tuple[tuple[type[e.DomainError], str, str], ...] = (
     (e.CredentialsInvalid, falcon.HTTP_401, "UNAUTHORIZED"),
     (e.TokenInvalid, falcon.HTTP_401, "UNAUTHORIZED"),
     (e.LoginThrottled, falcon.HTTP_429, "TOOMANYREQUESTS"),
+    (e.UpstreamThrottled, falcon.HTTP_429, "TOOMANYREQUESTS"),
     (e.ReadOnly, falcon.HTTP_405, "UNSUPPORTED"),
     (e.StorageError, falcon.HTTP_503, "UNAVAILABLE"),
 )

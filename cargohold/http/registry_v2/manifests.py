@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import falcon
 
+from cargohold.commands.pull_through import PullThrough
 from cargohold.commands.registry import RegistryService
 from cargohold.domain.errors import ManifestUnknown, ReferenceInvalid, RepositoryUnknown
 from cargohold.domain.ports import AccessRecord, AccessRecorder, BlobStore
@@ -59,7 +60,9 @@ class ManifestBodies:
 
 
 class ManifestResource:
-    """``pulls`` records a ``pull_repo`` entry for every manifest GET (the audit log)."""
+    """``pulls`` records a ``pull_repo`` entry for every manifest GET (the audit log);
+    ``pull_through`` first brings a cache organisation's repository up to date with its
+    upstream for the reference asked (``commands/pull_through.py``)."""
 
     def __init__(
         self,
@@ -67,8 +70,10 @@ class ManifestResource:
         queries: RegistryQueries,
         blobs: BlobStore,
         pulls: AccessRecorder,
+        pull_through: PullThrough | None = None,
     ) -> None:
         self.registry = registry
+        self.pull_through = pull_through
         self.queries = queries
         self.blobs = blobs
         self.pulls = pulls
@@ -103,10 +108,15 @@ class ManifestResource:
     def on_head(
         self, req: falcon.Request, resp: falcon.Response, name: str, reference: str
     ) -> None:
-        self._describe(resp, self._find(RepositoryName(name), reference))
+        repo = RepositoryName(name)
+        if self.pull_through is not None:
+            self.pull_through.manifest(repo, reference, caller_of(req))
+        self._describe(resp, self._find(repo, reference))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str, reference: str) -> None:
         repo = RepositoryName(name)
+        if self.pull_through is not None:
+            self.pull_through.manifest(repo, reference, caller_of(req))
         row = self._find(repo, reference)
         body = self.bodies.get(row.digest)
         if body is None:

@@ -11,9 +11,16 @@ from typing import Any
 
 import falcon
 
-from cargohold.commands.registry import RegistryService
+from cargohold.commands.pull_through import PullThrough
+from cargohold.commands.registry import ContentGuard, RegistryService
 from cargohold.commands.uploads import UploadService
-from cargohold.domain.errors import CredentialsInvalid, LoginThrottled, ReadOnly, TokenInvalid
+from cargohold.domain.errors import (
+    CredentialsInvalid,
+    LoginThrottled,
+    ReadOnly,
+    TokenInvalid,
+    UpstreamThrottled,
+)
 from cargohold.domain.ports import AccessRecorder, BlobStore
 from cargohold.domain.values import RepositoryName
 from cargohold.http.read_only import SAFE
@@ -88,6 +95,13 @@ class V2Router:
                 error.message,
                 headers={"Retry-After": str(error.retry_after)},
             )
+        if isinstance(error, UpstreamThrottled) and error.retry_after is not None:
+            return V2Error(
+                falcon.HTTP_429,
+                "TOOMANYREQUESTS",
+                error.message,
+                headers={"Retry-After": str(error.retry_after)},
+            )
         return error
 
     def _dispatch(self, req: falcon.Request, resp: falcon.Response, rest: str) -> None:
@@ -127,13 +141,18 @@ def register(
     identity_queries: IdentityQueries,
     uploads: UploadService,
     mirrors: MirrorQueries,
+    pull_through: PullThrough | None,
+    content_guard: ContentGuard,
     blobs: BlobStore,
     pulls: AccessRecorder,
     auth: RegistryAuth,
     read_only: str | None,
 ) -> None:
     """Mount ``/v2`` on ``app``. ``pulls`` records the manifest pulls; ``read_only``,
-    when set, is why every write is refused (serving a past moment)."""
+    when set, is why every write is refused (serving a past moment); ``pull_through``
+    fills the repositories of cache organisations (None: serving a past moment);
+    ``content_guard`` refuses uploads that the registry would refuse for their
+    namespace, before they take any bytes."""
     routes: list[Route] = [
         (re.compile(r"", re.DOTALL), V2Base(), None),
         (re.compile(r"auth", re.DOTALL), TokenResource(auth), _OPEN),
@@ -144,7 +163,7 @@ def register(
         ),
         (
             re.compile(r"(?P<name>.+)/blobs/uploads/?", re.DOTALL),
-            UploadsResource(uploads, auth, mirrors),
+            UploadsResource(uploads, auth, mirrors, content_guard),
             _WRITE,
         ),
         (
@@ -154,12 +173,12 @@ def register(
         ),
         (
             re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL),
-            BlobResource(queries, blobs, registry),
+            BlobResource(queries, blobs, registry, pull_through),
             {**_READ, "DELETE": DELETE},
         ),
         (
             re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)", re.DOTALL),
-            ManifestResource(registry, queries, blobs, pulls),
+            ManifestResource(registry, queries, blobs, pulls, pull_through),
             {**_READ, "PUT": PUSH, "DELETE": DELETE},
         ),
         (re.compile(r"(?P<name>.+)/tags/list", re.DOTALL), TagsResource(queries), _READ),
