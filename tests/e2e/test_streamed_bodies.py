@@ -128,3 +128,22 @@ def test_a_client_gone_mid_body_commits_nothing_and_the_upload_resumes(
     r = call(port, "PUT", f"{location}?digest={sha256(BLOCK * 4)}")
     assert r.status == 201, r
     assert call(port, "GET", "/health").status == 200
+
+
+def test_a_closing_put_sent_chunked_brings_its_last_chunk(server: tuple[int, Path]) -> None:
+    """httpx, Go's net/http and others send a body of unknown length chunked, also on the
+    PUT that closes an upload: its bytes are the blob's last chunk, not nothing."""
+    port, _ = server
+    location = _start(port)
+    digest = sha256(BLOCK * 3)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + b"".join(_chunk(BLOCK) for _ in range(3))
+            + b"0\r\n\r\n"
+        )
+        answer = _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+    r = call(port, "GET", f"/v2/s/b/blobs/{digest}")
+    assert r.status == 200 and r.body == BLOCK * 3

@@ -272,13 +272,15 @@ class UploadResource:
         repo = RepositoryName(name)
         digest = _digest_param(req)
         offset, length = self._range(req)
+        # A last chunk with a length, or sent chunked (its length known once it is read).
+        chunked = req.content_length is None and bool(req.env.get("wsgi.input_terminated"))
         try:
             self.uploads.finish(
                 repo,
                 upload_id,
                 digest,
                 caller_of(req),
-                _body(req) if (length or 0) > 0 else None,
+                _body(req) if (length or 0) > 0 or chunked else None,
                 offset,
                 length,
             )
