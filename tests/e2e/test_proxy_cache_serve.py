@@ -6,14 +6,19 @@ access control on (the upstream), with the real clients; and a mirror of that up
 - the first client of a blob gets its first bytes while the upstream is still sending
   (the cache streams while it stores), through a ``FaultProxy`` that throttles it;
 - an upstream that breaks off mid-blob costs that client its body and leaves nothing
-  half-written: the next pull fetches the blob again, whole.
+  half-written: the next pull fetches the blob again, whole;
+- a 1 GiB layer is mirrored (``cargohold mirror run-once``) and pulled through the cache
+  with the memory of each bounded; the peaks are printed.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.content import blocks
+from bench.servers import RssSampler, tree_rss
 from cargohold import chores
 from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import bootstrap, ensure_admin
@@ -52,6 +59,7 @@ class Sites:
     cache_host: str
     bob: str  # bob's password at the cache
     home: Path
+    cache_pid: int
 
     def env(self) -> dict[str, str]:
         return {
@@ -116,7 +124,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             home = root / "home"
             home.mkdir()
             upstream = Upstream("cargohold", "", root / "up", up_port, "admin", upstream_admin)
-            yield Sites(upstream, proxy, cache.url, registry_host(cache.url), bob, home)
+            yield Sites(
+                upstream, proxy, cache.url, registry_host(cache.url), bob, home, cache.proc.pid
+            )
 
 
 def _sha256(data: bytes) -> str:
@@ -244,3 +254,120 @@ def test_a_mirror_syncs_from_a_cargohold_with_access_control_on(
             )
     finally:
         c.close()
+
+
+GIB = 1024 * 1024 * 1024
+
+
+def _push_huge(sites: Sites, repo: str, size: int) -> tuple[str, str]:
+    """Push one image whose layer is ``size`` deterministic bytes, streamed (never whole
+    in memory); returns the layer's and the manifest's digests."""
+    hasher = hashlib.sha256()
+    for block in blocks(size, 11):
+        hasher.update(block)
+    layer = "sha256:" + hasher.hexdigest()
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    with sites.upstream.client(repo, "pull,push") as http:
+        http.timeout = httpx.Timeout(600.0)
+        uploads = ((layer, size, blocks(size, 11)), (_sha256(config), len(config), iter([config])))
+        for digest, length, content in uploads:
+            start = http.post(f"/v2/{repo}/blobs/uploads/")
+            assert start.status_code == 202, start.text
+            done = http.put(
+                start.headers["Location"],
+                params={"digest": digest},
+                content=content,
+                headers={"Content-Length": str(length)},
+            )
+            assert done.status_code == 201, done.text
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": _sha256(config),
+                    "size": len(config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer,
+                        "size": size,
+                    }
+                ],
+            }
+        ).encode()
+        r = http.put(
+            f"/v2/{repo}/manifests/v1",
+            content=manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert r.status_code == 201, r.text
+    return layer, _sha256(manifest)
+
+
+@pytest.mark.slow
+def test_a_1_gib_layer_is_mirrored_and_cached_in_bounded_memory(
+    sites: Sites, tmp_path: Path
+) -> None:
+    layer, manifest = _push_huge(sites, "admin/huge", GIB)
+    # The mirror: `cargohold mirror run-once` in a process of its own, its RSS sampled.
+    data = tmp_path / "data"
+    settings = load_settings(environ={}, overrides={"data_dir": data})
+    c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
+    try:
+        ensure_admin(c)
+        org, name = AccountName("acme"), RepositoryName("acme/huge")
+        c.identity.create_organization(org, AccountName("admin"), SYSTEM)
+        c.identity.create_robot(org, RobotShortName("mirror"), SYSTEM)
+        c.registry.create_repository(name, SYSTEM)
+        c.mirrors.configure(
+            name,
+            MirrorInput(
+                external_reference=f"{sites.upstream.registry}/admin/huge",
+                sync_interval_s=3600,
+                sync_start_ms=0,
+                robot="acme+mirror",
+                tag_globs=("v1",),
+                username="admin",
+                password=sites.upstream.password,
+                verify_tls=False,
+            ),
+            SYSTEM,
+        )
+    finally:
+        c.close()
+    argv = [sys.executable, "-m", "cargohold.cli", "mirror", "run-once", "--data-dir", str(data)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        sampler = RssSampler(p.pid, interval=0.05)
+        with sampler.running():
+            out, err = p.communicate(timeout=600)
+    assert p.returncode == 0 and b"1 mirror sync ran" in out, out + err
+    mirror_peak = sampler.peak / 2**20
+    c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
+    try:
+        repo = c.registry.current(RepositoryName("acme/huge"))
+        assert repo is not None and str(repo.tags["v1"]) == manifest
+        assert c.blobs.stat(Digest.parse(layer)) == GIB
+    finally:
+        c.close()
+    # The cache: a first pull streams the layer through while it lands.
+    before = tree_rss(sites.cache_pid) / 2**20
+    cache_sampler = RssSampler(sites.cache_pid, interval=0.05)
+    hasher = hashlib.sha256()
+    with sites.http() as http, cache_sampler.running():
+        http.timeout = httpx.Timeout(600.0)
+        assert http.get("/v2/cache/admin/huge/manifests/v1").status_code == 200
+        with http.stream("GET", f"/v2/cache/admin/huge/blobs/{layer}") as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes(1024 * 1024):
+                hasher.update(chunk)
+    assert "sha256:" + hasher.hexdigest() == layer
+    growth = cache_sampler.peak / 2**20 - before
+    print(
+        f"\n1 GiB layer: mirror run-once peak RSS {mirror_peak:.0f} MiB; "
+        f"cache server RSS {before:.0f} MiB before, growth {growth:.0f} MiB during the pull"
+    )
+    assert mirror_peak < 300, f"mirror run-once peaked at {mirror_peak:.0f} MiB"
+    assert growth < 150, f"the cache server grew by {growth:.0f} MiB"
