@@ -254,7 +254,7 @@ def _report(
         f"commit {commit}, {when}, {os.cpu_count()} CPUs. Medians of {repeat} interleaved "
         "runs; the upstream is the reference registry (distribution 2.8) on the same machine.",
         "",
-        "| measurement | cargohold | reference | ratio | target |",
+        "| measurement | cargohold | compared with | ratio | target |",
         "| --- | --- | --- | --- | --- |",
         f"| mirror {tags} small tags + one {big_mib} MiB image, s (vs `skopeo sync`) | "
         f"{m['cargohold']:.1f} | {m['skopeo']:.1f} | "

@@ -254,6 +254,18 @@ def test_a_mirror_syncs_from_a_cargohold_with_access_control_on(
             )
     finally:
         c.close()
+    # skopeo and crane pull the mirrored image byte-identical.
+    listen = f"127.0.0.1:{free_port()}"
+    with serving("--data-dir", str(tmp_path / "data"), "--listen", listen, cwd=tmp_path) as s:
+        ref = f"{registry_host(s.url)}/acme/mirrored:v1"
+        out = tmp_path / "dir"
+        run_tool(skopeo_command("copy", f"docker://{ref}", f"dir:{out}"), env=sites.env())
+        assert (out / "manifest.json").read_bytes() == pushed["manifest"]
+        for digest in pushed["blobs"]:
+            data = (out / digest.split(":", 1)[1]).read_bytes()
+            assert data == _upstream_blob(sites, "admin/mirrored", digest)
+        manifest = run_tool(crane_command("manifest", ref), env=sites.env(), text=False).stdout
+        assert manifest == pushed["manifest"]
 
 
 GIB = 1024 * 1024 * 1024

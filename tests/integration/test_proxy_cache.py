@@ -29,6 +29,7 @@ from cargohold.domain.identity import AccountName, RobotShortName, TeamName, Tea
 from cargohold.domain.values import Digest, RepositoryName
 from tests.fixtures.fault_proxy import running_proxy
 from tests.fixtures.upstreams import Upstream
+from tests.operations import verify
 from tests.unit.api_v1.support import (
     SYSTEM,
     assert_error,
@@ -311,6 +312,7 @@ def test_a_tag_past_expiration_is_revalidated_with_a_head_and_follows_the_upstre
         assert r.status_code == 404 and r.json["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         repo = container.registry.current(RepositoryName(f"cache/{path}"))
         assert repo is not None and "v1" not in repo.tags
+    assert verify(container, quiet=True).differences == ()
 
 
 def test_a_stopped_upstream_leaves_the_cache_serving_and_the_failure_on_record(
@@ -345,6 +347,8 @@ def test_a_stopped_upstream_leaves_the_cache_serving_and_the_failure_on_record(
     }
     assert _kinds(container)[-1] != "proxy_cache_upstream_failed"
     assert "proxy_cache_upstream_recovered" in _kinds(container)
+    # The cache's views are folds of the log like every other: a replay agrees.
+    assert verify(container, quiet=True).differences == ()
 
 
 def test_an_upstream_answering_429_leaves_the_cache_serving(
