@@ -24,6 +24,7 @@ from cargohold import chores
 from cargohold.bootstrap import Container
 from cargohold.domain.identity import AccountName, RobotShortName
 from cargohold.domain.values import Digest, RepositoryName
+from tests.fixtures.fault_proxy import running_proxy
 from tests.fixtures.upstreams import Upstream
 from tests.unit.api_v1.support import (
     SYSTEM,
@@ -395,6 +396,37 @@ def test_an_unreachable_upstream_fails_the_sync_and_the_next_one_resumes(
     assert _run(container, name) == 1
     assert _get(client, name)["sync_status"] == "SUCCESS"
     assert _tags(container, name) == {"v1": v1["digest"]}
+
+
+def test_an_upstream_that_breaks_off_mid_blob_fails_the_sync_and_leaves_no_half_tag(
+    container: Container, client: falcon.testing.TestClient, open_upstream: Upstream
+) -> None:
+    path = f"team/cut{uuid.uuid4().hex[:6]}"
+    v1 = open_upstream.push_image(path, "v1", layer_size=2 * 1024 * 1024)
+    layer = Digest.parse(v1["blobs"][-1])
+    name = _repo(container)
+    with running_proxy(open_upstream.url) as proxy:
+        body = _config(open_upstream, path)
+        body["external_reference"] = f"{proxy.registry}/{path}"
+        _configure(client, name, body)
+        proxy.cut_after = 512 * 1024
+        assert _run(container, name) == 1
+        got = _get(client, name)
+        assert got["sync_status"] == "FAIL" and "broke" in got["last_error"], got
+        assert _tags(container, name) == {}
+        assert not container.blobs.exists(layer)  # nothing half-written
+        proxy.cut_after = None
+        assert _run(container, name) == 1  # a retry is due at once
+    assert _get(client, name)["sync_status"] == "SUCCESS"
+    assert _tags(container, name) == {"v1": v1["digest"]}
+    assert _blob(container, str(layer)) == _upstream_blob_of(open_upstream, path, str(layer))
+
+
+def _upstream_blob_of(upstream: Upstream, path: str, digest: str) -> bytes:
+    with upstream.client(path) as http:
+        r = http.get(f"/v2/{path}/blobs/{digest}")
+        r.raise_for_status()
+        return r.content
 
 
 def test_an_architecture_filter_makes_a_sparse_index(

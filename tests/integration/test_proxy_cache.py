@@ -351,24 +351,38 @@ def test_a_stopped_upstream_leaves_the_cache_serving_and_the_failure_on_record(
     assert verify(container, quiet=True).differences == ()
 
 
-def test_an_upstream_answering_429_leaves_the_cache_serving(
-    container: Container, client: falcon.testing.TestClient, open_upstream: Upstream
+@pytest.mark.parametrize(
+    ("status", "says", "answer", "code"),
+    [(429, "rate-limiting", 429, "TOOMANYREQUESTS"), (503, "answered 503", 503, "UNAVAILABLE")],
+)
+def test_an_upstream_answering_429_or_5xx_leaves_the_cache_serving(
+    container: Container,
+    client: falcon.testing.TestClient,
+    open_upstream: Upstream,
+    status: int,
+    says: str,
+    answer: int,
+    code: str,
 ) -> None:
     path = _path()
     pushed = open_upstream.push_image(path, "v1")
     with running_proxy(open_upstream.url) as proxy:
         _configure(client, proxy.registry, expiration_s=1)
         body, blobs = _pull_image(client, path, "v1")
-        proxy.answer_429 = 7
+        if status == 429:
+            proxy.answer_429 = 7
+        else:
+            proxy.answer_status = status
         time.sleep(1.1)
         again, again_blobs = _pull_image(client, path, "v1")
         assert again == body == pushed["manifest"] and again_blobs == blobs
-        assert "rate-limiting" in _status(client)["status"]["last_error"]
+        assert says in _status(client)["status"]["last_error"]
         r = _pull(client, path, "v9")
-        assert r.status_code == 429
-        assert r.json["errors"][0]["code"] == "TOOMANYREQUESTS"
-        assert r.headers["Retry-After"] == "7"
-        proxy.answer_429 = None
+        assert r.status_code == answer
+        assert r.json["errors"][0]["code"] == code
+        if status == 429:
+            assert r.headers["Retry-After"] == "7"
+        proxy.answer_429 = proxy.answer_status = None
         assert _pull(client, path, "v1").status_code == 200
         assert _status(client)["status"]["upstream"] == "ok"
 
