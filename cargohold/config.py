@@ -147,6 +147,9 @@ class Settings:
     # The first start's superuser ``admin`` gets this password; empty: one is generated
     # and printed once.
     admin_password: str = field(default="", repr=False)
+    # Geo-replication (docs/geo-replication.md): the shared secret a peer site presents
+    # to read this site's log (/replication/v1/log); empty: the log is served to no one.
+    peer_token: str = field(default="", repr=False)
     # Serve the registry as it stood at this moment, read-only (``serve --as-of``): an
     # ISO 8601 date or time (UTC unless it names an offset), or ``@`` + epoch seconds.
     as_of: str = ""
@@ -301,6 +304,16 @@ def _validate(s: Settings) -> None:
         raise ConfigError("setting 'max_request_body_size' must be positive")
     if s.as_of:
         s.as_of_ms  # noqa: B018 - parses, raising ConfigError on an unclear moment
+    _check_peers(s)
+
+
+#: The shortest ``peer_token``: it is the one secret between sites.
+MIN_PEER_TOKEN = 16
+
+
+def _check_peers(s: Settings) -> None:
+    if s.peer_token and len(s.peer_token) < MIN_PEER_TOKEN:
+        raise ConfigError(f"setting 'peer_token' must be at least {MIN_PEER_TOKEN} characters")
 
 
 def parse_instant(text: str) -> int:

@@ -18,7 +18,9 @@ from cargohold.http import api_v1
 from cargohold.http.api_v1.router import ApiV1Router
 from cargohold.http.registry_v2 import routing as registry_v2
 from cargohold.http.registry_v2.auth import RegistryAuth
+from cargohold.http.replication import ReplicationLogResource
 from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay.geo_feed import LogPages
 
 
 class HealthResource:
@@ -71,6 +73,12 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
         "/health",
         HealthResource(
             container.views_db, container.blobs, container.log.recorder, container.runner
+        ),
+    )
+    app.add_route(
+        "/replication/v1/log",
+        ReplicationLogResource(
+            LogPages(container.log, container.site_id), container.settings.peer_token
         ),
     )
     registry_v2.register(

@@ -1,0 +1,91 @@
+"""``GET /replication/v1/log?after=N&limit=M``: this site's log for its geo peers
+(``replay/geo_feed.py``; ``docs/geo-replication.md``).
+
+Only a peer may read it: ``Authorization: Bearer <peer_token>``, compared in constant
+time. Without ``peer_token`` set the endpoint is not there (404); with it, a request
+without the token, or with another, is 401 and sees nothing of the log. The page is
+gzip-encoded when the client accepts it (``Content-Encoding: gzip``). Errors have
+/api/v1's body.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hmac
+import json
+from typing import Protocol
+
+import falcon
+
+from cargohold.http.api_v1.errors import body
+
+REALM = 'Bearer realm="cargohold-replication"'
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+class LogFeed(Protocol):
+    """The pages of this site's log (``replay/geo_feed.LogPages``)."""
+
+    @property
+    def media_type(self) -> str: ...
+
+    @property
+    def default_limit(self) -> int: ...
+
+    @property
+    def max_limit(self) -> int: ...
+
+    def page(self, after: int, limit: int) -> bytes: ...
+
+
+class ReplicationLogResource:
+    def __init__(self, feed: LogFeed, peer_token: str) -> None:
+        self.feed = feed
+        self._token = peer_token.encode()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            self._check_peer(req)
+            after = _query_int(req, "after", 0, 0, 2**63 - 1)
+            limit = _query_int(req, "limit", self.feed.default_limit, 1, self.feed.max_limit)
+        except _Refused as e:
+            resp.status = falcon.code_to_http_status(e.status)
+            if e.status == 401:
+                resp.set_header("WWW-Authenticate", REALM)
+            resp.content_type = falcon.MEDIA_JSON
+            resp.text = json.dumps(body(req, e.status, e.title, e.detail))
+            return
+        data = self.feed.page(after, limit)
+        resp.content_type = self.feed.media_type
+        resp.set_header("Vary", "Accept-Encoding")
+        if "gzip" in (req.get_header("Accept-Encoding") or "").lower():
+            data = gzip.compress(data, compresslevel=5)
+            resp.set_header("Content-Encoding", "gzip")
+        resp.data = data
+
+    def _check_peer(self, req: falcon.Request) -> None:
+        if not self._token:
+            raise _Refused(404, "not_found", "this site serves its log to no peer")
+        scheme, _, token = (req.get_header("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self._token
+        ):
+            raise _Refused(401, "invalid_token", "a peer's token is required")
+
+
+def _query_int(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise _Refused(400, "invalid_request", f"'{name}' must be an integer from {low} to {high}")
+    return value
