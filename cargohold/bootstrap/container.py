@@ -169,6 +169,7 @@ def bootstrap(
         identity_queries,
         registry,
         replicas=replicas,
+        mirror_robots=MirrorQueries(views_db),
     )
     authenticator = Authenticator(
         log,

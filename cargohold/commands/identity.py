@@ -42,6 +42,7 @@ from cargohold.domain.errors import (
     OrganizationUnknown,
     PermissionUnknown,
     RepositoryUnknown,
+    RobotInUse,
 )
 from cargohold.domain.identity import (
     AccountName,
@@ -73,6 +74,11 @@ class GrantLookup(Protocol):
         """Repositories of ``namespace`` on which ``user`` holds an explicit grant."""
 
 
+class MirrorRobots(Protocol):
+    def mirrored_by(self, robot: str) -> list[str]:
+        """The repositories whose live mirror writes as ``robot``."""
+
+
 class IdentityService:
     def __init__(
         self,
@@ -83,8 +89,10 @@ class IdentityService:
         registry: RegistryService,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         replicas: Replicas | None = None,
+        mirror_robots: MirrorRobots | None = None,
     ) -> None:
         self.unit = unit
+        self.mirror_robots = mirror_robots
         self.log = unit.log
         self.site_id = unit.site_id
         self.replicas: Replicas = replicas or NoReplicas()
@@ -265,10 +273,17 @@ class IdentityService:
         return token
 
     def delete_robot(self, org: AccountName, short_name: RobotShortName, caller: Caller) -> None:
-        """The robot's grants first, then the robot. Raises ``RobotUnknown``."""
+        """The robot's grants first, then the robot. Raises ``RobotUnknown``, and
+        ``RobotInUse`` while a repository mirror writes as it."""
         organization = self._load_organization(org)
         organization.delete_robot(short_name, self.unit.context(caller))  # dry run
         principal = organization.robot_principal(short_name)
+        mirrored = self.mirror_robots.mirrored_by(principal.name) if self.mirror_robots else []
+        if mirrored:
+            raise RobotInUse(
+                f"Robot is being used by a mirror: {principal.name} writes for the mirror of "
+                f"{', '.join(mirrored[:5])}"
+            )
         for repository, _role in self.grants.grants_of(principal):
             self._revoke_quietly(repository, principal, caller)
         self._update_organization(org, caller, lambda o, ctx: o.delete_robot(short_name, ctx))

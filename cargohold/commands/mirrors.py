@@ -123,10 +123,29 @@ class MirrorService:
         robot = self._robot(name, given.robot)
         settings = self._settings(name, given)
         settings.check()  # refuses a password without a username, too
-        ctx = self.unit.context(caller)
-        mirror = Mirror.configure(name, settings, given.is_enabled, given.sync_start_ms, ctx)
-        self.unit.create([mirror], lambda: MirrorExists(f"repository {name} has a mirror already"))
+        old: Mirror | None = self.unit.find(mirror_id(self.unit.site_id, name))
+        if old is None:
+            ctx = self.unit.context(caller)
+            mirror = Mirror.configure(name, settings, given.is_enabled, given.sync_start_ms, ctx)
+            self.unit.create(
+                [mirror], lambda: MirrorExists(f"repository {name} has a mirror already")
+            )
+        else:  # a mirror deleted with an earlier life of the repository
+            self.unit.execute(
+                old.id,
+                caller,
+                lambda ctx: self._stream(name),
+                lambda m, ctx: m.reconfigure(settings, given.is_enabled, given.sync_start_ms, ctx),
+                busy=f"the mirror of {name} is too busy; try again",
+            )
         self._admit(name, robot, caller)
+
+    def delete(self, name: RepositoryName, caller: Caller) -> None:
+        """The repository's mirror goes (its repository is being deleted); a no-op when
+        it has none."""
+        if self._find(name) is None:
+            return
+        self._execute(name, caller, lambda mirror, ctx: mirror.delete(ctx))
 
     def change(self, name: RepositoryName, changes: Mapping[str, Any], caller: Caller) -> None:
         """Quay's ``PUT .../mirror``: any subset of ``CHANGEABLE``."""
@@ -182,7 +201,12 @@ class MirrorService:
     # -- helpers -----------------------------------------------------------------------
 
     def _find(self, name: RepositoryName) -> Mirror | None:
+        """The repository's live mirror (None: never configured, or deleted)."""
         mirror: Mirror | None = self.unit.find(mirror_id(self.unit.site_id, name))
+        return None if mirror is None or mirror.deleted else mirror
+
+    def _stream(self, name: RepositoryName) -> Mirror:
+        mirror: Mirror = self.unit.log.repository.get(mirror_id(self.unit.site_id, name))
         return mirror
 
     def _execute(

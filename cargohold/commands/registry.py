@@ -301,7 +301,7 @@ class RegistryService:
         if state != RepositoryState.MIRROR.name:
             return None
         mirror: Mirror | None = self.unit.find(mirror_id(self.site_id, name))
-        return None if mirror is None else mirror.settings.robot
+        return None if mirror is None or mirror.deleted else mirror.settings.robot
 
     def _execute(
         self,

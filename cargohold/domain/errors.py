@@ -41,7 +41,8 @@
     │   ├── RepositoryExists     creating a repository that is there
     │   ├── TeamExists           the organisation already has this team
     │   ├── RobotExists          the namespace already has this robot
-    │   └── OwnersTeamProtected  the owners team cannot go, change role or lose its last member
+    │   ├── OwnersTeamProtected  the owners team cannot go, change role or lose its last member
+    │   └── RobotInUse           a robot a repository mirror writes as cannot go
     ├── CredentialsInvalid          wrong user, password or token at login       (401 UNAUTHORIZED)
     ├── AuthenticationRequired      anonymous, and the action needs an identity  (401 UNAUTHORIZED)
     ├── AccessDenied                known caller, not allowed                    (403 DENIED)
@@ -225,6 +226,11 @@ class RobotExists(Conflict):
 
 class OwnersTeamProtected(Conflict):
     pass
+
+
+class RobotInUse(Conflict):
+    """The robot is the one a repository mirror writes as (Quay: 400 "Robot is being used
+    by a mirror")."""
 
 
 class CredentialsInvalid(DomainError):

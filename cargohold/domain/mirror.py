@@ -147,7 +147,13 @@ class Mirror(Aggregate):
     dataclass); ``enabled``; ``status``; ``next_sync_ms`` (Quay's ``sync_start_date``);
     ``retries``; the running sync's ``claim``, ``expires_ms`` and ``started_ms``; its
     progress: ``tags_total``, ``synced``, ``failed``, ``removed``, ``bytes``;
-    ``last_error`` (the running or last sync's latest failure, for the status)."""
+    ``last_error`` (the running or last sync's latest failure, for the status);
+    ``deleted`` (version 2: the mirror went with its repository, ``Deleted``; a mirror
+    configured again on the recreated repository is ``Reconfigured`` on the same
+    stream)."""
+
+    # NOTE: v2 added ``deleted``; see the upcaster.
+    class_version = 2
 
     class Event(ContextEvent):
         """Base of every ``Mirror`` event: the provenance of the command."""
@@ -304,6 +310,42 @@ class Mirror(Aggregate):
         def apply(self, aggregate: Mirror) -> None:
             aggregate._release(SyncStatus.CANCEL.name, self.next_sync_ms, MAX_SYNC_RETRIES)
 
+    class Deleted(Event):
+        """The mirror's repository was deleted, and the mirror with it (as in Quay)."""
+
+        repository: RepositoryName
+
+        def apply(self, aggregate: Mirror) -> None:
+            aggregate.deleted = True
+            aggregate.enabled = False
+            aggregate._release(SyncStatus.NEVER_RUN.name, aggregate.next_sync_ms, MAX_SYNC_RETRIES)
+
+    class Reconfigured(Event):
+        """A mirror is configured again, after ``Deleted`` (the same fields as ``Created``):
+        it starts afresh."""
+
+        repository: RepositoryName
+        external_reference: str
+        sync_interval_s: int
+        robot: str
+        tag_globs: tuple[str, ...]
+        username: str | None
+        credentials: bytes | None
+        verify_tls: bool
+        unsigned_images: bool
+        proxy: dict[str, str | None] | None
+        timeout_s: int
+        architectures: tuple[str, ...]
+        enabled: bool
+        next_sync_ms: int
+
+        def apply(self, aggregate: Mirror) -> None:
+            aggregate._start(
+                self.enabled,
+                self.next_sync_ms,
+                {name: getattr(self, name) for name in SETTINGS_FIELDS},
+            )
+
     def __init__(
         self,
         repository: RepositoryName,
@@ -335,6 +377,9 @@ class Mirror(Aggregate):
             "architectures": architectures,
         }
         self.repository = repository
+        self._start(enabled, next_sync_ms, settings)
+
+    def _start(self, enabled: bool, next_sync_ms: int, settings: dict[str, Any]) -> None:
         # NOTE: a plain dict, not the MirrorSettings: snapshots hold only values the
         # transcoder knows (``settings`` builds the dataclass).
         self.config: dict[str, Any] = dict(settings)
@@ -347,6 +392,12 @@ class Mirror(Aggregate):
         self.started_ms: int | None = None
         self.tags_total = self.synced = self.failed = self.removed = self.bytes = 0
         self.last_error: str | None = None
+        self.deleted = False
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """A snapshot from before mirrors could be deleted: it is live."""
+        state["deleted"] = False
 
     @property
     def settings(self) -> MirrorSettings:
@@ -379,6 +430,26 @@ class Mirror(Aggregate):
             **settings.event_fields(),
             **ctx.event_fields(),
         )
+
+    def reconfigure(
+        self, settings: MirrorSettings, enabled: bool, start_ms: int, ctx: EventContext
+    ) -> None:
+        """Configure a deleted mirror again. Raises ``MirrorExists`` for a live one."""
+        if not self.deleted:
+            raise MirrorExists(f"repository {self.repository} has a mirror already")
+        self._trigger(
+            self.Reconfigured,
+            ctx,
+            repository=self.repository,
+            enabled=enabled,
+            next_sync_ms=start_ms,
+            **settings.event_fields(),
+        )
+
+    def delete(self, ctx: EventContext) -> None:
+        """The mirror goes with its repository. Idempotent."""
+        if not self.deleted:
+            self._trigger(self.Deleted, ctx, repository=self.repository)
 
     def change(self, settings: MirrorSettings, start_ms: int | None, ctx: EventContext) -> None:
         """New settings (and start date); no event when nothing differs."""
@@ -413,7 +484,7 @@ class Mirror(Aggregate):
 
     def due(self, now_ms: int) -> bool:
         """Whether a worker may claim a sync at ``now_ms`` (the module docstring)."""
-        if not self.enabled:
+        if not self.enabled or self.deleted:
             return False
         if self.status == SyncStatus.SYNCING.name:
             return self.expires_ms is not None and self.expires_ms <= now_ms

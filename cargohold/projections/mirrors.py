@@ -1,9 +1,10 @@
 """The mirrors' projection: repository states and each mirror's settings and sync status.
 
 ``repository_states`` holds the repositories not in state NORMAL (a change back to NORMAL,
-or the repository's deletion, removes the row). ``mirrors`` holds one row per mirror, as
-``domain/mirror.Mirror`` applies its events: the settings (the password never: it stays
-sealed in the log), the status, the schedule and the running sync's progress.
+or the repository's deletion, removes the row). ``mirrors`` holds one row per live mirror
+(``Deleted`` removes it, ``Reconfigured`` puts it back), as ``domain/mirror.Mirror``
+applies its events: the settings (the password never: it stays sealed in the log), the
+status, the schedule and the running sync's progress.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class MirrorProjector:
             Mirror.Cancelled: lambda c, ns, e, pos: self._release(
                 c, ns, e, pos, SyncStatus.CANCEL.name, e.next_sync_ms, MAX_SYNC_RETRIES
             ),
+            Mirror.Deleted: self._deleted,
+            Mirror.Reconfigured: self._configured,
         }
 
     # -- repository states ---------------------------------------------------------------
@@ -140,6 +143,10 @@ class MirrorProjector:
             f"VALUES ({', '.join('?' for _ in columns)})",
             values,
         )
+
+    @staticmethod
+    def _deleted(c: Any, ns: str, e: Any, pos: int) -> None:
+        write(c, "mirrors", f"DELETE FROM {ns}mirrors WHERE id = ?", (str(e.originator_id),))
 
     def _changed(self, c: Any, ns: str, e: Any, pos: int) -> None:
         fields = dict(zip(_SETTINGS, _settings(e), strict=True))
@@ -244,6 +251,13 @@ class MirrorQueries:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def mirrored_by(self, robot: str) -> list[str]:
+        """The repositories whose live mirror writes as ``robot`` (``ns+short``)."""
+        rows = self.db.query(
+            "SELECT repository FROM mirrors WHERE robot = ? ORDER BY repository", (robot,)
+        )
+        return [str(r[0]) for r in rows]
 
     def due(self, now_ms: int) -> list[str]:
         """The repositories (in state MIRROR) whose mirror a worker may claim at

@@ -26,6 +26,7 @@ from cargohold.domain.identity import AccountName, RobotShortName
 from cargohold.domain.values import Digest, RepositoryName
 from tests.fixtures.fault_proxy import running_proxy
 from tests.fixtures.upstreams import Upstream
+from tests.operations import verify
 from tests.unit.api_v1.support import (
     SYSTEM,
     assert_error,
@@ -427,6 +428,48 @@ def _upstream_blob_of(upstream: Upstream, path: str, digest: str) -> bytes:
         r = http.get(f"/v2/{path}/blobs/{digest}")
         r.raise_for_status()
         return r.content
+
+
+def test_a_mirror_goes_with_its_repository_and_a_recreated_one_is_mirrored_afresh(
+    container: Container, client: falcon.testing.TestClient, open_upstream: Upstream
+) -> None:
+    path = f"team/again{uuid.uuid4().hex[:6]}"
+    v1 = open_upstream.push_image(path, "v1")
+    name = _repo(container)
+    _configure(client, name, _config(open_upstream, path))
+    assert _run(container, name) == 1
+    # The mirror's robot cannot go while the mirror writes as it (Quay: 400).
+    r = client.simulate_delete("/api/v1/organization/acme/robots/mirror", headers=basic("alice"))
+    assert "being used by a mirror" in assert_error(r, 400, "invalid_request")["detail"]
+    r = client.simulate_delete(f"/api/v1/repository/{name}", headers=basic("alice"))
+    assert r.status_code == 204, r.text
+    assert container.mirror_queries.due(container.queries.now_ms() + 10**9) == []
+    namespace, short = name.split("/")
+    r = send_json(
+        client,
+        "POST",
+        "/api/v1/repository",
+        {"namespace": namespace, "repository": short, "visibility": "private", "description": ""},
+        basic("alice"),
+    )
+    assert r.status_code == 201, r.text
+    # The new life of the name has no mirror until one is configured again.
+    assert_error(client.simulate_get(_mirror_path(name), headers=basic("alice")), 404, "not_found")
+    _configure(client, name, _config(open_upstream, path))
+    assert _get(client, name)["sync_status"] == "NEVER_RUN"
+    assert _run(container, name) == 1
+    assert _tags(container, name) == {"v1": v1["digest"]}
+    kinds = [k for k, _ in _audit(container, name)]
+    assert "repo_mirror_deleted" in kinds
+    assert kinds.count("repo_mirror_enabled") == 2
+    assert verify(container, quiet=True).differences == ()
+    # With its mirror gone with the repository, the robot may go.
+    assert (
+        client.simulate_delete(f"/api/v1/repository/{name}", headers=basic("alice")).status_code
+        == 204
+    )
+    r = client.simulate_delete("/api/v1/organization/acme/robots/mirror", headers=basic("alice"))
+    assert r.status_code == 204, r.text
 
 
 def test_an_architecture_filter_makes_a_sparse_index(

@@ -70,6 +70,8 @@ STORED_TOPICS = frozenset(
         "cargohold.domain.mirror:Mirror.TagFailed",
         "cargohold.domain.mirror:Mirror.TagRemoved",
         "cargohold.domain.mirror:Mirror.TagSynced",
+        "cargohold.domain.mirror:Mirror.Deleted",
+        "cargohold.domain.mirror:Mirror.Reconfigured",
         "cargohold.domain.repository:Repository.TagRevalidated",
         "cargohold.domain.proxy_cache:ProxyCache",
         "cargohold.domain.proxy_cache:ProxyCache.Created",

@@ -169,7 +169,10 @@ def build_router(
             prototypes.PrototypeResource(g, accounts, identity),
         ),
         ("/repository", repositories.RepositoriesResource(g, accounts, queries, registry)),
-        (_REPO, repositories.RepositoryResource(g, accounts, queries, registry)),
+        (
+            _REPO,
+            repositories.RepositoryResource(g, accounts, queries, registry, mirror_service),
+        ),
         (_REPO + "/changevisibility", repositories.VisibilityResource(g, registry)),
         (_REPO + "/permissions/user", permissions.UserPermissionsResource(g, accounts)),
         (

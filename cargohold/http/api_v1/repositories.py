@@ -26,9 +26,14 @@ from typing import Any
 import falcon
 
 from cargohold.commands.authentication import Identity
+from cargohold.commands.mirrors import MirrorService
 from cargohold.commands.registry import RegistryService
 from cargohold.domain.authorization import ANONYMOUS, Requester
-from cargohold.domain.errors import AuthenticationRequired, OrganizationUnknown
+from cargohold.domain.errors import (
+    AuthenticationRequired,
+    OrganizationUnknown,
+    RepositoryUnknown,
+)
 from cargohold.domain.identity import NamespaceKind, RepositoryRole, Visibility
 from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.errors import invalid_request
@@ -138,7 +143,20 @@ class RepositoriesResource(_RepositoryViews):
 
 
 class RepositoryResource(_RepositoryViews):
-    """``GET`` and ``DELETE`` on ``/repository/{namespace}/{repo}``."""
+    """``GET`` and ``DELETE`` on ``/repository/{namespace}/{repo}``. A deletion takes the
+    repository's mirror with it (as Quay's does), the mirror first: a crash between the
+    two leaves a repository without a mirror, and deleting it again finishes."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        accounts: IdentityQueries,
+        queries: RegistryQueries,
+        registry: RegistryService,
+        mirrors: MirrorService,
+    ) -> None:
+        super().__init__(guard, accounts, queries, registry)
+        self.mirrors = mirrors
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, namespace: str, repo: str) -> None:
         identity = identity_of(req)
@@ -182,6 +200,9 @@ class RepositoryResource(_RepositoryViews):
         identity = identity_of(req)
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity, name, RepositoryRole.ADMIN)
+        if not self.queries.repository_exists(name):
+            raise RepositoryUnknown(f"repository {name} is not known")
+        self.mirrors.delete(name, caller_of(req))
         self.registry.delete_repository(name, caller_of(req))
         no_content(resp)
 

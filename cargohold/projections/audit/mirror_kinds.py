@@ -22,6 +22,8 @@ Mirror.SyncFinished (SUCCESS)     repo_mirror_sync_success            synced, fa
                                                                       duration_ms
 Mirror.SyncFailed                 repo_mirror_sync_failed             message
 Mirror.Cancelled                  repo_mirror_sync_cancelled (ours)
+Mirror.Deleted                    repo_mirror_deleted (ours)
+Mirror.Reconfigured               as Mirror.Created                   as Mirror.Created
 ProxyCache.Configured             create_proxy_cache_config           upstream_registry,
                                                                       expiration_s, insecure
 ProxyCache.Removed                delete_proxy_cache_config
@@ -82,6 +84,7 @@ MIRROR_KINDS: frozenset[str] = frozenset(
         "repo_mirror_sync_success",
         "repo_mirror_sync_failed",
         "repo_mirror_sync_cancelled",
+        "repo_mirror_deleted",
         "create_proxy_cache_config",
         "delete_proxy_cache_config",
         "proxy_cache_upstream_failed",
@@ -117,6 +120,9 @@ def mirror_mappers(repo: RepoMapper) -> dict[type, Mapper | None]:
         M.SyncFinished: _finished,
         M.SyncFailed: _mirror("repo_mirror_sync_failed", lambda e: {"message": e.message}),
         M.Cancelled: _mirror("repo_mirror_sync_cancelled", lambda e: {}),
+        # NOTE: these two carry their repository: the row is gone (or not yet back).
+        M.Deleted: lambda c, ns, e: _entry("repo_mirror_deleted", str(e.repository), {}),
+        M.Reconfigured: _configured,
         ProxyCache.Created: None,  # NOTE: saved with its first Configured, which says it
         ProxyCache.Configured: _cache(
             "create_proxy_cache_config",
