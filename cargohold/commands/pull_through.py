@@ -39,6 +39,7 @@ from cargohold.domain.errors import (
     DomainError,
     ManifestUnknown,
     ReferenceInvalid,
+    TagUnknown,
     UpstreamThrottled,
     UpstreamUnreachable,
 )
@@ -191,7 +192,9 @@ class PullThrough:
                 if there is None:
                     raise UpstreamNotFound(f"tag {ref} is gone from the upstream")
                 if there == here:
-                    self.registry.revalidate_tag(name, ref, here, writer)
+                    # NOTE: a tag another pull moved meanwhile is served as it is now.
+                    with suppress(TagUnknown):
+                        self.registry.revalidate_tag(name, ref, here, writer)
                     self._recovered(cache, writer)
                     return
             fetched = upstream.manifest(path, str(ref))
