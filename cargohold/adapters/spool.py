@@ -77,18 +77,21 @@ class SpoolDir:
                 size = self._published_size(base)
                 if size is None:
                     continue  # the leader went before it knew the size: elect again
-                return self._follow(base, size, digest)
+                followed = self._follow(base, size, digest)
+                if followed is not None or stored():
+                    return followed
+                continue  # the leader went before we could read its file: elect again
             handed_over = False
             try:
                 if stored():  # a leader finished between our check and our lock
                     return None
-                size, handed_over = self._lead(base, lock, digest, open_upstream, commit)
+                size, handed_over, reader = self._lead(base, lock, digest, open_upstream, commit)
             finally:
                 if not handed_over:
                     os.close(lock)
-            if size is None:
+            if size is None or reader is None:
                 return None  # the upstream named no size: fetched whole, now stored
-            return self._follow(base, size, digest)
+            return size, self._read(reader, base, size, digest)
         raise UpstreamUnreachable(f"the fetch of blob {digest} from the upstream keeps failing")
 
     # -- the leader ----------------------------------------------------------------------
@@ -100,10 +103,12 @@ class SpoolDir:
         digest: Digest,
         open_upstream: Callable[[], AbstractContextManager[UpstreamBlob]],
         commit: Callable[[BinaryIO, int], None],
-    ) -> tuple[int | None, bool]:
+    ) -> tuple[int | None, bool, BinaryIO | None]:
         """Open the upstream and start the copier: ``(size, whether the copier took
-        the lock)``. A size of None (the upstream named none) means the blob was copied
-        and committed before returning."""
+        the lock, the leader's own reader of the file)``. The reader is opened before the
+        copier starts: a copier that fails at once removes the file, and the leader's
+        client must still see the failure, not a missing file. A size of None (the
+        upstream named none) means the blob was copied and committed before returning."""
         _remove(f"{base}.size")
         part = open(f"{base}.part", "wb")  # noqa: SIM115 - the copier closes it
         try:
@@ -115,7 +120,8 @@ class SpoolDir:
             raise
         if blob.size < 0:
             _copy(base, None, digest, context, blob, part, commit)
-            return None, False
+            return None, False, None
+        reader = open(f"{base}.part", "rb")  # noqa: SIM115 - closed by _read
         tmp = f"{base}.size.{os.getpid()}.{threading.get_ident()}"
         with open(tmp, "w") as out:
             out.write(str(blob.size))
@@ -126,7 +132,7 @@ class SpoolDir:
             name=f"cache-fetch-{digest.hex[:12]}",
             daemon=True,
         ).start()
-        return blob.size, True
+        return blob.size, True, reader
 
     # -- the readers ---------------------------------------------------------------------
 
@@ -151,7 +157,7 @@ class SpoolDir:
         try:
             part = open(f"{base}.part", "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError:
-            return None  # the leader finished meanwhile: the blob store has it
+            return None  # the leader ended meanwhile (the caller asks the store)
         return size, self._read(part, base, size, digest)
 
     def _read(self, part: BinaryIO, base: Path, size: int, digest: Digest) -> Iterator[bytes]:

@@ -18,7 +18,7 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.repository_rules import RepositoryState, check_content_write
 from cargohold.domain.values import Actor, RepositoryName
 from cargohold.projections.base import Handler, repository_name
-from cargohold.projections.writes import write
+from cargohold.projections.writes import update_stream_row, write
 
 _SETTINGS = (
     "external_reference",
@@ -236,14 +236,7 @@ class MirrorProjector:
 
     @staticmethod
     def _set(c: Any, ns: str, e: Any, pos: int, **fields: Any) -> None:
-        names = sorted(fields)
-        assignments = ", ".join(f"{name} = ?" for name in names)
-        write(
-            c,
-            "mirrors",
-            f"UPDATE {ns}mirrors SET {assignments}, position = ? WHERE id = ?",
-            (*(fields[n] for n in names), pos, str(e.originator_id)),
-        )
+        update_stream_row(c, ns, "mirrors", e, pos, **fields)
 
 
 class MirrorQueries:

@@ -17,7 +17,7 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.repository_rules import RepositoryStateDenied
 from cargohold.domain.values import Actor, ActorKind, RepositoryName, Tag
 from cargohold.projections.base import Handler, repository_name
-from cargohold.projections.writes import write
+from cargohold.projections.writes import update_stream_row, write
 
 
 class ProxyCacheProjector:
@@ -95,14 +95,7 @@ class ProxyCacheProjector:
 
     @staticmethod
     def _set(c: Any, ns: str, e: Any, pos: int, **fields: Any) -> None:
-        names = sorted(fields)
-        assignments = ", ".join(f"{name} = ?" for name in names)
-        write(
-            c,
-            "proxy_caches",
-            f"UPDATE {ns}proxy_caches SET {assignments}, position = ? WHERE id = ?",
-            (*(fields[n] for n in names), pos, str(e.originator_id)),
-        )
+        update_stream_row(c, ns, "proxy_caches", e, pos, **fields)
 
 
 @dataclass(frozen=True)

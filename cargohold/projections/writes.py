@@ -111,3 +111,16 @@ def write(c: Cursor, table: str, sql: str, params: Params) -> None:
         c.defer(table, sql, params)
     else:
         c.execute(sql, params)
+
+
+def update_stream_row(c: Cursor, ns: str, table: str, e: Any, pos: int, **fields: Any) -> None:
+    """Set ``fields`` (and ``position``) on the row of ``table`` whose ``id`` is ``e``'s
+    stream: the views of aggregates with one row each (mirrors, proxy caches)."""
+    names = sorted(fields)
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    write(
+        c,
+        table,
+        f"UPDATE {ns}{table} SET {assignments}, position = ? WHERE id = ?",
+        (*(fields[n] for n in names), pos, str(e.originator_id)),
+    )

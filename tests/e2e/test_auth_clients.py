@@ -46,6 +46,7 @@ from tests.fixtures.server import Server, serving
 from tests.fixtures.services import free_port
 from tests.fixtures.tools import (
     ToolError,
+    client_env,
     crane_command,
     oras_command,
     registry_host,
@@ -66,13 +67,7 @@ class Site:
 
     def env(self) -> dict[str, str]:
         """A client environment whose credential stores live in this test's home."""
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "DOCKER_CONFIG": str(self.home / ".docker"),
-            "REGISTRY_AUTH_FILE": str(self.home / "auth.json"),
-            "XDG_RUNTIME_DIR": str(self.home / "run"),
-        }
+        return client_env(self.home)
 
     def run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return run_tool(argv, env=self.env(), cwd=cwd)

@@ -31,7 +31,7 @@ from bench.content import blocks
 from bench.servers import RssSampler, tree_rss
 from cargohold import chores
 from cargohold.adapters.passwords import Argon2PasswordHasher
-from cargohold.bootstrap import bootstrap, ensure_admin
+from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.commands.mirrors import MirrorInput
 from cargohold.commands.proxy_caches import ProxyCacheInput
 from cargohold.commands.unit_of_work import Caller
@@ -41,7 +41,7 @@ from cargohold.domain.values import Actor, Digest, RepositoryName
 from tests.fixtures.fault_proxy import FaultProxy, running_proxy
 from tests.fixtures.server import serving
 from tests.fixtures.services import free_port
-from tests.fixtures.tools import crane_command, registry_host, run_tool, skopeo_command
+from tests.fixtures.tools import client_env, crane_command, registry_host, run_tool, skopeo_command
 from tests.fixtures.upstreams import Upstream
 
 SYSTEM = Caller(Actor.system(), "e2e-setup")
@@ -62,13 +62,8 @@ class Sites:
     cache_pid: int
 
     def env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(self.home),
-            "DOCKER_CONFIG": str(self.home / ".docker"),
-            "REGISTRY_AUTH_FILE": str(self.home / "auth.json"),
-            "XDG_RUNTIME_DIR": str(self.home / "run"),
-        }
+        """A client environment whose credential stores live in this test's home."""
+        return client_env(self.home)
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.cache_url, auth=("bob", self.bob), timeout=60.0)
@@ -206,7 +201,7 @@ def test_an_upstream_that_breaks_off_mid_blob_leaves_nothing_half_written(
                 pytest.raises(httpx.HTTPError),
                 http.stream("GET", f"/v2/cache/admin/cut/blobs/{layer}") as r,
             ):
-                assert r.status_code == 200
+                assert r.status_code == 200, r.read()
                 for _ in r.iter_bytes():
                     pass
         finally:
@@ -217,33 +212,47 @@ def test_an_upstream_that_breaks_off_mid_blob_leaves_nothing_half_written(
     assert sites.proxy.blob_gets(layer) == 2
 
 
-def test_a_mirror_syncs_from_a_cargohold_with_access_control_on(
-    sites: Sites, tmp_path: Path
-) -> None:
-    pushed = sites.upstream.push_image("admin/mirrored", "v1", layers=2)
-    sites.upstream.push_image("admin/mirrored", "other")
-    settings = load_settings(environ={}, overrides={"data_dir": tmp_path / "data"})
+def _mirror_of(
+    sites: Sites, data: Path, path: str, name: RepositoryName, globs: tuple[str, ...]
+) -> Container:
+    """A registry on ``data`` with ``name`` mirroring the upstream's ``path`` (due now),
+    open for the caller to sync and close."""
+    settings = load_settings(environ={}, overrides={"data_dir": data})
     c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
     try:
         ensure_admin(c)
-        org, name = AccountName("acme"), RepositoryName("acme/mirrored")
+        org = AccountName(name.namespace)
         c.identity.create_organization(org, AccountName("admin"), SYSTEM)
         c.identity.create_robot(org, RobotShortName("mirror"), SYSTEM)
         c.registry.create_repository(name, SYSTEM)
         c.mirrors.configure(
             name,
             MirrorInput(
-                external_reference=f"{sites.upstream.registry}/admin/mirrored",
+                external_reference=f"{sites.upstream.registry}/{path}",
                 sync_interval_s=3600,
                 sync_start_ms=0,
-                robot="acme+mirror",
-                tag_globs=("v*",),
+                robot=f"{org}+mirror",
+                tag_globs=globs,
                 username="admin",
                 password=sites.upstream.password,
                 verify_tls=False,
             ),
             SYSTEM,
         )
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+def test_a_mirror_syncs_from_a_cargohold_with_access_control_on(
+    sites: Sites, tmp_path: Path
+) -> None:
+    pushed = sites.upstream.push_image("admin/mirrored", "v1", layers=2)
+    sites.upstream.push_image("admin/mirrored", "other")
+    name = RepositoryName("acme/mirrored")
+    c = _mirror_of(sites, tmp_path / "data", "admin/mirrored", name, ("v*",))
+    try:
         assert chores.sync_due_mirrors(c.mirror_queries, c.mirror_sync, c.queries.now_ms()) == 1
         repo = c.registry.current(name)
         assert repo is not None
@@ -326,30 +335,7 @@ def test_a_1_gib_layer_is_mirrored_and_cached_in_bounded_memory(
     layer, manifest = _push_huge(sites, "admin/huge", GIB)
     # The mirror: `cargohold mirror run-once` in a process of its own, its RSS sampled.
     data = tmp_path / "data"
-    settings = load_settings(environ={}, overrides={"data_dir": data})
-    c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
-    try:
-        ensure_admin(c)
-        org, name = AccountName("acme"), RepositoryName("acme/huge")
-        c.identity.create_organization(org, AccountName("admin"), SYSTEM)
-        c.identity.create_robot(org, RobotShortName("mirror"), SYSTEM)
-        c.registry.create_repository(name, SYSTEM)
-        c.mirrors.configure(
-            name,
-            MirrorInput(
-                external_reference=f"{sites.upstream.registry}/admin/huge",
-                sync_interval_s=3600,
-                sync_start_ms=0,
-                robot="acme+mirror",
-                tag_globs=("v1",),
-                username="admin",
-                password=sites.upstream.password,
-                verify_tls=False,
-            ),
-            SYSTEM,
-        )
-    finally:
-        c.close()
+    _mirror_of(sites, data, "admin/huge", RepositoryName("acme/huge"), ("v1",)).close()
     argv = [sys.executable, "-m", "cargohold.cli", "mirror", "run-once", "--data-dir", str(data)]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
         sampler = RssSampler(p.pid, interval=0.05)
@@ -357,7 +343,10 @@ def test_a_1_gib_layer_is_mirrored_and_cached_in_bounded_memory(
             out, err = p.communicate(timeout=600)
     assert p.returncode == 0 and b"1 mirror sync ran" in out, out + err
     mirror_peak = sampler.peak / 2**20
-    c = bootstrap(settings, hasher=Argon2PasswordHasher.cheap())
+    c = bootstrap(
+        load_settings(environ={}, overrides={"data_dir": data}),
+        hasher=Argon2PasswordHasher.cheap(),
+    )
     try:
         repo = c.registry.current(RepositoryName("acme/huge"))
         assert repo is not None and str(repo.tags["v1"]) == manifest

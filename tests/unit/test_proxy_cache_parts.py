@@ -215,3 +215,19 @@ def test_a_blob_in_the_store_is_not_fetched(tmp_path: Path) -> None:
     store.blobs[DIGEST] = DATA
     assert spool.fetch(DIGEST, upstream.open, store.commit, store.stored) is None
     assert upstream.opened == 0
+
+
+def test_a_leader_whose_fetch_fails_at_once_reports_it_not_a_missing_blob(
+    tmp_path: Path,
+) -> None:
+    """The copier may fail and remove its file before the leader's client reads it: the
+    leader's reader was opened first, so the client sees the break, never "not here"."""
+    spool, store = SpoolDir(tmp_path), _Store()
+    for _ in range(20):
+        got = spool.fetch(
+            DIGEST, _Upstream(pause=0, break_after=0).open, store.commit, store.stored
+        )
+        assert got is not None
+        with pytest.raises(UpstreamUnreachable, match="broke off after 0"):
+            b"".join(got[1])
+    assert store.commits == 0
