@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hmac
 import json
+import logging
 from typing import Protocol
 
 import falcon
@@ -20,6 +21,8 @@ import falcon
 from cargohold.http.api_v1.errors import body
 
 REALM = 'Bearer realm="cargohold-replication"'
+
+log = logging.getLogger(__name__)
 
 
 class _Refused(Exception):
@@ -53,6 +56,11 @@ class ReplicationLogResource:
             self._check_peer(req)
             after = _query_int(req, "after", 0, 0, 2**63 - 1)
             limit = _query_int(req, "limit", self.feed.default_limit, 1, self.feed.max_limit)
+            try:
+                data = self.feed.page(after, limit)
+            except Exception as error:  # NOTE: the log failing is the store's, answered 503
+                log.error("reading the log for a peer failed", exc_info=error)
+                raise _Refused(503, "service_unavailable", "the log cannot be read now") from None
         except _Refused as e:
             resp.status = falcon.code_to_http_status(e.status)
             if e.status == 401:
@@ -60,7 +68,6 @@ class ReplicationLogResource:
             resp.content_type = falcon.MEDIA_JSON
             resp.text = json.dumps(body(req, e.status, e.title, e.detail))
             return
-        data = self.feed.page(after, limit)
         resp.content_type = self.feed.media_type
         resp.set_header("Vary", "Accept-Encoding")
         if "gzip" in (req.get_header("Accept-Encoding") or "").lower():

@@ -7,6 +7,7 @@ import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
+import falcon
 import falcon.testing
 import pytest
 
@@ -15,6 +16,7 @@ from cargohold.adapters.passwords import Argon2PasswordHasher
 from cargohold.bootstrap import Container, bootstrap, ensure_admin
 from cargohold.config import ConfigError, load_settings
 from cargohold.http.app import create_app
+from cargohold.http.replication import ReplicationLogResource
 from cargohold.replay.geo_feed import MEDIA_TYPE, FeedError, read_page, write_page
 from tests.unit.api_v1.support import create_repository
 
@@ -141,3 +143,19 @@ def test_a_peer_token_is_long_and_never_shown() -> None:
         load_settings(environ={"CARGOHOLD_PEER_TOKEN": "short"})
     s = load_settings(environ={"CARGOHOLD_PEER_TOKEN": TOKEN})
     assert s.peer_token == TOKEN and TOKEN not in repr(s)
+
+
+def test_a_log_that_cannot_be_read_is_a_503_not_a_500() -> None:
+    class Broken:
+        media_type, default_limit, max_limit = "x/y", 10, 100
+
+        def page(self, after: int, limit: int) -> bytes:
+            raise OSError("disk gone")
+
+    app = falcon.App()
+    app.add_route("/replication/v1/log", ReplicationLogResource(Broken(), TOKEN))
+    r = falcon.testing.TestClient(app).simulate_get(
+        "/replication/v1/log", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert r.status_code == 503 and r.json["title"] == "service_unavailable"
+    assert "disk gone" not in r.text
