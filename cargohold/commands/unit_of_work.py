@@ -78,6 +78,11 @@ class ViewsWaiter(Protocol):
         """Return once the registry-critical views include notification ``position``."""
 
 
+#: How far ahead of the wall clock a stamp met on a stream may move this process's
+#: clock (``HybridLogicalClock.observe``); docs/geo-replication.md, "The clock".
+MAX_CLOCK_AHEAD_MS = 60_000
+
+
 class UnitOfWork:
     """Runs commands against ``log`` (see the module docstring). One per service: each
     has ``stripes`` locks of its own, so a command never waits on its own stripe."""
@@ -91,7 +96,9 @@ class UnitOfWork:
         *,
         retry: RetryPolicy | None = None,
         stripes: int = 64,
+        max_clock_ahead_ms: int = MAX_CLOCK_AHEAD_MS,
     ) -> None:
+        self.max_clock_ahead_ms = max_clock_ahead_ms
         self.log = log
         self.views = views
         self.clock = clock
@@ -138,6 +145,13 @@ class UnitOfWork:
             while True:
                 ctx = self.context(caller)
                 aggregate = load(ctx)
+                last = getattr(aggregate, "last_hlc", None)
+                if last is not None and last > ctx.hlc:
+                    # Another process (or node) wrote the stream with a clock ahead of
+                    # ours: decide with a stamp after its last one. (Events ``load``
+                    # itself triggered, a recreation's, keep the earlier stamp.)
+                    self.clock.observe(last, self.max_clock_ahead_ms)
+                    ctx = self.context(caller)
                 result = decide(aggregate, ctx)
                 try:
                     recordings = self.log.save(aggregate)

@@ -33,6 +33,8 @@ class HybridLogicalClock:
         self._wall_ms = wall_ms
         self._lock = threading.Lock()
         self._last = HLCTimestamp(0, 0)
+        #: How many readings ``observe`` bounded (see ``max_ahead_ms``).
+        self.clamped = 0
 
     @property
     def last(self) -> HLCTimestamp:
@@ -56,14 +58,21 @@ class HybridLogicalClock:
             self._last = reading
             return reading
 
-    def observe(self, remote: HLCTimestamp) -> HLCTimestamp:
-        """Merge a reading received from another site (the HLC receive rule).
+    def observe(self, remote: HLCTimestamp, max_ahead_ms: int | None = None) -> HLCTimestamp:
+        """Merge a reading met elsewhere (the HLC receive rule): another site's event, or
+        the last event of a stream that another process wrote.
 
         Returns a reading strictly greater than both ``remote`` and every reading this
-        clock returned before; later readings stay above it.
+        clock returned before; later readings stay above it. With ``max_ahead_ms``, a
+        ``remote`` further than that ahead of the wall clock moves this clock only that
+        far (and counts in ``clamped``): one bad clock elsewhere must not drag every site
+        into the future. The event keeps its stamp; only this clock is bounded.
         """
         physical = self._wall_ms()
         with self._lock:
+            if max_ahead_ms is not None and remote.wall_ms > physical + max_ahead_ms:
+                remote = HLCTimestamp(physical + max_ahead_ms, 0)
+                self.clamped += 1
             last = self._last
             wall = max(last.wall_ms, remote.wall_ms, physical)
             if wall == last.wall_ms and wall == remote.wall_ms:

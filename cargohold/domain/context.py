@@ -65,6 +65,15 @@ class ContextEvent(Aggregate.Event):
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         state["client_address"] = None
 
+    def mutate(self, aggregate: Any) -> Any:
+        """Apply the event, and keep its stamp on the aggregate as ``last_hlc`` (the
+        unit of work advances its clock past it before deciding: a stream's stamps then
+        rise with its versions, whichever process or node wrote each)."""
+        result = super().mutate(aggregate)
+        if result is not None:
+            result.last_hlc = self.hlc
+        return result
+
 
 def ctx_time(ctx: EventContext) -> datetime:
     """The wall-clock time of a command, from its HLC reading."""

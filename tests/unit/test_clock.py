@@ -128,3 +128,12 @@ def test_default_wall_clock_is_epoch_milliseconds() -> None:
     after = time.time() * 1000
     assert before - 1 <= reading.wall_ms <= after + 1
     assert isinstance(system_wall_ms(), int)
+
+
+def test_a_stamp_far_ahead_moves_the_clock_only_as_far_as_the_bound() -> None:
+    clock = HybridLogicalClock(FakeWall(1000))
+    reading = clock.observe(HLCTimestamp(10**12, 3), max_ahead_ms=60_000)
+    assert reading == HLCTimestamp(61_000, 1) and clock.clamped == 1
+    # Within the bound it is the plain receive rule.
+    assert clock.observe(HLCTimestamp(60_500, 7), max_ahead_ms=60_000) == HLCTimestamp(61_000, 2)
+    assert clock.clamped == 1

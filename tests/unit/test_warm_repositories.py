@@ -11,6 +11,7 @@ from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.registry import RegistryService
 from cargohold.commands.unit_of_work import UnitOfWork
 from cargohold.config import load_settings
+from cargohold.domain.clock import HybridLogicalClock
 from cargohold.domain.errors import TagUnknown
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import RepositoryName, Tag
@@ -94,3 +95,24 @@ def test_retagging_a_known_manifest_does_not_rewrite_its_body(container: Contain
     container.registry.push_manifest(NAME, Tag("v2"), image.manifest, None, ALICE)
     assert puts == []
     assert container.queries.resolve_tag(NAME, Tag("v2")) == image.digest
+
+
+def test_a_writer_whose_clock_is_behind_still_stamps_after_the_stream(
+    container: Container,
+) -> None:
+    """Another worker or node whose clock lags writes the same repository: its event is
+    stamped after the stream's last one, so a stream's stamps rise with its versions (the
+    order geo-replication merges by)."""
+    push_image(container, str(NAME), "v1")
+    repo_id = Repository.create_id(container.site_id, NAME)
+    ahead = container.registry.warm.load(repo_id).last_hlc
+    behind = HybridLogicalClock(lambda: ahead.wall_ms - 5_000)
+    other = RegistryService(
+        UnitOfWork(container.log, container.runner, behind, container.site_id), container.blobs
+    )
+    image = push_image(container, str(NAME), "v2")
+    other.tag(NAME, Tag("v3"), image.digest, ALICE)
+    events = list(container.log.repository.event_store.get(repo_id))
+    stamps = [e.hlc for e in events]  # the events of one command share its stamp
+    assert stamps == sorted(stamps)
+    assert isinstance(events[-1], Repository.TagMoved) and stamps[-1] > max(stamps[:-1])
