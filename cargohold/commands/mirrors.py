@@ -134,7 +134,7 @@ class MirrorService:
             self.unit.execute(
                 old.id,
                 caller,
-                lambda ctx: self._stream(name),
+                lambda ctx: self.unit.log.repository.get(old.id),
                 lambda m, ctx: m.reconfigure(settings, given.is_enabled, given.sync_start_ms, ctx),
                 busy=f"the mirror of {name} is too busy; try again",
             )
@@ -204,10 +204,6 @@ class MirrorService:
         """The repository's live mirror (None: never configured, or deleted)."""
         mirror: Mirror | None = self.unit.find(mirror_id(self.unit.site_id, name))
         return None if mirror is None or mirror.deleted else mirror
-
-    def _stream(self, name: RepositoryName) -> Mirror:
-        mirror: Mirror = self.unit.log.repository.get(mirror_id(self.unit.site_id, name))
-        return mirror
 
     def _execute(
         self,

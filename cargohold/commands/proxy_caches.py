@@ -8,7 +8,7 @@ organisation's name; only ``open_credentials`` (used to talk to the upstream) op
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from cargohold.commands.unit_of_work import Caller, UnitOfWork
@@ -83,14 +83,7 @@ class ProxyCacheService:
         Raises ``InvalidInput`` with the reason otherwise."""
         if not self.organizations.organization_exists(org):
             raise OrganizationUnknown(f"organization {org} does not exist")
-        settings = ProxyCacheSettings(
-            given.upstream_registry,
-            given.username or None,
-            None,
-            given.expiration_s,
-            given.insecure,
-        )
-        self._check(settings, given.password)
+        settings = self._checked(given)
         upstream = self.upstreams(settings, settings.username, given.password)
         try:
             return "Valid" if upstream.ping() else "Anonymous"
@@ -128,27 +121,29 @@ class ProxyCacheService:
     # -- helpers -----------------------------------------------------------------------
 
     def _settings(self, org: str, given: ProxyCacheInput) -> ProxyCacheSettings:
-        username = given.username or None
-        settings = ProxyCacheSettings(
-            given.upstream_registry, username, None, given.expiration_s, given.insecure
+        """The checked settings, with the password sealed for ``org``."""
+        settings = self._checked(given)
+        if not given.password:
+            return settings
+        return replace(
+            settings, credentials=self.secrets.seal(given.password.encode(), _context(org))
         )
-        self._check(settings, given.password)
-        if given.password:
-            sealed = self.secrets.seal(given.password.encode(), _context(org))
-            settings = ProxyCacheSettings(
-                settings.upstream_registry,
-                username,
-                sealed,
-                settings.expiration_s,
-                settings.insecure,
-            )
-        return settings
 
     @staticmethod
-    def _check(settings: ProxyCacheSettings, password: str | None) -> None:
+    def _checked(given: ProxyCacheInput) -> ProxyCacheSettings:
+        """The settings ``given`` names (no credentials yet); ``InvalidInput`` when an
+        operator may not set them."""
+        settings = ProxyCacheSettings(
+            given.upstream_registry,
+            given.username or None,
+            None,
+            given.expiration_s,
+            given.insecure,
+        )
         settings.check()
-        if password and not settings.username:
+        if given.password and not settings.username:
             raise InvalidInput("upstream_registry_password needs upstream_registry_username")
+        return settings
 
     def _load(self, org: str) -> Callable[[EventContext], ProxyCache]:
         def load(ctx: EventContext) -> ProxyCache:

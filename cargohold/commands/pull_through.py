@@ -146,9 +146,6 @@ class PullThrough:
         self._clients: dict[tuple[str, int], UpstreamRegistry] = {}
         self._lock = threading.Lock()
 
-    def is_cache(self, namespace: str) -> bool:
-        return self.views.cache(namespace) is not None
-
     # -- manifests -----------------------------------------------------------------------
 
     def manifest(self, name: RepositoryName, reference: str, caller: Caller) -> None:

@@ -88,14 +88,7 @@ class V2Router:
         """Auth failures with the headers clients need to recover from them."""
         if isinstance(error, CredentialsInvalid | TokenInvalid):
             return self.auth.unauthorized(req, error)
-        if isinstance(error, LoginThrottled):
-            return V2Error(
-                falcon.HTTP_429,
-                "TOOMANYREQUESTS",
-                error.message,
-                headers={"Retry-After": str(error.retry_after)},
-            )
-        if isinstance(error, UpstreamThrottled) and error.retry_after is not None:
+        if isinstance(error, LoginThrottled | UpstreamThrottled) and error.retry_after is not None:
             return V2Error(
                 falcon.HTTP_429,
                 "TOOMANYREQUESTS",
