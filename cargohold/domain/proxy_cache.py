@@ -21,7 +21,7 @@ ciphertext (``credentials``, sealed by the command layer, as a mirror's is).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -117,8 +117,9 @@ def split_upstream(upstream_registry: str) -> tuple[str, str]:
 class ProxyCache(Aggregate):
     """One organisation's pull-through cache configuration (the module docstring).
 
-    State: ``organization``; ``settings`` (None while not configured); ``failing`` (the
-    upstream's last failure while it lasts, else None) and ``failing_since_ms``.
+    State: ``organization``; ``config`` (the settings' fields, None while not
+    configured; ``settings`` builds the dataclass); ``failing`` (the upstream's last
+    failure while it lasts, else None) and ``failing_since_ms``.
     """
 
     class Event(ContextEvent):
@@ -135,19 +136,13 @@ class ProxyCache(Aggregate):
         insecure: bool
 
         def apply(self, aggregate: ProxyCache) -> None:
-            aggregate.settings = ProxyCacheSettings(
-                self.upstream_registry,
-                self.username,
-                self.credentials,
-                self.expiration_s,
-                self.insecure,
-            )
+            aggregate.config = {name: getattr(self, name) for name in _SETTINGS_FIELDS}
             aggregate.failing = None
             aggregate.failing_since_ms = None
 
     class Removed(Event):
         def apply(self, aggregate: ProxyCache) -> None:
-            aggregate.settings = None
+            aggregate.config = None
             aggregate.failing = None
             aggregate.failing_since_ms = None
 
@@ -169,9 +164,15 @@ class ProxyCache(Aggregate):
 
     def __init__(self, organization: str) -> None:
         self.organization = organization
-        self.settings: ProxyCacheSettings | None = None
+        # NOTE: a plain dict, not the ProxyCacheSettings: snapshots hold only values the
+        # transcoder knows (``settings`` builds the dataclass).
+        self.config: dict[str, Any] | None = None
         self.failing: str | None = None
         self.failing_since_ms: int | None = None
+
+    @property
+    def settings(self) -> ProxyCacheSettings | None:
+        return None if self.config is None else ProxyCacheSettings(**self.config)
 
     @classmethod
     def create(cls, organization: str, ctx: EventContext) -> ProxyCache:
@@ -210,11 +211,8 @@ class ProxyCache(Aggregate):
         self.trigger_event(event_class, **fields, **ctx.event_fields())
 
 
+_SETTINGS_FIELDS = tuple(f.name for f in fields(ProxyCacheSettings))
+
+
 def _fields(settings: ProxyCacheSettings) -> dict[str, Any]:
-    return {
-        "upstream_registry": settings.upstream_registry,
-        "username": settings.username,
-        "credentials": settings.credentials,
-        "expiration_s": settings.expiration_s,
-        "insecure": settings.insecure,
-    }
+    return asdict(settings)

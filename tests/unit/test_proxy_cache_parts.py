@@ -10,12 +10,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 import pytest
 
 from cargohold.adapters.spool import SpoolDir
+from cargohold.bootstrap import bootstrap
+from cargohold.config import load_settings
 from cargohold.domain.clock import HLCTimestamp
 from cargohold.domain.context import EventContext
 from cargohold.domain.errors import InvalidInput, UpstreamUnreachable
@@ -231,3 +234,25 @@ def test_a_leader_whose_fetch_fails_at_once_reports_it_not_a_missing_blob(
         with pytest.raises(UpstreamUnreachable, match="broke off after 0"):
             b"".join(got[1])
     assert store.commits == 0
+
+
+def test_a_cache_stream_past_its_snapshot_interval_saves_and_loads(tmp_path: Path) -> None:
+    """Its state is snapshotted like every aggregate's: only values the transcoder knows
+    (a busy upstream flapping between failing and recovered reaches the interval)."""
+    settings = load_settings(environ={}, overrides={"data_dir": tmp_path, "snapshot_interval": 3})
+    c = bootstrap(settings)
+    try:
+        ctx = partial(EventContext, Actor.system(), c.site_id, request_id="t")
+        cache = ProxyCache.create("hub", ctx(HLCTimestamp(1_000, 0)))
+        cache.configure(
+            ProxyCacheSettings("docker.io", expiration_s=60), ctx(HLCTimestamp(1_001, 0))
+        )
+        for i in range(6):
+            cache.upstream_failed(f"outage {i}", ctx(HLCTimestamp(1_002 + i, 0)))
+        c.log.save(cache)
+        loaded = c.log.repository.get(cache.id)
+        assert loaded.settings == ProxyCacheSettings("docker.io", expiration_s=60)
+        assert loaded.failing == "outage 5" and loaded.failing_since_ms == 1_002
+        assert c.log.snapshots is not None and list(c.log.snapshots.get(cache.id))
+    finally:
+        c.close()
