@@ -30,7 +30,7 @@ from eventsourcing.domain import Aggregate
 from cargohold.domain.context import ContextEvent, EventContext
 from cargohold.domain.errors import Conflict, InvalidInput, NotFound
 from cargohold.domain.topics import stored_as
-from cargohold.domain.upstream import DOCKER_HUB
+from cargohold.domain.upstream import DOCKER_HUB, dialled, without_scheme
 from cargohold.domain.values import RepositoryName
 
 #: Quay's default ``expiration_s``: a cached tag is revalidated a day after it was.
@@ -86,7 +86,7 @@ class ProxyCacheSettings:
     def host(self) -> str:
         """The upstream's ``host[:port]`` as the client dials it."""
         host, _ = split_upstream(self.upstream_registry)
-        return DOCKER_HUB if host in ("docker.io", "index.docker.io") else host
+        return dialled(host)
 
     def upstream_path(self, name: RepositoryName) -> str:
         """The upstream repository that the cached repository ``name`` mirrors: its path
@@ -103,11 +103,7 @@ class ProxyCacheSettings:
 
 def split_upstream(upstream_registry: str) -> tuple[str, str]:
     """``(host[:port], prefix)`` of ``upstream_registry`` (a scheme is dropped)."""
-    text = upstream_registry.strip().rstrip("/")
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme) :]
-    host, _, prefix = text.partition("/")
+    host, _, prefix = without_scheme(upstream_registry).partition("/")
     if not host:
         raise InvalidInput("upstream_registry is required")
     return host.lower(), prefix

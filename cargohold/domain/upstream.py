@@ -18,15 +18,27 @@ from cargohold.domain.values import Digest
 DOCKER_HUB = "registry-1.docker.io"
 
 
+def without_scheme(text: str) -> str:
+    """``text`` stripped, without a trailing ``/`` or a leading ``https://``/``http://``."""
+    text = text.strip().rstrip("/")
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            return text[len(scheme) :]
+    return text
+
+
+def dialled(registry: str) -> str:
+    """The host a client dials for ``registry``: Docker Hub's names resolve to its
+    registry host."""
+    return DOCKER_HUB if registry in ("docker.io", "index.docker.io") else registry
+
+
 def parse_reference(reference: str) -> tuple[str, str]:
     """``(registry, repository path)`` of an external reference such as
     ``quay.io/org/repo``, ``127.0.0.1:5000/team/app`` or ``alpine`` (Docker Hub, with its
     ``library/`` prefix for official images). Raises ``ValueError`` for one with no
     repository path."""
-    ref = reference.strip().rstrip("/")
-    for scheme in ("https://", "http://"):
-        if ref.startswith(scheme):
-            ref = ref[len(scheme) :]
+    ref = without_scheme(reference)
     first, slash, rest = ref.partition("/")
     if not slash and ("." in first or ":" in first or first == "localhost"):
         raise ValueError(f"{reference!r} names a registry but no repository")
@@ -38,7 +50,7 @@ def parse_reference(reference: str) -> tuple[str, str]:
         raise ValueError(f"{reference!r} names no repository")
     if any(c in path for c in ":@") or path != path.lower():
         raise ValueError(f"{reference!r}: the repository path is lowercase, with no tag or digest")
-    if registry in ("docker.io", "index.docker.io"):
+    if dialled(registry) != registry:  # docker.io: official images under library/
         registry = DOCKER_HUB
         if "/" not in path:
             path = f"library/{path}"
