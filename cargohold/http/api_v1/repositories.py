@@ -29,11 +29,7 @@ from cargohold.commands.authentication import Identity
 from cargohold.commands.mirrors import MirrorService
 from cargohold.commands.registry import RegistryService
 from cargohold.domain.authorization import ANONYMOUS, Requester
-from cargohold.domain.errors import (
-    AuthenticationRequired,
-    OrganizationUnknown,
-    RepositoryUnknown,
-)
+from cargohold.domain.errors import AuthenticationRequired, OrganizationUnknown
 from cargohold.domain.identity import NamespaceKind, RepositoryRole, Visibility
 from cargohold.domain.values import RepositoryName
 from cargohold.http.api_v1.errors import invalid_request
@@ -200,8 +196,6 @@ class RepositoryResource(_RepositoryViews):
         identity = identity_of(req)
         name = self.guard.repository_name(namespace, repo)
         self.guard.repository(identity, name, RepositoryRole.ADMIN)
-        if not self.queries.repository_exists(name):
-            raise RepositoryUnknown(f"repository {name} is not known")
         self.mirrors.delete(name, caller_of(req))
         self.registry.delete_repository(name, caller_of(req))
         no_content(resp)
