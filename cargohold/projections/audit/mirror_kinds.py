@@ -148,30 +148,27 @@ def _entry(kind: str, repository: str, meta: dict[str, Any]) -> Entry:
     return Entry(kind, namespace, repository, {"namespace": namespace, "repo": short, **meta})
 
 
-def _repository_of(c: Cursor, ns: str, e: Any) -> str:
+def _name_of(c: Cursor, ns: str, e: Any, table: str, column: str, what: str) -> str:
+    """``column`` of the ``table`` row of ``e``'s stream (its repository or organisation);
+    ``ProjectionCorrupt`` when there is none."""
     row = c.execute(
-        f"SELECT repository FROM {ns}mirrors WHERE id = ?", (str(e.originator_id),)
+        f"SELECT {column} FROM {ns}{table} WHERE id = ?", (str(e.originator_id),)
     ).fetchone()
     if row is None:
-        raise ProjectionCorrupt(f"event for unknown mirror {e.originator_id}")
+        raise ProjectionCorrupt(f"event for unknown {what} {e.originator_id}")
     return str(row[0])
 
 
 def _mirror(kind: str, meta: Callable[[Any], dict[str, Any]]) -> Mapper:
     def build(c: Cursor, ns: str, e: Any) -> Entry:
-        return _entry(kind, _repository_of(c, ns, e), meta(e))
+        return _entry(kind, _name_of(c, ns, e, "mirrors", "repository", "mirror"), meta(e))
 
     return build
 
 
 def _cache(kind: str, meta: Callable[[Any], dict[str, Any]]) -> Mapper:
     def build(c: Cursor, ns: str, e: Any) -> Entry:
-        row = c.execute(
-            f"SELECT org FROM {ns}proxy_caches WHERE id = ?", (str(e.originator_id),)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"event for unknown proxy cache {e.originator_id}")
-        org = str(row[0])
+        org = _name_of(c, ns, e, "proxy_caches", "org", "proxy cache")
         return Entry(kind, org, None, {"namespace": org, **meta(e)})
 
     return build
@@ -195,7 +192,7 @@ def _finished(c: Cursor, ns: str, e: Any) -> Entry:
     ok = e.status == SyncStatus.SUCCESS.name
     return _entry(
         "repo_mirror_sync_success" if ok else "repo_mirror_sync_failed",
-        _repository_of(c, ns, e),
+        _name_of(c, ns, e, "mirrors", "repository", "mirror"),
         {
             "synced": e.synced,
             "failed": e.failed,
