@@ -154,6 +154,31 @@ class LogReader:
         to_event = self.app.mapper.to_domain_event
         return [(n.id, to_event(n)) for n in notifications]
 
+    def read_streams(self, ids: Sequence[UUID], through: int) -> Sequence[tuple[int, Any]]:
+        """The (notification id, domain event) pairs of the streams ``ids`` up to
+        notification ``through``, each stream in version order (the geo fold's history:
+        ``projections/merge.py``)."""
+        if not ids:
+            return []
+        recorder = self.app.recorder
+        if self._sqlite_table is not None:
+            keys = [i.hex for i in ids]  # NOTE: how the library stores them in SQLite
+            assert isinstance(recorder, SQLiteApplicationRecorder)
+            marks = ", ".join("?" for _ in keys)
+            sql = (
+                "SELECT rowid, originator_id, originator_version, topic, state FROM "
+                f"{self._sqlite_table} WHERE originator_id IN ({marks}) AND rowid <= ? "
+                "ORDER BY originator_id, originator_version"
+            )
+            with recorder.datastore.transaction(commit=False) as c:
+                c.execute(sql, [*keys, through])
+                rows = c.fetchall()
+            return [(row[0], self._event(row[1], row[2], row[3], row[4])) for row in rows]
+        from cargohold.adapters.postgres import stream_rows
+
+        to_event = self.app.mapper.to_domain_event
+        return [(n.id, to_event(n)) for n in stream_rows(recorder, ids, through)]
+
     def _read_sqlite(
         self, table: str, after: int, limit: int, stop: int | None
     ) -> list[tuple[int, Any]]:

@@ -112,3 +112,32 @@ def _translate() -> Iterator[None]:
         yield
     except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
         raise _storage_error(e) from e
+
+
+def stream_rows(recorder: Any, ids: Sequence[Any], through: int) -> list[Any]:
+    """The stored events of the streams ``ids`` (UUIDs) up to notification ``through``
+    in eventsourcing's PostgreSQL ``recorder`` (9.5's table), each stream in version
+    order, as the library's ``Notification`` objects."""
+    from eventsourcing.persistence import Notification
+    from psycopg.sql import SQL, Identifier
+
+    statement = SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state "
+        "FROM {schema}.{table} WHERE originator_id = ANY(%s) AND notification_id <= %s "
+        "ORDER BY originator_id, originator_version"
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        table=Identifier(recorder.events_table_name),
+    )
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, [list(ids), through])
+        return [
+            Notification(
+                id=row["notification_id"],
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in curs.fetchall()
+        ]

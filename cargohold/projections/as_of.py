@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from cargohold.domain import authorization
 from cargohold.domain.identity import RepositoryRole
@@ -31,6 +32,7 @@ from cargohold.domain.ports import Database
 from cargohold.domain.values import RepositoryName
 from cargohold.projections.identity_queries import IdentityQueries
 from cargohold.projections.identity_sql import starts_with
+from cargohold.projections.merge import StreamHistory
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import EventSource
 
@@ -64,6 +66,14 @@ class TimeBoundSource:
                 self.cut = position
                 return batch[:index]
         return batch
+
+    def read_streams(self, ids: Sequence[UUID], through: int) -> Sequence[tuple[int, Any]]:
+        """The geo fold's history (``merge.StreamHistory``), of the prefix only."""
+        if not isinstance(self.source, StreamHistory):
+            raise TypeError("the log under this view cannot be read by stream")
+        if self.cut is not None:
+            through = min(through, self.cut - 1)
+        return self.source.read_streams(ids, through)
 
     def find_cut(self, after: int, batch_size: int = 5000) -> int | None:
         """Read on from ``after`` until the first event past ``until_ms``; its position,

@@ -37,11 +37,11 @@ from cargohold.projections.base import (
     ProjectionCorrupt,
     UnknownEvent,
     event_time,
-    record_origin,
-    record_tag_history,
     repository_name,
+    stream_name,
 )
 from cargohold.projections.identity import IdentityProjector
+from cargohold.projections.merge import GeoFold, StreamHistory, bring_back, forget, name_state
 from cargohold.projections.mirrors import MirrorProjector
 from cargohold.projections.proxy_caches import ProxyCacheProjector
 from cargohold.projections.time_machine import TimeMachineProjector
@@ -103,6 +103,11 @@ class RegistryProjector:
         # The tag time machine: its handler runs first, then ours for the same class.
         for event_class, extra in TimeMachineProjector().handlers().items():
             self._handlers[event_class] = _chained(extra, self._handlers.get(event_class))
+        # Every site's streams of a repository name fold into one (merge.py).
+        self._repository_events = frozenset(
+            cls for cls in self._handlers if issubclass(cls, Repository.Event)
+        )
+        self.geo = GeoFold(self._handlers)
 
     @property
     def event_classes(self) -> frozenset[type]:
@@ -130,11 +135,23 @@ class RegistryProjector:
         if not isinstance(c, BatchedWrites):
             writes = BatchedWrites(c)
             self.apply(writes, ns, event, position, counts)
+            self.finish_batch(writes, ns, position, None)
             writes.flush()
             return
         # NOTE: the audit entry first: it reads names the handler may move or remove.
         self.audit.write(c, ns, event, position, counts)
-        handler(c, ns, event, position)
+        if type(event) in self._repository_events:
+            self.geo.apply(c, ns, event, position)
+        else:
+            handler(c, ns, event, position)
+
+    def finish_batch(
+        self, c: BatchedWrites, ns: str, through: int, history: StreamHistory | None
+    ) -> None:
+        """Before ``c`` is flushed at the end of a batch (last position ``through``): fold
+        again the repository names whose events arrived out of merge order, from
+        ``history`` (the log; see ``merge.py``)."""
+        self.geo.finish(c, ns, through, history)
 
     @staticmethod
     def add_counts(c: Cursor, ns: str, counts: Counter[CountKey]) -> None:
@@ -150,15 +167,22 @@ class RegistryProjector:
     # -- handlers ----------------------------------------------------------------------
 
     def _created(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
+        name = str(e.name)
+        state = name_state(c, ns, name)
+        if state == "live":  # another site's stream of the name made it: this one joins
+            c.repository_names[e.originator_id] = name
+            return
+        if state == "deleted":
+            bring_back(c, ns, e, name, pos)
+            return
         c.defer(
             "repositories",
             f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
             "VALUES (?, ?, ?, ?, ?)",
             # NOTE: every repository starts private (Created carries no visibility).
-            (str(e.originator_id), str(e.name), Visibility.PRIVATE.value, event_time(e), pos),
+            (str(e.originator_id), name, Visibility.PRIVATE.value, event_time(e), pos),
         )
-        c.repository_names[e.originator_id] = str(e.name)
-        record_origin(c, ns, "repository", e, pos)
+        c.repository_names[e.originator_id] = name
 
     def _blob_linked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
@@ -187,7 +211,12 @@ class RegistryProjector:
             "manifests",
             f"INSERT INTO {ns}manifests (repository, digest, media_type, size, config_digest, "
             "artifact_type, subject_digest, annotations, pushed_at, position) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO UPDATE "
+            # NOTE: pushed at two sites (the same bytes): the later push's row.
+            "SET media_type = excluded.media_type, size = excluded.size, "
+            "config_digest = excluded.config_digest, artifact_type = excluded.artifact_type, "
+            "subject_digest = excluded.subject_digest, annotations = excluded.annotations, "
+            "pushed_at = excluded.pushed_at, position = excluded.position",
             (
                 repo,
                 str(e.digest),
@@ -205,7 +234,11 @@ class RegistryProjector:
             c.defer(
                 "referrers",
                 f"INSERT INTO {ns}referrers (repository, subject_digest, digest, media_type, "
-                "size, artifact_type, annotations, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "size, artifact_type, annotations, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (repository, subject_digest, digest) DO UPDATE SET "
+                "media_type = excluded.media_type, size = excluded.size, "
+                "artifact_type = excluded.artifact_type, annotations = excluded.annotations, "
+                "position = excluded.position",
                 (
                     repo,
                     str(subject.digest),
@@ -242,14 +275,12 @@ class RegistryProjector:
             "position = excluded.position",
             (repo, str(e.tag), str(e.to_digest), event_time(e), pos),
         )
-        record_tag_history(c, ns, e, pos, repo, "move", e.from_digest, e.to_digest)
 
     def _tag_deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         c.defer(
             "tags", f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, str(e.tag))
         )
-        record_tag_history(c, ns, e, pos, repo, "delete", e.digest, None)
 
     def _permission_granted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
@@ -272,21 +303,18 @@ class RegistryProjector:
         )
 
     def _visibility_changed(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
-        self._repository_name(c, ns, e)  # stops loudly on an unknown repository
         c.defer(
             "repositories",
-            f"UPDATE {ns}repositories SET visibility = ?, position = ? WHERE id = ?",
-            (e.visibility.value, pos, str(e.originator_id)),
+            f"UPDATE {ns}repositories SET visibility = ?, position = ? WHERE name = ?",
+            (e.visibility.value, pos, self._repository_name(c, ns, e)),
         )
 
     def _deleted(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
         for table in _CONTENT_TABLES:
             c.defer(table, f"DELETE FROM {ns}{table} WHERE repository = ?", (repo,))
-        c.defer(
-            "repositories", f"DELETE FROM {ns}repositories WHERE id = ?", (str(e.originator_id),)
-        )
-        del c.repository_names[e.originator_id]
+        c.defer("repositories", f"DELETE FROM {ns}repositories WHERE name = ?", (repo,))
+        forget(c, repo)
         c.defer(
             "deleted_repositories",
             f"INSERT INTO {ns}deleted_repositories (id, name, deleted_at, position) "
@@ -295,20 +323,8 @@ class RegistryProjector:
         )
 
     def _recreated(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
-        repo_id = str(e.originator_id)
-        row = c.execute(
-            f"SELECT name FROM {ns}deleted_repositories WHERE id = ?", (repo_id,)
-        ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"recreation of a repository not deleted: {repo_id}")
-        c.defer(
-            "deleted_repositories", f"DELETE FROM {ns}deleted_repositories WHERE id = ?", (repo_id,)
-        )
-        c.defer(
-            "repositories",
-            f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
-            "VALUES (?, ?, ?, ?, ?)",
-            # NOTE: a recreated repository starts private and empty, like a new one.
-            (repo_id, str(row[0]), Visibility.PRIVATE.value, event_time(e), pos),
-        )
-        c.repository_names[e.originator_id] = str(row[0])
+        name = stream_name(c, ns, e)
+        if name_state(c, ns, name) == "live":  # another site's content brought it back
+            c.repository_names[e.originator_id] = name
+            return
+        bring_back(c, ns, e, name, pos)

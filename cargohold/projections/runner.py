@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from cargohold.domain.ports import Cursor, Database
 from cargohold.projections.audit.counts import CountKey
+from cargohold.projections.merge import StreamHistory
 from cargohold.projections.projector import RegistryProjector
 from cargohold.projections.schema import create_tables
 from cargohold.projections.writes import BatchedWrites
@@ -138,6 +139,8 @@ class ProjectionRunner:
         counts: collections.Counter[CountKey] = collections.Counter()
         for position, event in batch:
             apply(writes, ns, event, position, counts)
+        history = self.source if isinstance(self.source, StreamHistory) else None
+        self.projector.finish_batch(writes, ns, last, history)
         writes.flush()
         self.projector.add_counts(c, ns, counts)
         return last

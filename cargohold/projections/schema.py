@@ -127,6 +127,24 @@ DELETED_REPOSITORIES = Table(
     "deleted_repositories",
     (("id", T), ("name", T), ("deleted_at", T), ("position", I)),
     key=("id",),
+    indexes=(("name",),),
+)
+
+# The greatest event, in the merge order of the geo rules (``projections/merge.py``), that
+# the views have folded for each repository name, over every site's stream of it: an
+# event below it arrived late (from a peer) and makes the name's rows be folded again.
+NAME_ORDERS = Table(
+    "name_orders",
+    (
+        ("kind", T),  # "repository"
+        ("name", T),
+        ("hlc_wall", I),
+        ("hlc_logical", I),
+        ("site_id", T),
+        ("stream", T),
+        ("version", I),
+    ),
+    key=("kind", "name"),
 )
 
 # The origin of every named stream: ``kind`` ("repository" | "account" | "organization"
@@ -396,6 +414,7 @@ VIEW_TABLES: tuple[Table, ...] = (
     REFERRERS,
     REPOSITORY_PERMISSIONS,
     DELETED_REPOSITORIES,
+    NAME_ORDERS,
     STREAM_ORIGINS,
     ACCOUNTS,
     NAMESPACES,

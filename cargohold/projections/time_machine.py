@@ -29,7 +29,6 @@ from cargohold.projections.base import (
     Handler,
     ProjectionCorrupt,
     event_time,
-    record_tag_history,
     repository_name,
 )
 from cargohold.projections.writes import BatchedWrites, write
@@ -143,7 +142,9 @@ class TimeMachineProjector:
             c,
             "manifest_sizes",
             f"INSERT INTO {ns}manifest_sizes (repository, digest, layers_size, "
-            "is_manifest_list, position) VALUES (?, ?, ?, ?, ?)",
+            "is_manifest_list, position) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (repository, digest) DO UPDATE SET layers_size = excluded.layers_size, "
+            "is_manifest_list = excluded.is_manifest_list, position = excluded.position",
             (repo, digest, size, int(is_list), pos),
         )
         if isinstance(c, BatchedWrites):
@@ -186,35 +187,43 @@ class TimeMachineProjector:
             "position = excluded.position",
             (repo, tag, str(e.to_digest), event_time(e), pos),
         )
-        record_tag_history(c, ns, e, pos, repo, "restore", e.from_digest, e.to_digest)
 
     def _tag_expiration_changed(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
         tag = str(e.tag)
+        digest = str(e.digest)
         expires = None if e.expires_at is None else epoch_ms(e.expires_at)
+        # NOTE: for the tag's lifetime at ``digest`` only: in the geo fold another site
+        # may have moved or deleted the tag before it, and then it changes nothing.
         update = (
             f"UPDATE {ns}tag_lifetimes SET expires_ms = ?, position = ? "
-            "WHERE repository = ? AND tag = ? AND end_ms IS NULL"
+            "WHERE repository = ? AND tag = ? AND end_ms IS NULL AND digest = ?"
         )
-        c.execute(update, (expires, pos, repo, tag))
+        c.execute(update, (expires, pos, repo, tag, digest))
         if c.rowcount == 1:
             return
         # A tag moved before this view existed: start its lifetime from the tags row.
-        row = c.execute(
+        row = self._tag_row(c, ns, repo, tag)
+        if row is None or row[0] != digest:
+            return
+        self._start(c, ns, repo, tag, digest, e.hlc.wall_ms, False, int(row[1]))
+        c.execute(update, (expires, pos, repo, tag, digest))
+
+    @staticmethod
+    def _tag_row(c: Cursor, ns: str, repo: str, tag: str) -> tuple[Any, ...] | None:
+        return c.execute(
             f"SELECT digest, position FROM {ns}tags WHERE repository = ? AND tag = ?",
             (repo, tag),
         ).fetchone()
-        if row is None:
-            raise ProjectionCorrupt(f"expiration of tag {tag} not in repository {repo}")
-        self._start(c, ns, repo, tag, str(row[0]), e.hlc.wall_ms, False, int(row[1]))
-        c.execute(update, (expires, pos, repo, tag))
 
     def _tag_expired(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)
         tag = str(e.tag)
+        row = self._tag_row(c, ns, repo, tag)
+        if row is None or row[0] != str(e.digest):
+            return  # moved or deleted at another site before it (the geo fold)
         self._end(c, ns, repo, tag, epoch_ms(e.expires_at), pos)
         write(c, "tags", f"DELETE FROM {ns}tags WHERE repository = ? AND tag = ?", (repo, tag))
-        record_tag_history(c, ns, e, pos, repo, "expire", e.digest, None)
 
     def _repository_deleted(self, c: Cursor, ns: str, e: Any, pos: int) -> None:
         repo = _repository_name(c, ns, e)

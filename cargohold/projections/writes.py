@@ -27,9 +27,11 @@ class BatchedWrites(Cursor):
     triggers, no foreign keys, no ``INSERT ... SELECT``).
 
     ``flush`` must be called before the transaction commits (the runner does).
-    ``repository_names`` (repository id -> name) and ``names`` ((table, id) -> name, for
-    accounts and organisations) remember names for this transaction only, so a rollback
-    can never leave a stale entry behind; so does ``manifest_sizes`` (repository name ->
+    ``repository_names`` (stream id -> name, of live repositories), ``stream_names`` (any
+    repository stream's id -> its name) and ``names`` ((table, id) -> name, for accounts
+    and organisations) remember names for this transaction only, so a rollback can never
+    leave a stale entry behind; so do ``orders`` and ``refolds``, the geo fold's
+    (``merge.py``); so does ``manifest_sizes`` (repository name ->
     digest -> the ``manifest_sizes`` row's ``(layers_size, is_manifest_list)``, or
     ``None`` for a row known to be absent), which the time machine keeps exact because it
     is that table's only writer.
@@ -45,6 +47,10 @@ class BatchedWrites(Cursor):
         self._first: dict[str, list[tuple[str, list[Params]]]] = {}
         self._queues: dict[str, list[tuple[str, list[Params]]]] = {}
         self.repository_names: dict[UUID, str] = {}
+        self.stream_names: dict[UUID, str] = {}
+        self.orders: dict[str, tuple[Any, ...] | None] = {}
+        self.orders_moved: set[str] = set()
+        self.refolds: set[str] = set()
         self.names: dict[tuple[str, UUID], str] = {}
         self.manifest_sizes: dict[str, dict[str, tuple[int | None, int] | None]] = {}
         self.pending: dict[Any, list[Any]] = {}

@@ -88,7 +88,7 @@ from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.projections.audit.entry import Entry, iso
 from cargohold.projections.audit.mirror_kinds import MIRROR_KINDS, mirror_mappers
-from cargohold.projections.base import ProjectionCorrupt
+from cargohold.projections.base import ProjectionCorrupt, stream_name
 from cargohold.projections.writes import BatchedWrites
 
 #: The kinds of the pulls and logins recorded in ``access_log``.
@@ -263,23 +263,7 @@ class AuditMapper:
     @staticmethod
     def repository_name(c: Cursor, ns: str, event: Any) -> str:
         """The name of the event's repository: live, or deleted (a ``Recreated``)."""
-        name = getattr(event, "name", None)
-        if name is not None:  # Created carries it
-            return str(name)
-        cache = c.repository_names if isinstance(c, BatchedWrites) else {}
-        cached = cache.get(event.originator_id)
-        if cached is not None:
-            return cached
-        repo_id = str(event.originator_id)
-        for table in ("repositories", "deleted_repositories"):
-            row = c.execute(f"SELECT name FROM {ns}{table} WHERE id = ?", (repo_id,)).fetchone()
-            if row is not None:
-                # NOTE: the cache holds live repositories only: the handlers trust it, and
-                # an event (but Recreated) for a deleted one must still stop them.
-                if table == "repositories":
-                    cache[event.originator_id] = str(row[0])
-                return str(row[0])
-        raise ProjectionCorrupt(f"event for unknown repository {repo_id}")
+        return stream_name(c, ns, event)
 
     @staticmethod
     def _lookup(c: Cursor, ns: str, table: str, event: Any) -> str:
