@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import json
 import logging
 import socket
 import sys
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         help="processes sharing the listening socket (default: one per CPU, at most 4)",
+    )
+    serve.add_argument(
+        "--peer",
+        action="append",
+        metavar="URL",
+        help="a geo peer's base URL to replicate from (repeat for each; see 'peers')",
     )
     serve.add_argument(
         "--as-of",
@@ -107,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every mirror sync that is due now (or only REPO's), then exit",
     )
     run_once.add_argument("repository", nargs="?", metavar="REPO", help="namespace/name")
+    site = commands.add_parser("site", help="this site and its geo peers")
+    site_actions = site.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = site_actions.add_parser(
+        "status",
+        parents=[common],
+        help="this site and each geo peer's link, as GET /api/v1/superuser/sites shows them",
+    )
+    status.add_argument(
+        "--peer", action="append", metavar="URL", help="a geo peer (as serve's --peer)"
+    )
     return parser
 
 
@@ -121,6 +138,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "threads": getattr(args, "threads", None),
             "workers": getattr(args, "workers", None),
             "as_of": getattr(args, "as_of", None),
+            "peers": ",".join(args.peer) if getattr(args, "peer", None) else None,
         },
     )
 
@@ -159,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bundle(container, args)
         if args.command == "mirror":
             return _mirror_run_once(container, args.repository)
+        if args.command == "site":
+            return _site_status(container)
         if at_ms is not None:
             return _as_of(container, at_ms, drop=args.drop, quiet=args.quiet)
         return _replay(container, args.action, quiet=args.quiet)
@@ -167,6 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     finally:
         container.close()
+
+
+def _site_status(container: Container) -> int:
+    from cargohold.http.app import site_status
+
+    print(json.dumps(site_status(container).status(), indent=2))
+    return 0
 
 
 def _bootstrap_as_of(settings: Settings, *, quiet: bool) -> Container:
@@ -237,9 +264,14 @@ def _bind(settings: Settings) -> socket.socket:
 def _serve(container: Container, sock: socket.socket) -> int:
     from cargohold.bootstrap.serving import serve_with, serve_workers
     from cargohold.http.server.listening import announce
+    from cargohold.replay.geo_replicator import peers_hold_a_registry
 
     settings = container.settings
-    password = None if container.read_only else ensure_admin(container)
+    # NOTE: a site started with peers that already hold a registry joins it: its
+    # superuser arrives with their log (two sites' own admin would be two accounts).
+    joins = bool(settings.peer_urls) and not container.identity_queries.has_accounts()
+    joins = joins and peers_hold_a_registry(settings.peer_urls, settings.peer_token)
+    password = None if container.read_only or joins else ensure_admin(container)
     if password is not None:
         # NOTE: the one place a secret is printed, on purpose, once: the operator needs it.
         print(

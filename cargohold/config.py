@@ -150,6 +150,13 @@ class Settings:
     # Geo-replication (docs/geo-replication.md): the shared secret a peer site presents
     # to read this site's log (/replication/v1/log); empty: the log is served to no one.
     peer_token: str = field(default="", repr=False)
+    # This site's name, for people (``site status``, the sites endpoint, each peer's
+    # view of it); empty: its site id stands for it.
+    site_name: str = ""
+    # The geo peers this site replicates from: their base URLs, comma-separated (a list
+    # in the config file; ``--peer URL``, repeated, on the command line). Each is read
+    # with ``peer_token``, which every peer shares.
+    peers: str = ""
     # Serve the registry as it stood at this moment, read-only (``serve --as-of``): an
     # ISO 8601 date or time (UTC unless it names an offset), or ``@`` + epoch seconds.
     as_of: str = ""
@@ -169,6 +176,11 @@ class Settings:
     @property
     def postgres(self) -> PostgresSettings:
         return _parse_postgres_url(self.database)
+
+    @property
+    def peer_urls(self) -> tuple[str, ...]:
+        """``peers`` as a tuple of base URLs (no trailing slash), in the order given."""
+        return tuple(u.strip().rstrip("/") for u in self.peers.split(",") if u.strip())
 
     @property
     def as_of_ms(self) -> int | None:
@@ -233,6 +245,8 @@ def _build(values: Mapping[str, Any]) -> Settings:
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
+    if name == "peers" and isinstance(value, list | tuple):  # the file's list of URLs
+        value = ",".join(str(v) for v in value)
     try:
         if kind == "Path":
             return Path(str(value))
@@ -314,6 +328,17 @@ MIN_PEER_TOKEN = 16
 def _check_peers(s: Settings) -> None:
     if s.peer_token and len(s.peer_token) < MIN_PEER_TOKEN:
         raise ConfigError(f"setting 'peer_token' must be at least {MIN_PEER_TOKEN} characters")
+    urls = s.peer_urls
+    if urls and not s.peer_token:
+        raise ConfigError("setting 'peers' needs 'peer_token' (the secret every peer shares)")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query:
+            raise ConfigError(f"setting 'peers': {url[:100]!r} is not an http(s)://host:port URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError("setting 'peers' names a peer twice")
+    if any(c in s.site_name for c in "\r\n\t") or len(s.site_name) > 100:
+        raise ConfigError("setting 'site_name' must be one line of at most 100 characters")
 
 
 def parse_instant(text: str) -> int:

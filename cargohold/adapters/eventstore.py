@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import MapperDeserialisationError
+from eventsourcing.persistence import ApplicationRecorder, MapperDeserialisationError
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import Environment, resolve_topic
 
@@ -46,6 +46,9 @@ def log_environment(
         "CREATE_TABLE": "y" if create_tables else "n",
         # The repository cache stays off: several processes write the same aggregates.
         "AGGREGATE_CACHE_MAXSIZE": "",
+        # One tracking row per geo peer (the position of its log stored here), moved
+        # forward only (the library's single-row tracking table).
+        "SINGLE_ROW_TRACKING": "y",
     }
     if postgres is not None:
         env.update(
@@ -105,6 +108,12 @@ class RegistryLog(Application[UUID]):
             ProxyCache: snapshot_interval,
         }
         super().__init__(env=dict(env))
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The library's *process* recorder: an application recorder that also stores a
+        tracking position in the transaction of the events it inserts (what a geo peer's
+        events are stored with: ``replay/geo_store.py``)."""
+        return self.factory.process_recorder()
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         merged = dict(type(self).env)
@@ -178,6 +187,32 @@ class LogReader:
 
         to_event = self.app.mapper.to_domain_event
         return [(n.id, to_event(n)) for n in stream_rows(recorder, ids, through)]
+
+    def versions(self, ids: Sequence[UUID]) -> dict[UUID, int]:
+        """The last version stored of each of the streams ``ids`` that has any (one
+        query: what a geo peer's page is checked against, ``replay/geo_store.py``)."""
+        unique = sorted(set(ids))
+        if not unique:
+            return {}
+        recorder = self.app.recorder
+        if self._sqlite_table is None:
+            from cargohold.adapters.postgres import stream_versions
+
+            return stream_versions(recorder, unique)
+        assert isinstance(recorder, SQLiteApplicationRecorder)
+        found: dict[UUID, int] = {}
+        # NOTE: SQLite binds at most 32,766 parameters; a page holds at most 10,000 ids.
+        for start in range(0, len(unique), 10_000):
+            chunk = unique[start : start + 10_000]
+            marks = ", ".join("?" for _ in chunk)
+            sql = (
+                f"SELECT originator_id, MAX(originator_version) FROM {self._sqlite_table} "
+                f"WHERE originator_id IN ({marks}) GROUP BY originator_id"
+            )
+            with recorder.datastore.transaction(commit=False) as c:
+                c.execute(sql, [i.hex for i in chunk])
+                found.update((UUID(row[0]), int(row[1])) for row in c.fetchall())
+        return found
 
     def _read_sqlite(
         self, table: str, after: int, limit: int, stop: int | None

@@ -141,3 +141,20 @@ def stream_rows(recorder: Any, ids: Sequence[Any], through: int) -> list[Any]:
             )
             for row in curs.fetchall()
         ]
+
+
+def stream_versions(recorder: Any, ids: Sequence[Any]) -> dict[Any, int]:
+    """The last version of each of the streams ``ids`` (UUIDs) that eventsourcing's
+    PostgreSQL ``recorder`` holds."""
+    from psycopg.sql import SQL, Identifier
+
+    statement = SQL(
+        "SELECT originator_id, MAX(originator_version) AS version FROM {schema}.{table} "
+        "WHERE originator_id = ANY(%s) GROUP BY originator_id"
+    ).format(
+        schema=Identifier(recorder.datastore.schema),
+        table=Identifier(recorder.events_table_name),
+    )
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, [list(ids)])
+        return {row["originator_id"]: int(row["version"]) for row in curs.fetchall()}

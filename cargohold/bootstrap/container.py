@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cargohold.adapters.eventstore import LogReader, RegistryLog
 from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.passwords import Argon2PasswordHasher
+from cargohold.adapters.peer_links import SQLPeerLinks
 from cargohold.adapters.spool import SpoolDir
 from cargohold.adapters.tokens import HashedTokenMinter, JWTSigner
 from cargohold.adapters.upload_sessions import SQLUploadSessions
@@ -82,6 +83,8 @@ class Container:
     #: Who may do what: the live rules, also when serving the registry as of a moment
     #: (``identity_queries`` then shows that moment's teams and grants).
     authorization: IdentityQueries
+    #: The geo peers' links, as their replicators last saw them (``replay/geo_replicator``).
+    peer_links: SQLPeerLinks
     #: Set when serving the registry as it stood at a moment, read-only: its views, and
     #: the database that holds them.
     as_of: as_of.AsOfViews | None = None
@@ -129,11 +132,13 @@ def bootstrap(
         sessions = SQLUploadSessions(views_db)
         throttle = SQLLoginThrottle(views_db)
         access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
+        peer_links = SQLPeerLinks(views_db)
         if create_tables:
             runner.create_tables()
             sessions.create_table()
             throttle.create_table()
             access_log.create_table()
+            peer_links.create_table()
         runner.catch_up()
         signer = JWTSigner(stores.signing_key(settings), issuer=settings.auth_service)
         audit_chain = AuditChain(views_db, log.recorder, signer)
@@ -229,6 +234,7 @@ def bootstrap(
         proxy_cache_queries=cache_queries,
         pull_through=pull_through,
         authorization=identity_queries,
+        peer_links=peer_links,
     )
     at_ms = settings.as_of_ms
     if at_ms is None:

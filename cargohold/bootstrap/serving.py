@@ -18,11 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 from cargohold import chores
+from cargohold.adapters.geo_peer import PeerFeed
 from cargohold.bootstrap.container import Container, bootstrap
 from cargohold.bootstrap.stores import StartupError
+from cargohold.commands.unit_of_work import MAX_CLOCK_AHEAD_MS
 from cargohold.config import Settings
 from cargohold.http.app import create_app
 from cargohold.http.server import listening, serve, workers
+from cargohold.projections.origins import StreamOrigins
+from cargohold.replay.geo_replicator import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,8 @@ def serve_with(container: Container, sock: socket.socket, parent: int | None = N
 
 
 def _start_chores(container: Container, stop: threading.Event) -> None:
-    """The janitor, the sealer, the tag sweeper and the mirror worker, each on a daemon
-    thread until ``stop``."""
+    """The janitor, the sealer, the tag sweeper, the mirror worker and a replicator per
+    geo peer, each on a daemon thread until ``stop``."""
     expiry = container.settings.upload_expiry_seconds
     chore_list: list[tuple[Callable[..., None], tuple[Any, ...]]] = [
         (chores.janitor, (container.uploads, expiry)),
@@ -75,6 +79,19 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
                 (container.mirror_queries, container.mirror_sync, container.queries.now_ms, poll),
             )
         )
+    settings = container.settings
+    for url in settings.peer_urls:
+        replicator = Replicator(
+            PeerFeed(url, settings.peer_token),
+            container.log,
+            container.site_id,
+            container.runner,
+            container.registry.clock,
+            container.peer_links,
+            max_clock_ahead_ms=MAX_CLOCK_AHEAD_MS,
+            names=StreamOrigins(container.views_db, container.site_id),
+        )
+        chore_list.append((replicator.run, ()))
     for chore, args in chore_list:
         threading.Thread(target=chore, args=(*args, stop), daemon=True).start()
 

@@ -21,6 +21,7 @@ from cargohold.http.registry_v2.auth import RegistryAuth
 from cargohold.http.replication import ReplicationLogResource
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay.geo_feed import LogPages
+from cargohold.replay.geo_status import SiteStatus
 
 
 class HealthResource:
@@ -78,7 +79,8 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
     app.add_route(
         "/replication/v1/log",
         ReplicationLogResource(
-            LogPages(container.log, container.site_id), container.settings.peer_token
+            LogPages(container.log, container.site_id, container.settings.site_name),
+            container.settings.peer_token,
         ),
     )
     registry_v2.register(
@@ -127,5 +129,19 @@ def api_v1_router(container: Container) -> ApiV1Router:
         proxy_cache_service=container.proxy_caches,
         proxy_cache_queries=container.proxy_cache_queries,
         tag_windows=container.tag_windows,
+        site_status=site_status(container),
         read_only=container.read_only,
+    )
+
+
+def site_status(container: Container) -> SiteStatus:
+    """What the sites endpoint and ``cargohold site status`` show."""
+    settings = container.settings
+    return SiteStatus(
+        container.log,
+        container.runner,
+        container.site_id,
+        settings.site_name,
+        settings.peer_urls,
+        container.peer_links,
     )

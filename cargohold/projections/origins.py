@@ -91,3 +91,19 @@ class StreamOrigins:
         the account is this site's or unknown."""
         found = self._foreign([("account", name)])
         return None if found is None else found[0]
+
+    def identity_stream(self, kind: str, name: str) -> UUID | None:
+        """The stream holding the account, organisation or namespace ``name`` here
+        (``kind`` as in ``stream_origins``), or None (``replay/geo_store.NameOwners``)."""
+        rows = self.db.query(
+            "SELECT id FROM stream_origins WHERE name = ? AND kind = ? LIMIT 1", (name, kind)
+        )
+        if rows:
+            return UUID(str(rows[0][0]))
+        # NOTE: views older than stream_origins: the account and organisation views.
+        table = {"account": "accounts", "organization": "organizations"}.get(kind)
+        if table is None:
+            rows = self.db.query("SELECT 1 FROM namespaces WHERE name = ?", (name,))
+            return None if not rows else UUID(int=0)
+        rows = self.db.query(f"SELECT id FROM {table} WHERE name = ?", (name,))
+        return None if not rows else UUID(str(rows[0][0]))

@@ -57,7 +57,7 @@ from typing import Any
 from uuid import UUID
 
 from cargohold.adapters.eventstore import LogReader, RegistryLog, plain_state
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization
+from cargohold.domain.accounts import Organization
 from cargohold.domain.errors import BlobUnknown
 from cargohold.domain.identity import PrincipalKind
 from cargohold.domain.ports import BlobStore
@@ -70,6 +70,7 @@ from cargohold.replay.bundle_format import (
     EventFrame,
     Header,
 )
+from cargohold.replay.event_checks import CREATED_KINDS
 
 __all__ = [
     "BundleError",
@@ -79,12 +80,6 @@ __all__ = [
     "parse_patterns",
 ]
 
-CREATED_KINDS: dict[type, str] = {
-    Repository.Created: "repository",
-    Account.Created: "account",
-    Organization.Created: "organization",
-    NamespaceClaim.Created: "namespace",
-}
 _SCAN_BATCH = 5000
 _READ_BATCH = 1000
 

@@ -13,17 +13,14 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.utils import resolve_topic
 
 from cargohold.adapters.eventstore import RegistryLog
-from cargohold.domain.accounts import Account, NamespaceClaim, Organization
 from cargohold.domain.errors import DomainError
 from cargohold.domain.ports import BlobStore, Database
-from cargohold.domain.repository import Repository
 from cargohold.domain.values import Digest
 from cargohold.progress import progress_bar
 from cargohold.projections.runner import ProjectionRunner
-from cargohold.replay.bundle import CREATED_KINDS, ImportRefused, stored_state
+from cargohold.replay.bundle import ImportRefused, stored_state
 from cargohold.replay.bundle_format import (
     BlobStart,
     BundleError,
@@ -33,6 +30,7 @@ from cargohold.replay.bundle_format import (
     Trailer,
     open_bundle,
 )
+from cargohold.replay.event_checks import CREATED_KINDS, EventChecks, EventRefused
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ def _verify(here: _Here, path: Path, quiet: bool) -> _Survey:
     hasher: Any = None
     blob: BlobStart | None = None
     left = 0
-    topics: dict[str, type] = {}
+    checks = EventChecks(handled, transcoder)
     with open_bundle(path) as f, progress_bar(path.stat().st_size, "verifying", "B", quiet) as bar:
         reader = BundleReader(f, str(path), progress=bar.update)
         for frame in reader.frames():
@@ -106,7 +104,7 @@ def _verify(here: _Here, path: Path, quiet: bool) -> _Survey:
                     _check_blob(blob, hasher)
             elif isinstance(frame, EventFrame):
                 events += 1
-                _check_event(frame, streams, topics, handled, transcoder, str(path))
+                _check_event(frame, streams, checks, str(path))
             elif isinstance(frame, Header):
                 header = frame
             else:
@@ -134,57 +132,23 @@ def _check_blob(blob: BlobStart | None, hasher: Any) -> None:
 
 
 def _check_event(
-    frame: EventFrame,
-    streams: dict[str, _Incoming],
-    topics: dict[str, type],
-    handled: frozenset[type],
-    transcoder: Any,
-    name: str,
+    frame: EventFrame, streams: dict[str, _Incoming], checks: EventChecks, name: str
 ) -> None:
-    where = f"event {frame.originator_id} v{frame.version} ({frame.topic[:100]})"
-    cls = topics.get(frame.topic)
-    if cls is None:
-        try:
-            cls = resolve_topic(frame.topic)
-        except Exception:  # NOTE: resolve_topic raises several kinds for a stranger
-            cls = None
-        if cls not in handled:
-            raise BundleError(
-                f"{name}: {where} is of a kind this cargohold does not know (a newer version?)"
-            )
-        topics[frame.topic] = cls
+    where = f"{name}: event {frame.originator_id} v{frame.version} ({frame.topic[:100]})"
     try:
-        UUID(frame.originator_id)
-        state = transcoder.decode(frame.state)
-        if not isinstance(state, dict):
-            raise TypeError("the state is not a map")
-    except Exception as e:  # NOTE: any failure to decode means the same thing here
-        raise BundleError(f"{name}: {where} cannot be decoded: {e}") from None
-    if state.get("class_version", 1) > getattr(cls, "class_version", 1):
-        raise BundleError(f"{name}: {where} is of a newer schema than this cargohold knows")
+        cls, state = checks.check(frame.originator_id, frame.topic, frame.state, where)
+    except EventRefused as e:
+        raise BundleError(str(e)) from None
     incoming = streams.get(frame.originator_id)
     if incoming is None:
         incoming = streams[frame.originator_id] = _Incoming(frame.version, frame.version - 1)
     if frame.version != incoming.last + 1 or frame.version < 1:
-        raise BundleError(f"{name}: {where} does not follow version {incoming.last}")
+        raise BundleError(f"{where} does not follow version {incoming.last}")
     incoming.last = frame.version
     kind = CREATED_KINDS.get(cls)
     if kind is not None:
-        # NOTE: a stream's id is derived from its origin site and name: one that is not
-        # would let a forged bundle pass off a stream as another site's (or as ours).
-        named, site = state.get("name"), state.get("site_id")
-        if not isinstance(site, UUID) or _STREAM_IDS[cls](site, named) != UUID(frame.originator_id):
-            raise BundleError(f"{name}: {where} is not the stream of {kind} {named} at {site}")
-        incoming.created = (kind, str(named))
-        incoming.site = str(site)
-
-
-_STREAM_IDS: dict[type, Callable[[UUID, Any], UUID]] = {
-    Repository.Created: Repository.create_id,
-    Account.Created: Account.create_id,
-    Organization.Created: Organization.create_id,
-    NamespaceClaim.Created: NamespaceClaim.create_id,
-}
+        incoming.created = (kind, str(state.get("name")))
+        incoming.site = str(state.get("site_id"))
 
 
 def _check_here(here: _Here, survey: _Survey) -> dict[str, int]:
@@ -350,7 +314,7 @@ def import_bundle(
     transcoder = here.log.mapper.transcoder
     handled = here.runner.projector.event_classes
     seen: dict[str, _Incoming] = {}
-    topics: dict[str, type] = {}
+    checks = EventChecks(handled, transcoder)
     mapper = here.log.mapper
     blobs = blobs_present = blob_bytes = events = present = 0
     batch: list[StoredEvent] = []
@@ -405,7 +369,7 @@ def import_bundle(
                     _refuse(_conflicts(here, survey, have))
                     conflicts_checked = True
                 # The file was verified; it is read again, so check again what is applied.
-                _check_event(frame, seen, topics, handled, transcoder, str(path))
+                _check_event(frame, seen, checks, str(path))
                 version = have.get(frame.originator_id)
                 if version is None:
                     raise BundleError(f"{path} changed while it was being imported")

@@ -3,7 +3,8 @@ msgpack frames, each a bounded slice of the log after a position.
 
 ::
 
-    header   ["cargohold-log", {"version": 1, "site_id": str, "after": int, "head": int}]
+    header   ["cargohold-log", {"version": 1, "site_id": str, "after": int, "head": int,
+                              "site_name": str (optional, a label for people)}]
     event    ["event", position int, originator_id str, version int, topic str, state bin]
     trailer  ["end", {"through": int, "events": int, "sha256": str}]
 
@@ -62,6 +63,7 @@ class Page:
     head: int
     through: int
     events: tuple[FeedEvent, ...]
+    site_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,13 @@ class LogPages:
 
     log: RegistryLog
     site_id: UUID
+    site_name: str = ""
     media_type: str = MEDIA_TYPE
     default_limit: int = DEFAULT_LIMIT
     max_limit: int = MAX_LIMIT
 
     def page(self, after: int, limit: int) -> bytes:
-        return write_page(self.log, self.site_id, after, limit)
+        return write_page(self.log, self.site_id, after, limit, site_name=self.site_name)
 
 
 def write_page(
@@ -84,15 +87,17 @@ def write_page(
     after: int,
     limit: int = DEFAULT_LIMIT,
     max_bytes: int = MAX_PAGE_BYTES,
+    *,
+    site_name: str = "",
 ) -> bytes:
     """The page of ``log`` after position ``after`` (the module docstring)."""
     head = int(log.recorder.max_notification_id() or 0)
     packer = msgpack.Packer(use_bin_type=True)
-    out = bytearray(
-        packer.pack(
-            [MAGIC, {"version": VERSION, "site_id": str(site_id), "after": after, "head": head}]
-        )
-    )
+    meta: dict[str, Any] = {"version": VERSION, "site_id": str(site_id), "after": after}
+    meta["head"] = head
+    if site_name:
+        meta["site_name"] = site_name
+    out = bytearray(packer.pack([MAGIC, meta]))
     notifications = log.recorder.select_notifications(
         start=after, limit=min(limit, MAX_LIMIT), inclusive_of_start=False
     )
@@ -164,6 +169,7 @@ def read_page(data: bytes) -> Page:
             int(meta["head"]),
             int(end["through"]),
             tuple(events),
+            str(meta["site_name"]) if meta.get("site_name") else None,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise FeedError(f"a log page with a malformed header or trailer: {e}") from None

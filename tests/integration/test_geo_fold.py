@@ -39,13 +39,11 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.values import Actor, ActorKind, Descriptor, Digest, MediaType, RepositoryName
 from cargohold.domain.values import Tag as TagName
 from cargohold.projections.runner import ProjectionRunner
-from cargohold.projections.schema import VIEW_TABLES
 from cargohold.replay.rebuild import verify
 from tests.factories import ALICE, push_image, settings_for
+from tests.geo import site_views
 from tests.operations import verify as replay_verify
 
-#: Columns holding a site's own log positions: the only ones two sites' views differ in.
-LOCAL_COLUMNS = frozenset({"position", "start_position"})
 NAMES = ("acme/app", "acme/lib")
 TAGS = ("latest", "v1", "v2")
 LAYER = MediaType("application/vnd.oci.image.layer.v1.tar+gzip")
@@ -146,12 +144,7 @@ class Site:
         return len(new)
 
     def views(self) -> dict[str, list[tuple[Any, ...]]]:
-        dump: dict[str, list[tuple[Any, ...]]] = {}
-        for table in VIEW_TABLES:
-            cols = [c for c in table.column_names if c not in LOCAL_COLUMNS]
-            rows = self.db.query(f"SELECT {', '.join(cols)} FROM {table.name}")
-            dump[table.name] = sorted((tuple(r) for r in rows), key=repr)
-        return dump
+        return site_views(self.db)
 
 
 class GeoSites(RuleBasedStateMachine):

@@ -85,7 +85,13 @@ def _raw_states(s: Settings) -> list[bytes]:
             return [bytes(r[0]) for t in tables for r in conn.execute(f'SELECT state FROM "{t}"')]  # type: ignore[call-overload]
     conn = sqlite3.connect(Path(s.data_dir) / "events.sqlite")
     try:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        # NOTE: the events' tables, not the geo peers' tracking table (no state there).
+        tables = [
+            t
+            for t in names
+            if any(c[1] == "state" for c in conn.execute(f"PRAGMA table_info({t})"))
+        ]
         return [bytes(r[0]) for t in tables for r in conn.execute(f"SELECT state FROM {t}")]
     finally:
         conn.close()

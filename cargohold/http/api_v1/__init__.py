@@ -53,6 +53,7 @@ path                                                        methods             
 /organization/{org}/logs, aggregatelogs, exportlogs         GET (export: POST)  logs
 /user/logs, aggregatelogs, exportlogs                       GET (export: POST)  logs
 /superuser/logs, aggregatelogs, exportlogs                  GET (export: POST)  logs
+/superuser/sites                                            GET                 sites
 ==========================================================  ==================  ===========
 """
 
@@ -75,6 +76,7 @@ from cargohold.http.api_v1 import (
     proxy_caches,
     repositories,
     robots,
+    sites,
     tags,
     teams,
     tokens,
@@ -106,6 +108,7 @@ def build_router(
     proxy_cache_service: ProxyCacheService,
     proxy_cache_queries: ProxyCacheQueries,
     tag_windows: TagWindows,
+    site_status: sites.Sites,
     read_only: str | None,
 ) -> ApiV1Router:
     """Every /api/v1 route, wired to its resource.
@@ -123,6 +126,7 @@ def build_router(
         ("/users/{username}", users.PublicUserResource(g, accounts)),
         ("/superuser/users", users.SuperuserUsersResource(g, accounts, identity)),
         ("/superuser/users/{username}", users.SuperuserUserResource(g, accounts, identity)),
+        ("/superuser/sites", sites.SitesResource(g, site_status)),
         ("/user/apptoken", tokens.ApiTokensResource(g, accounts, identity)),
         ("/user/apptoken/{token_id}", tokens.ApiTokenResource(g, accounts, identity)),
         ("/organization", organizations.OrganizationsResource(g, accounts, identity)),

@@ -1,0 +1,90 @@
+"""A geo peer's log feed over HTTP: ``GET <peer>/replication/v1/log`` with this site's
+``peer_token`` (``http/replication.py`` serves it; ``replay/geo_feed.py`` reads a page).
+
+One ``httpx`` client per peer keeps its connection open between pages. Pages come
+gzip-encoded (the client asks, and inflates them). Every failure is one of two
+exceptions: ``PeerRefused`` (the peer answered, and will not serve us as things are:
+a wrong token, an unknown path) or ``PeerUnreachable`` (no answer, a timeout, a 5xx).
+The replicator waits and retries the second; the first needs an operator.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+#: The feed's media type (``replay/geo_feed.MEDIA_TYPE``; adapters do not import replay).
+FEED_MEDIA_TYPE = "application/vnd.cargohold.log.v1+msgpack"
+#: The largest page accepted, inflated: the feed cuts pages at 4 MiB of frames, and one
+#: event may be bigger than that (a page holds at least one).
+MAX_PAGE_BYTES = 80 * 1024 * 1024
+
+
+class PeerError(Exception):
+    """The peer's log could not be read; the message says why, for ``site status``."""
+
+
+class PeerRefused(PeerError):
+    """The peer answered and refused (its answer's status in the message)."""
+
+
+class PeerUnreachable(PeerError):
+    """No usable answer: connection refused or cut, a timeout, or a server error."""
+
+
+class PeerFeed:
+    """Reads pages of the log of the peer at ``base_url`` (``http(s)://host:port``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": FEED_MEDIA_TYPE,
+                "Accept-Encoding": "gzip",
+                "User-Agent": "cargohold-replicator",
+            },
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def page(self, after: int, limit: int) -> bytes:
+        """The bytes of the page after position ``after`` (at most ``limit`` events)."""
+        try:
+            with self._client.stream(
+                "GET", "/replication/v1/log", params={"after": after, "limit": limit}
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._failure(response)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_PAGE_BYTES:
+                        raise PeerRefused(
+                            f"{self.base_url} sent a page over {MAX_PAGE_BYTES} bytes"
+                        )
+                return bytes(body)
+        except httpx.HTTPError as e:
+            raise PeerUnreachable(f"{self.base_url}: {type(e).__name__}: {e}") from None
+
+    def _failure(self, response: httpx.Response) -> PeerError:
+        what = f"{self.base_url} answered {response.status_code}"
+        if response.status_code == 401:
+            return PeerRefused(f"{what}: it does not accept this site's peer_token")
+        if response.status_code == 404:
+            return PeerRefused(f"{what}: it serves no log (its peer_token is not set?)")
+        if response.status_code >= 500 or response.status_code == 429:
+            return PeerUnreachable(what)
+        return PeerRefused(what)

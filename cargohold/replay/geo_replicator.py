@@ -1,0 +1,197 @@
+"""The replicator: one per geo peer, inside ``serve``, pulling the peer's log into this
+site's (``docs/geo-replication.md``, "Shipping").
+
+Each step reads the page after the position this site has taken from the peer (the
+log's tracking row), stores what it lacks with the new position in one transaction
+(``geo_store``), moves this site's clock past the stamps it met, and catches the views
+up (they fold the peer's events as any other: ``projections/merge.py``). While the peer
+is ahead, steps follow each other at once; once caught up, the replicator polls every
+``interval`` seconds.
+
+- **One per peer per site.** Every worker and node of ``serve`` starts one per
+  configured peer. Only the holder of the peer's lease (``peer_links``, renewed each
+  step) reads; the others wait, and one of them takes over within ``LEASE_MS`` when the
+  holder dies. Even two holders at once would not store anything twice: a page lands
+  with its tracking row or not at all.
+- **Failures.** An unreachable peer is retried with backoff (up to ``MAX_BACKOFF_S``);
+  a refusal (a wrong ``peer_token``) and a page that cannot be stored here (an event of
+  a kind this version does not know) stop nothing else, are reported in ``peer_links``
+  (``site status``), and are retried slowly: an operator's fix takes effect without a
+  restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from uuid import UUID
+
+from cargohold.adapters.eventstore import RegistryLog
+from cargohold.adapters.geo_peer import PeerError, PeerFeed, PeerRefused
+from cargohold.adapters.peer_links import PeerLink, SQLPeerLinks
+from cargohold.domain.clock import HybridLogicalClock, system_wall_ms
+from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay.event_checks import EventChecks
+from cargohold.replay.geo_feed import DEFAULT_LIMIT, FeedError, read_page
+from cargohold.replay.geo_store import NameOwners, PageRaced, shipped_position, store_page
+
+log = logging.getLogger(__name__)
+
+LEASE_MS = 10_000
+MAX_BACKOFF_S = 10.0
+#: How long a refused peer (or a page this site cannot store) waits before a retry.
+REFUSED_RETRY_S = 30.0
+
+
+def lease_owner() -> str:
+    """A name for this replicator's process, unique across the site's nodes."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def peers_hold_a_registry(urls: tuple[str, ...], token: str, timeout: float = 3.0) -> bool:
+    """Whether any of the peers at ``urls`` answers with a log that holds events: then a
+    first start joins their registry (its superuser comes from them) rather than making
+    its own ``admin``, which would be a second account of one name."""
+    for url in urls:
+        feed = PeerFeed(url, token, timeout=timeout)
+        try:
+            if read_page(feed.page(0, 1)).head > 0:
+                return True
+        except (PeerError, FeedError):
+            continue
+        finally:
+            feed.close()
+    return False
+
+
+class Replicator:
+    """Pulls the log of the peer ``feed`` reads into ``log`` (this site's, ``site_id``)."""
+
+    def __init__(
+        self,
+        feed: PeerFeed,
+        log: RegistryLog,
+        site_id: UUID,
+        runner: ProjectionRunner,
+        clock: HybridLogicalClock,
+        links: SQLPeerLinks,
+        *,
+        max_clock_ahead_ms: int,
+        names: NameOwners | None = None,
+        limit: int = DEFAULT_LIMIT,
+        interval: float = 0.2,
+        owner: str | None = None,
+        now_ms: Callable[[], int] = system_wall_ms,
+    ) -> None:
+        self.feed = feed
+        self.url = feed.base_url
+        self.log = log
+        self.site_id = site_id
+        self.runner = runner
+        self.clock = clock
+        self.links = links
+        self.max_clock_ahead_ms = max_clock_ahead_ms
+        self.names = names
+        self.limit = limit
+        self.interval = interval
+        self.owner = owner or lease_owner()
+        self._now_ms = now_ms
+        self._checks = EventChecks(runner.projector.event_classes, log.mapper.transcoder)
+        self.link = PeerLink(self.url, None, None, "starting", 0, 0, 0, None, None, None)
+        self._peer: UUID | None = None
+
+    # -- one step ----------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """Read and store one page; whether the peer has more right away. Raises
+        ``PeerError`` or ``FeedError``."""
+        if self._peer is None:
+            # NOTE: where this site stands is tracked under the peer's site id, which
+            # only its pages tell: the first read is one event from the start.
+            first = read_page(self.feed.page(0, 1))
+            self._peer = first.site_id
+            position = shipped_position(self.log, first.site_id)
+            self.link = replace(
+                self.link,
+                site_id=str(first.site_id),
+                site_name=first.site_name,
+                position=position,
+            )
+        after = self.link.position
+        page = read_page(self.feed.page(after, self.limit))
+        now = self._now_ms()
+        if page.site_id != self._peer:
+            raise FeedError(
+                f"{self.url} is now site {page.site_id}, was {self._peer}: "
+                "a peer's URL must keep naming one site"
+            )
+        try:
+            stored = store_page(self.log, self.site_id, page, after, self._checks, self.names)
+        except PageRaced as raced:
+            self.link = replace(self.link, position=raced.position, contact_ms=now)
+            return True
+        if stored.latest is not None:
+            self.clock.observe(stored.latest, self.max_clock_ahead_ms)
+        if stored.stored:
+            self.runner.catch_up()
+        caught_up = stored.through >= page.head
+        self.link = replace(
+            self.link,
+            site_name=page.site_name,
+            state="caught-up" if caught_up else "replicating",
+            position=stored.through,
+            head=page.head,
+            events_stored=self.link.events_stored + stored.stored,
+            caught_up_ms=now if caught_up else self.link.caught_up_ms,
+            contact_ms=now,
+            error=None,
+        )
+        return not caught_up
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Step until ``stop``, holding the peer's lease (module docstring)."""
+        backoff = self.interval
+        try:
+            while not stop.is_set():
+                if not self.links.claim(self.url, self.owner, self._now_ms(), LEASE_MS):
+                    self._peer = None  # another holds it: re-read our place when ours
+                    stop.wait(LEASE_MS / 4000)
+                    continue
+                wait = self.interval
+                try:
+                    more = self.step()
+                    backoff = self.interval
+                    wait = 0.0 if more else self.interval
+                except PeerRefused as e:
+                    self._failed("refused", str(e))
+                    wait = REFUSED_RETRY_S
+                except FeedError as e:
+                    self._failed("refused", f"a page from {self.url} cannot be stored: {e}")
+                    wait = REFUSED_RETRY_S
+                except PeerError as e:
+                    self._failed("unreachable", str(e))
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    wait = backoff
+                except Exception as e:  # NOTE: this site's store failing: retried, logged
+                    log.exception("replicating from %s failed", self.url)
+                    self._failed("unreachable", f"this site could not store: {e}")
+                    backoff = min(MAX_BACKOFF_S, backoff * 2)
+                    wait = backoff
+                self.links.record(self.link, self.owner)
+                if wait:
+                    stop.wait(wait)
+        finally:
+            self.links.release(self.url, self.owner)
+            self.feed.close()
+
+    def _failed(self, state: str, message: str) -> None:
+        if self.link.error != message:
+            log.warning("geo peer %s: %s", self.url, message)
+        self.link = replace(self.link, state=state, error=message)
