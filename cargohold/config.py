@@ -157,6 +157,10 @@ class Settings:
     # in the config file; ``--peer URL``, repeated, on the command line). Each is read
     # with ``peer_token``, which every peer shares.
     peers: str = ""
+    # A pull of a blob that a peer's events named and this site does not hold yet:
+    # ``proxy`` streams it from the peer (storing it here as it passes); ``redirect``
+    # answers 307 to the peer's signed, short-lived URL of it.
+    geo_missing_blobs: str = "proxy"
     # Serve the registry as it stood at this moment, read-only (``serve --as-of``): an
     # ISO 8601 date or time (UTC unless it names an offset), or ``@`` + epoch seconds.
     as_of: str = ""
@@ -335,6 +339,10 @@ def _check_peers(s: Settings) -> None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.hostname or parts.query:
             raise ConfigError(f"setting 'peers': {url[:100]!r} is not an http(s)://host:port URL")
+    if s.geo_missing_blobs not in {"proxy", "redirect"}:
+        raise ConfigError(
+            f"geo_missing_blobs must be 'proxy' or 'redirect', not {s.geo_missing_blobs!r}"
+        )
     if len(set(urls)) != len(urls):
         raise ConfigError("setting 'peers' names a peer twice")
     if any(c in s.site_name for c in "\r\n\t") or len(s.site_name) > 100:

@@ -23,6 +23,8 @@ The one module that builds paths under the data dir (``data_dir``, default
     ├── blobs/ ...                      the filesystem blob store's committed blobs and
     ├── uploads/ ...                    uploads in progress: their keys are drawn and
     │                                   built by ``adapters/blobs/keys.py``
+    ├── cache-spool/, geo-spool/        blobs in flight from a cache's upstream, or
+    │                                   from a geo peer, to the clients waiting
     └── .write-probe-<pid>              made and removed by the startup check
 
 A ``*.sqlite`` file has its ``-wal`` and ``-shm`` companions beside it while open.
@@ -67,6 +69,11 @@ class DataDir:
     def cache_spool(self) -> Path:
         """The pull-through cache's blobs in flight (``adapters/spool.py``)."""
         return self.root / "cache-spool"
+
+    @property
+    def geo_spool(self) -> Path:
+        """Geo peers' blobs in flight to a client that pulled them here first."""
+        return self.root / "geo-spool"
 
     @property
     def events(self) -> Path:

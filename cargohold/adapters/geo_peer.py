@@ -10,6 +10,9 @@ The replicator waits and retries the second; the first needs an operator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 
 #: The feed's media type (``replay/geo_feed.MEDIA_TYPE``; adapters do not import replay).
@@ -17,6 +20,8 @@ FEED_MEDIA_TYPE = "application/vnd.cargohold.log.v1+msgpack"
 #: The largest page accepted, inflated: the feed cuts pages at 4 MiB of frames, and one
 #: event may be bigger than that (a page holds at least one).
 MAX_PAGE_BYTES = 80 * 1024 * 1024
+#: Blob bytes as they are read off the wire.
+CHUNK_BYTES = 1024 * 1024
 
 
 class PeerError(Exception):
@@ -29,6 +34,10 @@ class PeerRefused(PeerError):
 
 class PeerUnreachable(PeerError):
     """No usable answer: connection refused or cut, a timeout, or a server error."""
+
+
+class BlobMissing(PeerError):
+    """The peer answered that it does not hold the blob (yet)."""
 
 
 class PeerFeed:
@@ -78,6 +87,32 @@ class PeerFeed:
                 return bytes(body)
         except httpx.HTTPError as e:
             raise PeerUnreachable(f"{self.base_url}: {type(e).__name__}: {e}") from None
+
+    @contextmanager
+    def blob(self, digest: str, offset: int = 0) -> Iterator[Iterator[bytes]]:
+        """The bytes of blob ``digest`` from ``offset`` on, as chunks, while the block
+        runs. Raises ``PeerError``; ``BlobMissing`` when the peer does not hold it."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self._client.stream(
+                "GET", f"/replication/v1/blobs/{digest}", headers=headers
+            ) as response:
+                if response.status_code == 404:
+                    raise BlobMissing(f"{self.base_url} does not hold blob {digest}")
+                if response.status_code not in (200, 206) or (
+                    offset and response.status_code != 206
+                ):
+                    response.read()
+                    raise self._failure(response)
+                yield self._chunks(response)
+        except httpx.HTTPError as e:
+            raise PeerUnreachable(f"{self.base_url}: {type(e).__name__}: {e}") from None
+
+    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        try:
+            yield from response.iter_raw(CHUNK_BYTES)
+        except httpx.HTTPError as e:
+            raise PeerUnreachable(f"{self.base_url}: cut: {type(e).__name__}: {e}") from None
 
     def _failure(self, response: httpx.Response) -> PeerError:
         what = f"{self.base_url} answered {response.status_code}"

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cargohold.adapters.blob_backlog import SQLBlobBacklog
 from cargohold.adapters.eventstore import LogReader, RegistryLog
 from cargohold.adapters.login_throttle import SQLLoginThrottle
 from cargohold.adapters.passwords import Argon2PasswordHasher
@@ -52,6 +53,7 @@ from cargohold.projections.proxy_caches import ProxyCacheQueries
 from cargohold.projections.queries import RegistryQueries
 from cargohold.projections.runner import ProjectionRunner
 from cargohold.replay import as_of
+from cargohold.replay.geo_blobs import GeoBlobStore, PeerFeeds
 
 
 @dataclass
@@ -85,6 +87,10 @@ class Container:
     authorization: IdentityQueries
     #: The geo peers' links, as their replicators last saw them (``replay/geo_replicator``).
     peer_links: SQLPeerLinks
+    #: The blobs geo peers' events name that this site does not hold yet.
+    blob_backlog: SQLBlobBacklog
+    #: A blob client per geo peer whose site id is known.
+    geo_feeds: PeerFeeds
     #: Set when serving the registry as it stood at a moment, read-only: its views, and
     #: the database that holds them.
     as_of: as_of.AsOfViews | None = None
@@ -133,12 +139,21 @@ def bootstrap(
         throttle = SQLLoginThrottle(views_db)
         access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
         peer_links = SQLPeerLinks(views_db)
+        blob_backlog = SQLBlobBacklog(views_db)
         if create_tables:
             runner.create_tables()
             sessions.create_table()
             throttle.create_table()
             access_log.create_table()
             peer_links.create_table()
+            blob_backlog.create_table()
+        geo_feeds = PeerFeeds(peer_links, settings.peer_urls, settings.peer_token)
+        if settings.peer_urls:
+            # NOTE: every reader then serves a blob a peer's events named and that is
+            # not here yet (replay/geo_blobs.py), manifests included.
+            blobs = GeoBlobStore(
+                blobs, blob_backlog, geo_feeds, SpoolDir(stores.data_dir(settings).geo_spool)
+            )
         runner.catch_up()
         signer = JWTSigner(stores.signing_key(settings), issuer=settings.auth_service)
         audit_chain = AuditChain(views_db, log.recorder, signer)
@@ -235,6 +250,8 @@ def bootstrap(
         pull_through=pull_through,
         authorization=identity_queries,
         peer_links=peer_links,
+        blob_backlog=blob_backlog,
+        geo_feeds=geo_feeds,
     )
     at_ms = settings.as_of_ms
     if at_ms is None:

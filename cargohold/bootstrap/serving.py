@@ -26,7 +26,8 @@ from cargohold.config import Settings
 from cargohold.http.app import create_app
 from cargohold.http.server import listening, serve, workers
 from cargohold.projections.origins import StreamOrigins
-from cargohold.replay.geo_replicator import Replicator
+from cargohold.replay.geo_blobs import BlobFetcher, queue_missing
+from cargohold.replay.geo_replicator import Replicator, lease_owner
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
             )
         )
     settings = container.settings
+    replicators: list[Replicator] = []
     for url in settings.peer_urls:
         replicator = Replicator(
             PeerFeed(url, settings.peer_token),
@@ -90,8 +92,18 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
             container.peer_links,
             max_clock_ahead_ms=MAX_CLOCK_AHEAD_MS,
             names=StreamOrigins(container.views_db, container.site_id),
+            wanted=queue_missing(container.blobs, container.blob_backlog),
         )
+        replicators.append(replicator)
         chore_list.append((replicator.run, ()))
+    if replicators:
+        fetcher = BlobFetcher(
+            container.blobs,
+            container.blob_backlog,
+            container.geo_feeds,
+            lease_owner(),
+        )
+        chore_list.append((fetcher.run, ()))
     for chore, args in chore_list:
         threading.Thread(target=chore, args=(*args, stop), daemon=True).start()
 

@@ -18,8 +18,9 @@ from cargohold.http import api_v1
 from cargohold.http.api_v1.router import ApiV1Router
 from cargohold.http.registry_v2 import routing as registry_v2
 from cargohold.http.registry_v2.auth import RegistryAuth
-from cargohold.http.replication import ReplicationLogResource
+from cargohold.http.replication import ReplicationBlobResource, ReplicationLogResource
 from cargohold.projections.runner import ProjectionRunner
+from cargohold.replay.geo_blobs import GeoRedirects
 from cargohold.replay.geo_feed import LogPages
 from cargohold.replay.geo_status import SiteStatus
 
@@ -83,6 +84,10 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
             container.settings.peer_token,
         ),
     )
+    app.add_route(
+        "/replication/v1/blobs/{digest}",
+        ReplicationBlobResource(container.blobs, container.settings.peer_token),
+    )
     registry_v2.register(
         app,
         registry=container.registry,
@@ -96,6 +101,7 @@ def create_app(container: Container) -> falcon.App[falcon.Request, falcon.Respon
         pulls=container.access_log,
         auth=registry_auth(container),
         read_only=container.read_only,
+        redirects=geo_redirects(container),
     )
     api_v1.register(app, api_v1_router(container))
     return app
@@ -134,6 +140,17 @@ def api_v1_router(container: Container) -> ApiV1Router:
     )
 
 
+def geo_redirects(container: Container) -> GeoRedirects | None:
+    """The 307s of ``geo_missing_blobs = redirect`` (None: blobs are proxied, or there
+    are no peers)."""
+    settings = container.settings
+    if not settings.peer_urls or settings.geo_missing_blobs != "redirect":
+        return None
+    return GeoRedirects(
+        container.blobs, container.blob_backlog, container.geo_feeds, settings.peer_token
+    )
+
+
 def site_status(container: Container) -> SiteStatus:
     """What the sites endpoint and ``cargohold site status`` show."""
     settings = container.settings
@@ -144,4 +161,5 @@ def site_status(container: Container) -> SiteStatus:
         settings.site_name,
         settings.peer_urls,
         container.peer_links,
+        container.blob_backlog,
     )

@@ -83,6 +83,7 @@ class Replicator:
         *,
         max_clock_ahead_ms: int,
         names: NameOwners | None = None,
+        wanted: Callable[[list[tuple[str, int]], str], None] | None = None,
         limit: int = DEFAULT_LIMIT,
         interval: float = 0.2,
         owner: str | None = None,
@@ -97,6 +98,7 @@ class Replicator:
         self.links = links
         self.max_clock_ahead_ms = max_clock_ahead_ms
         self.names = names
+        self._wanted = wanted
         self.limit = limit
         self.interval = interval
         self.owner = owner or lease_owner()
@@ -131,7 +133,12 @@ class Replicator:
                 "a peer's URL must keep naming one site"
             )
         try:
-            stored = store_page(self.log, self.site_id, page, after, self._checks, self.names)
+            peer = str(page.site_id)
+            wanted = self._wanted
+            on_blobs = None if wanted is None else (lambda refs: wanted(refs, peer))
+            stored = store_page(
+                self.log, self.site_id, page, after, self._checks, self.names, on_blobs
+            )
         except PageRaced as raced:
             self.link = replace(self.link, position=raced.position, contact_ms=now)
             return True
@@ -154,6 +161,11 @@ class Replicator:
         return not caught_up
 
     # -- the loop ----------------------------------------------------------------------
+
+    @property
+    def peer_site(self) -> UUID | None:
+        """The peer's site id, once a page told it."""
+        return self._peer
 
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop``, holding the peer's lease (module docstring)."""

@@ -2,7 +2,8 @@
 and each geo peer's link as its replicator last recorded it (``adapters/peer_links``).
 
 For each peer: its state, the position of its log stored here, its head when last read,
-the lag in events (head - position) and in seconds (how long since this site last held
+the blobs its events named that this site does not hold yet (the backlog), the lag in
+events (head - position) and in seconds (how long since this site last held
 everything the peer had: about the poll interval while all is well, growing while the
 peer is unreachable or far ahead; null before the first catch-up), the events stored
 from it, when it last answered, and the last error.
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from cargohold.adapters.blob_backlog import SQLBlobBacklog
 from cargohold.adapters.eventstore import RegistryLog
 from cargohold.adapters.peer_links import SQLPeerLinks
 from cargohold.domain.clock import system_wall_ms
@@ -28,6 +30,11 @@ def _iso(ms: int | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _backlog(found: tuple[int, int] | None) -> dict[str, int]:
+    blobs, size = found or (0, 0)
+    return {"blobs": blobs, "bytes": size}
+
+
 class SiteStatus:
     def __init__(
         self,
@@ -37,8 +44,10 @@ class SiteStatus:
         site_name: str,
         peers: tuple[str, ...],
         links: SQLPeerLinks,
+        backlog: SQLBlobBacklog,
         now_ms: Callable[[], int] = system_wall_ms,
     ) -> None:
+        self.backlog = backlog
         self.log = log
         self.runner = runner
         self.site_id = site_id
@@ -49,6 +58,7 @@ class SiteStatus:
 
     def status(self) -> dict[str, Any]:
         now = self._now_ms()
+        backlog = self.backlog.summary()
         peers = []
         for link in self.links.links(self.peers):
             lag_s = None if link.caught_up_ms is None else max(0, now - link.caught_up_ms) / 1000
@@ -65,6 +75,7 @@ class SiteStatus:
                     "events_stored": link.events_stored,
                     "last_contact": _iso(link.contact_ms),
                     "error": link.error,
+                    "blob_backlog": _backlog(backlog.get(link.site_id or "")),
                 }
             )
         return {

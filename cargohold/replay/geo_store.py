@@ -20,6 +20,7 @@ that this site lacks, with the peer's position, in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -27,6 +28,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from cargohold.adapters.eventstore import LogReader, RegistryLog
+from cargohold.domain.repository import Repository
 from cargohold.domain.values import HLCTimestamp
 from cargohold.replay.bundle import stored_state
 from cargohold.replay.event_checks import CREATED_KINDS, EventChecks, EventRefused
@@ -59,11 +61,14 @@ def store_page(
     after: int,
     checks: EventChecks,
     names: NameOwners | None = None,
+    on_blobs: Callable[[list[tuple[str, int]]], None] | None = None,
 ) -> PageStored:
     """Store what ``page`` (read from a peer after position ``after``) brings that this
     site lacks, and track the peer at its ``through``. Raises ``FeedError`` for a page
     that cannot be stored here; nothing is written then. ``names`` (the views) answers
-    which stream holds an account, organisation or namespace name here."""
+    which stream holds an account, organisation or namespace name here; ``on_blobs`` is
+    given the blobs the events to be stored name (digest, size), before they are stored
+    (the blob fetcher's backlog)."""
     if page.site_id == site_id:
         raise FeedError(f"the peer is this site ({site_id}): check the peers setting")
     if page.after != after:
@@ -71,6 +76,7 @@ def store_page(
     held = LogReader(log).versions([e.originator_id for e in page.events])
     batch: list[StoredEvent] = []
     claimed: dict[tuple[str, str], UUID] = {}
+    refs: list[tuple[str, int]] = []
     present = own = 0
     latest: HLCTimestamp | None = None
     for event in page.events:
@@ -90,6 +96,7 @@ def store_page(
         if event.version != have + 1:
             raise FeedError(f"{where} does not follow version {have} held here")
         held[event.originator_id] = event.version
+        refs.extend(blob_refs(cls, state))
         kind = CREATED_KINDS.get(cls)
         if kind is not None and kind != "repository":
             _claim_identity(claimed, names, kind, str(state.get("name")), event, where)
@@ -104,6 +111,8 @@ def store_page(
                 state=stored_state(log.mapper, event.state),
             )
         )
+    if refs and on_blobs is not None:
+        on_blobs(refs)
     if page.through > after:
         try:
             log.recorder.insert_events(
@@ -156,3 +165,11 @@ class PageRaced(Exception):
     def __init__(self, position: int) -> None:
         super().__init__(f"another replicator moved the position to {position}")
         self.position = position
+
+
+def blob_refs(cls: type, state: Any) -> list[tuple[str, int]]:
+    """The blobs an event names that a site must hold to serve it: a linked blob, a
+    pushed manifest's bytes."""
+    if cls is Repository.BlobLinked or cls is Repository.ManifestPushed:
+        return [(str(state["digest"]), int(state["size"]))]
+    return []

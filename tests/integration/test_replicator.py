@@ -12,6 +12,7 @@ reported.
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -23,13 +24,16 @@ import msgpack
 import pytest
 
 from cargohold.adapters.geo_peer import PeerFeed, PeerRefused
+from cargohold.adapters.spool import SpoolDir
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.unit_of_work import MAX_CLOCK_AHEAD_MS
+from cargohold.domain.errors import BlobUnknown
 from cargohold.domain.identity import AccountName
-from cargohold.domain.values import RepositoryName, Tag
+from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.http.app import create_app
 from cargohold.projections.origins import StreamOrigins
 from cargohold.replay import geo_feed
+from cargohold.replay.geo_blobs import BlobFetcher, GeoBlobStore, GeoRedirects, queue_missing
 from cargohold.replay.geo_feed import FeedError
 from cargohold.replay.geo_replicator import Replicator
 from cargohold.replay.geo_status import SiteStatus
@@ -263,7 +267,13 @@ def test_the_sites_status_reports_each_peer(sites: dict[str, Container]) -> None
     b.peer_links.claim(link.url, link.owner, 0, 10_000)
     b.peer_links.record(link.link, link.owner)
     shown = SiteStatus(
-        b.log, b.runner, b.site_id, "site-b", (link.url, "http://never.test"), b.peer_links
+        b.log,
+        b.runner,
+        b.site_id,
+        "site-b",
+        (link.url, "http://never.test"),
+        b.peer_links,
+        b.blob_backlog,
     ).status()
     assert shown["site"]["site_name"] == "site-b"
     seen, never = shown["peers"]
@@ -275,3 +285,79 @@ def test_the_sites_status_reports_each_peer(sites: dict[str, Container]) -> None
     assert seen["position"] == seen["head"] == event_count(a) and seen["lag_events"] == 0
     assert seen["events_stored"] == event_count(a) and seen["lag_seconds"] is not None
     assert (never["state"], never["site_id"], never["lag_seconds"]) == ("starting", None, None)
+    assert seen["blob_backlog"] == {"blobs": 0, "bytes": 0}  # no blob was queued here
+
+
+# -- blobs -----------------------------------------------------------------------------
+
+
+def _backlogged(b: Container, a: Container) -> tuple[Any, dict[str, bytes]]:
+    """A's image replicated into B (its blobs queued, not fetched); A's blob bytes."""
+    image = push_image(a, "acme/app", "latest", seed="blobs")
+    drain(replicator(b, a, wanted=queue_missing(b.blobs, b.blob_backlog)))
+    digests = [image.digest, image.config, *image.layers]
+    return image, {str(d): b"".join(a.blobs.read(d)) for d in digests}
+
+
+def test_a_peers_blobs_are_queued_then_fetched_by_digest(sites: dict[str, Container]) -> None:
+    a, b = sites["a"], sites["b"]
+    _, wanted = _backlogged(b, a)
+    assert b.blob_backlog.summary() == {str(a.site_id): (3, sum(len(v) for v in wanted.values()))}
+    assert not any(b.blobs.exists(Digest.parse(d)) for d in wanted)
+    fetcher = BlobFetcher(
+        b.blobs, b.blob_backlog, lambda: {str(a.site_id): feed_of(a)}, "test", parallel=2
+    )
+    assert fetcher.fetch_due() == 3
+    for digest, data in wanted.items():
+        assert b"".join(b.blobs.read(Digest.parse(digest))) == data
+    assert b.blob_backlog.summary() == {} and fetcher.fetch_due() == 0
+
+
+def test_a_blob_a_peer_holds_is_served_through_it_and_stored(
+    sites: dict[str, Container], tmp_path: Path
+) -> None:
+    """A pull that meets a blob not fetched yet (the manifest's own bytes included) is
+    served from the peer, and the blob is here afterwards."""
+    a, b = sites["a"], sites["b"]
+    image, wanted = _backlogged(b, a)
+    geo = GeoBlobStore(
+        b.blobs, b.blob_backlog, lambda: {str(a.site_id): feed_of(a)}, SpoolDir(tmp_path / "s")
+    )
+    layer = str(image.layers[0])
+    assert geo.stat(image.layers[0]) == len(wanted[layer])
+    assert b"".join(geo.read(image.layers[0], 10, 100)) == wanted[layer][10:110]
+    # Stored as it passed, by the spool's copier (which may finish after the reader).
+    _until(lambda: b.blobs.exists(image.layers[0]))
+    assert b"".join(geo.read(image.digest)) == wanted[str(image.digest)]
+    _until(lambda: b.blob_backlog.get(str(image.digest)) is None)
+    unknown = Digest.of(b"nobody has this")
+    with pytest.raises(BlobUnknown):
+        geo.stat(unknown)
+
+
+def test_a_blob_a_peer_holds_can_be_a_redirect_to_its_signed_url(
+    sites: dict[str, Container],
+) -> None:
+    a, b = sites["a"], sites["b"]
+    image, wanted = _backlogged(b, a)
+
+    class Sites:
+        def sites(self) -> dict[str, str]:
+            return {str(a.site_id): "http://site-a.test"}
+
+    redirects = GeoRedirects(b.blobs, b.blob_backlog, Sites(), TOKEN)  # type: ignore[arg-type]
+    url = redirects.redirect(image.layers[0])
+    assert url is not None and url.startswith("http://site-a.test/replication/v1/blobs/")
+    with httpx.Client(transport=httpx.WSGITransport(app=create_app(a))) as client:
+        r = client.get(url)
+        assert r.status_code == 200 and r.content == wanted[str(image.layers[0])]
+        r = client.get(url, headers={"Range": "bytes=5-9"})
+        assert r.status_code == 206 and r.content == wanted[str(image.layers[0])][5:10]
+        assert client.get(url.replace("signature=", "signature=0")).status_code == 401
+        expired = GeoRedirects(b.blobs, b.blob_backlog, Sites(), TOKEN, ttl_s=-10)  # type: ignore[arg-type]
+        assert client.get(str(expired.redirect(image.layers[0]))).status_code == 401
+        bare = url.split("?")[0]
+        assert client.get(bare).status_code == 401  # neither a signature nor the token
+        assert client.get(bare, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    b.blobs.put(io.BytesIO(wanted[str(image.layers[0])]), expected=image.layers[0])
+    assert redirects.redirect(image.layers[0]) is None  # here now: served here

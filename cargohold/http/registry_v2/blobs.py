@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import falcon
 
@@ -78,9 +78,17 @@ def _linked_size(queries: RegistryQueries, name: RepositoryName, digest: Digest)
     return size
 
 
+class BlobRedirects(Protocol):
+    """Where to send a client for a blob this site lacks (``replay/geo_blobs``)."""
+
+    def redirect(self, digest: Digest) -> str | None: ...
+
+
 class BlobResource:
     """``pull_through`` fetches, for a repository of a cache organisation, a blob it lacks
-    (the body is then the whole blob: a ``Range`` is honoured once it is cached)."""
+    (the body is then the whole blob: a ``Range`` is honoured once it is cached);
+    ``redirects`` answers a GET of a blob that a geo peer holds and this site does not
+    yet with a 307 to the peer."""
 
     def __init__(
         self,
@@ -88,11 +96,13 @@ class BlobResource:
         blobs: BlobStore,
         registry: RegistryService,
         pull_through: PullThrough | None = None,
+        redirects: BlobRedirects | None = None,
     ) -> None:
         self.queries = queries
         self.blobs = blobs
         self.registry = registry
         self.pull_through = pull_through
+        self.redirects = redirects
 
     def _size(
         self, req: falcon.Request, repo: RepositoryName, d: Digest
@@ -127,6 +137,13 @@ class BlobResource:
             resp.set_header("Docker-Content-Digest", str(d))
             resp.content_length = size
             resp.stream = fetched
+            return
+        elsewhere = None if self.redirects is None else self.redirects.redirect(d)
+        if elsewhere is not None:
+            resp.status = falcon.HTTP_307
+            resp.set_header("Location", elsewhere)
+            resp.set_header("Docker-Content-Digest", str(d))
+            resp.content_length = 0
             return
         try:
             wanted = h.parse_range(req.get_header("Range"), size)

@@ -32,7 +32,12 @@ from cargohold.http.registry_v2.auth import (
     RegistryAuth,
     TokenResource,
 )
-from cargohold.http.registry_v2.blobs import BlobResource, UploadResource, UploadsResource
+from cargohold.http.registry_v2.blobs import (
+    BlobRedirects,
+    BlobResource,
+    UploadResource,
+    UploadsResource,
+)
 from cargohold.http.registry_v2.errors import V2Error, render_exception
 from cargohold.http.registry_v2.headers import API_VERSION
 from cargohold.http.registry_v2.listing import CatalogResource, ReferrersResource, TagsResource
@@ -140,12 +145,14 @@ def register(
     pulls: AccessRecorder,
     auth: RegistryAuth,
     read_only: str | None,
+    redirects: BlobRedirects | None = None,
 ) -> None:
     """Mount ``/v2`` on ``app``. ``pulls`` records the manifest pulls; ``read_only``,
     when set, is why every write is refused (serving a past moment); ``pull_through``
     fills the repositories of cache organisations (None: serving a past moment);
     ``content_guard`` refuses uploads that the registry would refuse for their
-    namespace, before they take any bytes."""
+    namespace, before they take any bytes; ``redirects`` sends a pull of a blob a geo
+    peer holds and this site does not yet to that peer (``geo_missing_blobs``)."""
     routes: list[Route] = [
         (re.compile(r"", re.DOTALL), V2Base(), None),
         (re.compile(r"auth", re.DOTALL), TokenResource(auth), _OPEN),
@@ -166,7 +173,7 @@ def register(
         ),
         (
             re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)", re.DOTALL),
-            BlobResource(queries, blobs, registry, pull_through),
+            BlobResource(queries, blobs, registry, pull_through, redirects),
             {**_READ, "DELETE": DELETE},
         ),
         (
