@@ -27,7 +27,7 @@ from cargohold.domain.geo import blob_signature
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.values import Digest
 from cargohold.http.api_v1.errors import body
-from cargohold.http.registry_v2.headers import parse_range
+from cargohold.http.registry_v2.blobs import send_blob
 
 REALM = 'Bearer realm="cargohold-replication"'
 
@@ -144,23 +144,11 @@ class ReplicationBlobResource:
             except (DigestInvalid, DigestUnsupported, BlobUnknown):
                 raise _Refused(404, "not_found", "this site holds no such blob") from None
             try:
-                wanted = parse_range(req.get_header("Range"), size)
+                send_blob(req, resp, self.blobs, d, size, body=body)
             except RangeInvalid as e:
-                resp.set_header("Content-Range", f"bytes */{size}")
                 raise _Refused(416, "range_not_satisfiable", e.message) from None
         except _Refused as e:
             _refuse(req, resp, e)
-            return
-        offset, length = wanted if wanted is not None else (0, size)
-        resp.content_type = "application/octet-stream"
-        resp.set_header("Docker-Content-Digest", str(d))
-        resp.set_header("Accept-Ranges", "bytes")
-        if wanted is not None:
-            resp.status = falcon.HTTP_206
-            resp.set_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
-        resp.content_length = length
-        if body:
-            resp.stream = self.blobs.read(d, offset, length)
 
     def _check(self, req: falcon.Request, digest: str) -> None:
         if not self._token:

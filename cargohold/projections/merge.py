@@ -281,7 +281,18 @@ def bring_back(c: BatchedWrites, ns: str, e: Any, name: str, pos: int) -> None:
     ``Recreated``, or content another site wrote before it saw the deletion)."""
     if name_state(c, ns, name) != "deleted":
         raise ProjectionCorrupt(f"event for repository {name}, which the views do not hold")
+    revive(c, ns, e, name, pos)
+
+
+def revive(c: BatchedWrites, ns: str, e: Any, name: str, pos: int) -> None:
+    """``bring_back`` for a name the caller knows is deleted."""
     c.defer("deleted_repositories", f"DELETE FROM {ns}deleted_repositories WHERE name = ?", (name,))
+    insert_live(c, ns, e, name, pos)
+
+
+def insert_live(c: BatchedWrites, ns: str, e: Any, name: str, pos: int) -> None:
+    """The ``repositories`` row of ``name``, live from ``e``'s stream. Every repository
+    starts private (``Created`` and ``Recreated`` carry no visibility)."""
     c.defer(
         "repositories",
         f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from cargohold.domain.identity import Visibility
 from cargohold.domain.ports import Cursor
 from cargohold.domain.repository import Repository
 from cargohold.domain.values import Descriptor
@@ -41,7 +40,14 @@ from cargohold.projections.base import (
     stream_name,
 )
 from cargohold.projections.identity import IdentityProjector
-from cargohold.projections.merge import GeoFold, StreamHistory, bring_back, forget, name_state
+from cargohold.projections.merge import (
+    GeoFold,
+    StreamHistory,
+    forget,
+    insert_live,
+    name_state,
+    revive,
+)
 from cargohold.projections.mirrors import MirrorProjector
 from cargohold.projections.proxy_caches import ProxyCacheProjector
 from cargohold.projections.time_machine import TimeMachineProjector
@@ -173,16 +179,9 @@ class RegistryProjector:
             c.repository_names[e.originator_id] = name
             return
         if state == "deleted":
-            bring_back(c, ns, e, name, pos)
-            return
-        c.defer(
-            "repositories",
-            f"INSERT INTO {ns}repositories (id, name, visibility, created_at, position) "
-            "VALUES (?, ?, ?, ?, ?)",
-            # NOTE: every repository starts private (Created carries no visibility).
-            (str(e.originator_id), name, Visibility.PRIVATE.value, event_time(e), pos),
-        )
-        c.repository_names[e.originator_id] = name
+            revive(c, ns, e, name, pos)
+        else:
+            insert_live(c, ns, e, name, pos)
 
     def _blob_linked(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         repo = self._repository_name(c, ns, e)
@@ -324,7 +323,10 @@ class RegistryProjector:
 
     def _recreated(self, c: BatchedWrites, ns: str, e: Any, pos: int) -> None:
         name = stream_name(c, ns, e)
-        if name_state(c, ns, name) == "live":  # another site's content brought it back
+        state = name_state(c, ns, name)
+        if state == "live":  # another site's content brought it back
             c.repository_names[e.originator_id] = name
             return
-        bring_back(c, ns, e, name, pos)
+        if state != "deleted":
+            raise ProjectionCorrupt(f"recreation of repository {name}, which the views do not hold")
+        revive(c, ns, e, name, pos)

@@ -145,21 +145,7 @@ class BlobResource:
             resp.set_header("Docker-Content-Digest", str(d))
             resp.content_length = 0
             return
-        try:
-            wanted = h.parse_range(req.get_header("Range"), size)
-        except RangeInvalid:
-            resp.set_header("Content-Range", f"bytes */{size}")
-            raise
-        offset, length = wanted if wanted is not None else (0, size)
-        chunks = self.blobs.read(d, offset, length)
-        resp.content_type = "application/octet-stream"
-        resp.set_header("Docker-Content-Digest", str(d))
-        resp.set_header("Accept-Ranges", "bytes")
-        if wanted is not None:
-            resp.status = falcon.HTTP_206
-            resp.set_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
-        resp.content_length = length
-        resp.stream = chunks
+        send_blob(req, resp, self.blobs, d, size)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str, digest: str) -> None:
         repo, d = RepositoryName(name), Digest.parse(digest)
@@ -167,6 +153,35 @@ class BlobResource:
         self.registry.unlink_blob(repo, d, caller_of(req))
         resp.status = falcon.HTTP_202
         resp.content_length = 0
+
+
+def send_blob(
+    req: falcon.Request,
+    resp: falcon.Response,
+    blobs: BlobStore,
+    d: Digest,
+    size: int,
+    *,
+    body: bool = True,
+) -> None:
+    """Answer with blob ``d`` (``size`` bytes), or the single range its ``Range`` header
+    asks for (206). Raises ``RangeInvalid`` for one that cannot be satisfied, with the
+    ``Content-Range`` header of that answer set."""
+    try:
+        wanted = h.parse_range(req.get_header("Range"), size)
+    except RangeInvalid:
+        resp.set_header("Content-Range", f"bytes */{size}")
+        raise
+    offset, length = wanted if wanted is not None else (0, size)
+    resp.content_type = "application/octet-stream"
+    resp.set_header("Docker-Content-Digest", str(d))
+    resp.set_header("Accept-Ranges", "bytes")
+    if wanted is not None:
+        resp.status = falcon.HTTP_206
+        resp.set_header("Content-Range", f"bytes {offset}-{offset + length - 1}/{size}")
+    resp.content_length = length
+    if body:
+        resp.stream = blobs.read(d, offset, length)
 
 
 def _close(chunks: Iterator[bytes]) -> None:
