@@ -164,7 +164,7 @@ def bootstrap(
         raise
     clock = HybridLogicalClock(wall_ms)
     identity_queries = IdentityQueries(views_db)
-    replicas = StreamOrigins(views_db, site_id)
+    replicas = StreamOrigins(views_db, site_id, geo=bool(settings.peer_urls))
     queries = RegistryQueries(views_db, now_ms=wall_ms)
     tag_windows = _tag_windows(settings, queries)
     cache_queries = ProxyCacheQueries(views_db)

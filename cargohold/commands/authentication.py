@@ -281,9 +281,10 @@ class Authenticator:
             if not self.hasher.verify(password, account.password_hash):
                 raise CredentialsInvalid("invalid credentials")
             self._remember_verified(account.password_hash, password)
-        # NOTE: superuser is a power over this installation: one granted at another site
-        # does not carry over with an imported account.
-        superuser = account.superuser and imported is None
+        # NOTE: superuser is a power over this installation: one granted at another
+        # installation does not carry over with an account imported by bundle (a geo
+        # peer's does: the sites are one registry).
+        superuser = account.superuser and self.replicas.superuser_here(str(name))
         return Identity(Principal(PrincipalKind.USER, str(name)), superuser=superuser)
 
     def _robot(self, username: str, token: str) -> Identity:
@@ -307,7 +308,7 @@ class Authenticator:
         account = self.lookup.account(row.owner)
         if account is None:
             raise CredentialsInvalid("invalid credentials")
-        superuser = account.superuser and self.replicas.foreign_account(row.owner) is None
+        superuser = account.superuser and self.replicas.superuser_here(row.owner)
         return Identity(
             Principal(PrincipalKind.USER, row.owner),
             superuser=superuser,

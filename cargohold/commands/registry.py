@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -38,6 +39,7 @@ from cargohold.domain.manifest import ParsedManifest, parse_manifest
 from cargohold.domain.mirror import Mirror, mirror_id
 from cargohold.domain.ports import BlobStore
 from cargohold.domain.repository import Repository
+from cargohold.domain.repository_merge import MergedState, adopt, fold
 from cargohold.domain.repository_rules import RepositoryState, SparsePolicy, check_content_write
 from cargohold.domain.values import Actor, Digest, DigestAlgorithm, RepositoryName, Tag
 
@@ -118,12 +120,13 @@ class RegistryService:
     ) -> None:
         """Create a repository explicitly. Raises ``RepositoryExists`` if it is there."""
 
-        def decide(repo: Repository, ctx: EventContext) -> None:
-            if not _is_fresh(repo):
-                raise RepositoryExists(f"repository {name} already exists")
-            repo.set_visibility(visibility, ctx)
-
-        self._execute(name, caller, decide, create=True)
+        self._execute(
+            name,
+            caller,
+            lambda repo, ctx: repo.set_visibility(visibility, ctx),
+            create=True,
+            exists=RepositoryExists(f"repository {name} already exists"),
+        )
 
     def delete_repository(self, name: RepositoryName, caller: Caller) -> None:
         """Delete a repository and everything in it. Raises ``RepositoryUnknown``."""
@@ -271,6 +274,15 @@ class RegistryService:
         """The repository as the log has it now, to read (the mirror sync compares its
         tags and blobs with the upstream's); None when it does not exist."""
         repo: Repository | None = self.unit.find(Repository.create_id(self.site_id, name))
+        others = self.replicas.repository_streams(name)
+        if others:
+            merged = self._merged(name, others, repo)
+            if not merged.live:
+                return None
+            if repo is None:
+                repo = merged.repository
+            else:
+                adopt(repo, merged)
         return None if repo is None or repo.deleted else repo
 
     # -- the unit of work ---------------------------------------------------------------
@@ -310,39 +322,120 @@ class RegistryService:
         decide: Callable[[Repository, EventContext], None],
         *,
         create: bool = True,
+        exists: DomainError | None = None,
     ) -> None:
         """Run ``decide`` on repository ``name`` through the unit of work. ``create``: a
         repository that does not exist (or was deleted) comes into being first, with its
-        creation grants; otherwise that is ``RepositoryUnknown``."""
+        creation grants; otherwise that is ``RepositoryUnknown``. ``exists``: raised when
+        it does exist (an explicit creation).
+
+        At a site with geo peers, a name that other sites' streams hold too is decided
+        on the fold of them all (``repository_merge``); the events go into this site's
+        stream, which a ``Created`` starts if the name is live elsewhere only (the views
+        join it to the name)."""
         origin = self.replicas.repository_origin(name)
         if origin is not None:
             raise replicated(f"repository {name}", origin)
         repo_id = Repository.create_id(self.site_id, name)
+        others = self.replicas.repository_streams(name)
 
         def load(ctx: EventContext) -> Repository:
+            if others:
+                return self._load_merged(name, repo_id, others, caller, ctx, create, exists)
             try:
                 repo = self.warm.load(repo_id)
             except AggregateNotFoundError:
-                if not create:
-                    raise RepositoryUnknown(f"repository {name} is not known") from None
-                repo = Repository.create(name, ctx)
-                self._grant_initial(repo, caller, ctx)
-                return repo
-            if repo.deleted:
-                if not create:
-                    raise RepositoryUnknown(f"repository {name} is not known")
-                repo.recreate(ctx)
-                self._grant_initial(repo, caller, ctx)
-            return repo
+                return self._start(name, caller, ctx, create)
+            return self._live(repo, caller, ctx, create, exists)
 
         self.unit.execute(
             repo_id,
             caller,
             load,
             decide,
-            saved=self.warm.keep,
+            # NOTE: a merged aggregate holds other streams' state: never kept warm.
+            saved=None if others else self.warm.keep,
             busy=f"repository {name} is too busy; try again",
         )
+
+    def _start(
+        self, name: RepositoryName, caller: Caller, ctx: EventContext, create: bool
+    ) -> Repository:
+        """This site's first stream of ``name`` (or ``RepositoryUnknown``)."""
+        if not create:
+            raise RepositoryUnknown(f"repository {name} is not known")
+        repo = Repository.create(name, ctx)
+        self._grant_initial(repo, caller, ctx)
+        return repo
+
+    def _live(
+        self,
+        repo: Repository,
+        caller: Caller,
+        ctx: EventContext,
+        create: bool,
+        exists: DomainError | None,
+    ) -> Repository:
+        """``repo``, brought back first if it was deleted (or ``RepositoryUnknown``)."""
+        if not repo.deleted:
+            if exists is not None:
+                raise exists
+            return repo
+        if not create:
+            raise RepositoryUnknown(f"repository {repo.name} is not known")
+        repo.recreate(ctx)
+        self._grant_initial(repo, caller, ctx)
+        return repo
+
+    def _load_merged(
+        self,
+        name: RepositoryName,
+        repo_id: UUID,
+        others: list[UUID],
+        caller: Caller,
+        ctx: EventContext,
+        create: bool,
+        exists: DomainError | None,
+    ) -> Repository:
+        """This site's aggregate of ``name`` holding the fold of every site's stream."""
+        local: Repository | None = self.unit.find(repo_id)
+        merged = self._merged(name, others, local)
+        if not merged.live:
+            # Deleted (or never begun) everywhere: as for a name of this site alone.
+            if local is None:
+                return self._start(name, caller, ctx, create)
+            adopt(local, merged)
+            return self._live(local, caller, ctx, create, exists)
+        if exists is not None:
+            raise exists
+        if local is None:
+            # Live at other sites only: this site's stream starts, and joins it.
+            local = Repository.create(name, ctx)
+        elif local.deleted:
+            local.recreate(ctx)
+        adopt(local, merged)
+        return local
+
+    def _merged(
+        self, name: RepositoryName, others: list[UUID], local: Repository | None
+    ) -> MergedState:
+        """The fold of ``name``'s streams: the other sites' ``others``, and this site's
+        (``local``, as loaded) if it has one."""
+        events: list[Any] = []
+        streams = list(others)
+        if local is not None:
+            streams.append(local.id)
+        for stream_id in streams:
+            events.extend(self.unit.log.events.get(originator_id=stream_id))
+        if local is not None:
+            # NOTE: the local stream as far as ``local`` has it: its version is what the
+            # command's events follow.
+            events = [
+                e
+                for e in events
+                if e.originator_id != local.id or e.originator_version <= local.version
+            ]
+        return fold(name, events)
 
     def _expires_after(self, manifest: ParsedManifest) -> timedelta | None:
         """The ``quay.expires-after`` label of an image's config blob, read only when it
@@ -380,9 +473,3 @@ class RegistryService:
     def _grant_initial(self, repo: Repository, caller: Caller, ctx: EventContext) -> None:
         for principal, role in self.creation_grants(repo.name, caller.actor):
             repo.grant(principal, role, ctx)
-
-
-def _is_fresh(repo: Repository) -> bool:
-    """Whether ``repo``'s pending events start its current life (created or recreated)."""
-    pending = repo.pending_events
-    return bool(pending) and isinstance(pending[0], Repository.Created | Repository.Recreated)

@@ -1,7 +1,9 @@
 """Names imported from other sites (``cargohold import``) are read-only here.
 
 Every service asks ``Replicas`` before it writes a name, and refuses with
-``ReplicatedReadOnly`` (``replicated``) when another site owns it.
+``ReplicatedReadOnly`` (``replicated``) when another site owns it. At a site with geo
+peers, repositories are not: the registry's commands fold every site's stream of the
+name (``repository_streams``) and write this site's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class Replicas(Protocol):
     def foreign_account(self, name: str) -> UUID | None:
         """The stream id of the account ``name`` imported from another site, or None."""
 
+    def repository_streams(self, name: RepositoryName) -> list[UUID]:
+        """At a site with geo peers, the other sites' streams of repository ``name``,
+        which the registry's commands fold with this site's (``repository_merge``)."""
+
+    def superuser_here(self, name: str) -> bool:
+        """Whether the superuser account ``name`` is a superuser at this site (not one
+        imported by bundle from another installation)."""
+
 
 class NoReplicas:
     """A site that never imported anything (tools and tests)."""
@@ -44,6 +54,12 @@ class NoReplicas:
 
     def foreign_account(self, name: str) -> UUID | None:
         return None
+
+    def repository_streams(self, name: RepositoryName) -> list[UUID]:
+        return []
+
+    def superuser_here(self, name: str) -> bool:
+        return True
 
 
 def replicated(what: str, site: UUID) -> ReplicatedReadOnly:

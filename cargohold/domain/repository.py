@@ -6,7 +6,10 @@ event carries the command's ``EventContext`` fields (``actor``, ``site_id``, ``h
 ``request_id``) through the shared base ``Repository.Event``.
 
 Guards run in the public command methods, before any event exists; the events' ``apply``
-methods only mutate state, because they also run on replay.
+methods only mutate state, because they also run on replay. They are total, reading the
+state they change rather than trusting the event's view of it (a ``TagDeleted`` ends the
+lifetime the tag has): at a site with geo peers the commands fold every site's stream of
+a name through them (``repository_merge.py``), in an order no single stream had.
 
 Access: ``permissions`` (principal -> role) and ``visibility`` (PRIVATE until changed:
 ``Created`` has no visibility field, so every stream, old or new, starts private, as Quay
@@ -110,7 +113,7 @@ class Repository(Aggregate):
         digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
-            del aggregate.blobs[self.digest]
+            aggregate.blobs.pop(self.digest, None)
 
     class ManifestPushed(Event):
         digest: Digest
@@ -132,19 +135,14 @@ class Repository(Aggregate):
         to_digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
-            if self.from_digest is not None:
-                aggregate._tag_ended(self.tag, self.from_digest, self.hlc.wall_ms)
-            aggregate.tag_expirations.pop(self.tag, None)
-            aggregate.tags[self.tag] = self.to_digest
+            aggregate._point(self.tag, self.to_digest, self.hlc.wall_ms)
 
     class TagDeleted(Event):
         tag: Tag
         digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
-            aggregate._tag_ended(self.tag, self.digest, self.hlc.wall_ms)
-            aggregate.tag_expirations.pop(self.tag, None)
-            del aggregate.tags[self.tag]
+            aggregate._end_tag(self.tag, self.hlc.wall_ms)
 
     class TagRestored(Event):
         """Quay's ``revert_tag``: ``tag`` points again at ``to_digest``, a manifest it
@@ -155,10 +153,7 @@ class Repository(Aggregate):
         to_digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
-            if self.from_digest is not None:
-                aggregate._tag_ended(self.tag, self.from_digest, self.hlc.wall_ms)
-            aggregate.tag_expirations.pop(self.tag, None)
-            aggregate.tags[self.tag] = self.to_digest
+            aggregate._point(self.tag, self.to_digest, self.hlc.wall_ms)
 
     class TagExpirationChanged(Event):
         """Quay's ``change_tag_expiration``: the live tag (pointing at ``digest``) stops
@@ -171,6 +166,8 @@ class Repository(Aggregate):
         from_expires_at: datetime | None
 
         def apply(self, aggregate: Repository) -> None:
+            if aggregate.tags.get(self.tag) != self.digest:
+                return  # the tag moved on at another site first (the geo fold)
             if self.expires_at is None:
                 aggregate.tag_expirations.pop(self.tag, None)
             else:
@@ -185,9 +182,9 @@ class Repository(Aggregate):
         expires_at: datetime
 
         def apply(self, aggregate: Repository) -> None:
-            aggregate._tag_ended(self.tag, self.digest, epoch_ms(self.expires_at))
-            aggregate.tag_expirations.pop(self.tag, None)
-            del aggregate.tags[self.tag]
+            if aggregate.tags.get(self.tag) != self.digest:
+                return  # the tag moved on at another site first (the geo fold)
+            aggregate._end_tag(self.tag, epoch_ms(self.expires_at))
 
     class TagRevalidated(Event):
         """A pull-through cache asked its upstream, which still names ``digest`` for
@@ -203,7 +200,7 @@ class Repository(Aggregate):
         digest: Digest
 
         def apply(self, aggregate: Repository) -> None:
-            del aggregate.manifests[self.digest]
+            aggregate.manifests.pop(self.digest, None)
 
     # Access
 
@@ -221,7 +218,7 @@ class Repository(Aggregate):
         principal: Principal
 
         def apply(self, aggregate: Repository) -> None:
-            del aggregate.permissions[self.principal]
+            aggregate.permissions.pop(self.principal, None)
 
     class VisibilityChanged(Event):
         visibility: Visibility
@@ -274,6 +271,21 @@ class Repository(Aggregate):
 
     def _tag_ended(self, tag: Tag, digest: Digest, at_ms: int) -> None:
         self.tag_pasts.setdefault(tag, {})[digest] = at_ms
+
+    def _point(self, tag: Tag, digest: Digest, at_ms: int) -> None:
+        """``tag`` points at ``digest`` from ``at_ms``: the lifetime it had ends."""
+        current = self.tags.get(tag)
+        if current is not None:
+            self._tag_ended(tag, current, at_ms)
+        self.tag_expirations.pop(tag, None)
+        self.tags[tag] = digest
+
+    def _end_tag(self, tag: Tag, at_ms: int) -> None:
+        """``tag`` stops pointing anywhere at ``at_ms`` (if it pointed somewhere)."""
+        current = self.tags.pop(tag, None)
+        if current is not None:
+            self._tag_ended(tag, current, at_ms)
+        self.tag_expirations.pop(tag, None)
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ views must not depend on the order of arrival: the rows of a name are the fold o
 events in **merge order**, and the merge rules of the docs' table are what that fold
 means.
 
-Merge order: the streams of a name, each in version order, merged by the events'
+Merge order (``domain/repository_merge.py``, which the commands fold by too): the streams
+of a name, each in version order, merged by the events'
 ``(hlc.wall_ms, hlc.logical, site_id, stream id, version)`` (a k-way merge, so one stream
 whose stamps were written by clocks out of step still folds in version order). An event
 greater than every one folded for its name so far (``name_orders``) goes last: it is
@@ -32,13 +33,19 @@ Not folded again: the per-event records (the audit log and its counts, ``tag_his
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from cargohold.domain.identity import Visibility
 from cargohold.domain.repository import Repository
+from cargohold.domain.repository_merge import (
+    REVIVING,
+    STARTING,
+    OrderKey,
+    merge_order,
+    order_key,
+)
 from cargohold.projections.base import (
     ProjectionCorrupt,
     event_time,
@@ -48,21 +55,6 @@ from cargohold.projections.base import (
     stream_name,
 )
 from cargohold.projections.writes import BatchedWrites
-
-#: Events that bring a deleted name back: they add content. Every other event of a
-#: repository (a removal or a change of a setting) is dropped for a deleted name.
-REVIVING: frozenset[type] = frozenset(
-    {
-        Repository.BlobLinked,
-        Repository.ManifestPushed,
-        Repository.TagMoved,
-        Repository.TagRestored,
-        Repository.PermissionGranted,
-    }
-)
-
-# Their handlers decide themselves what a live, deleted or unknown name makes of them.
-_STARTING = frozenset({Repository.Created, Repository.Recreated})
 
 #: The tables a repository name's rows are in, keyed by its name in ``repository``:
 #: what a fold again wipes (besides ``repositories`` and ``deleted_repositories``).
@@ -86,37 +78,7 @@ _TAG_HISTORY: dict[type, tuple[str, Callable[[Any], tuple[Any, Any]]]] = {
     Repository.TagExpired: ("expire", lambda e: (e.digest, None)),
 }
 
-# NOTE: UUIDs order as their text does (fixed-width hex), so the key keeps the objects
-# and only what is stored is text.
-OrderKey = tuple[int, int, UUID, UUID, int]
 StateHandler = Callable[[BatchedWrites, str, Any, int], None]
-
-
-def order_key(e: Any) -> OrderKey:
-    """An event's place in merge order (greater: later)."""
-    hlc = e.hlc
-    return (hlc.wall_ms, hlc.logical, e.site_id, e.originator_id, e.originator_version)
-
-
-def merge_order(events: Iterable[tuple[int, Any]]) -> list[tuple[int, Any]]:
-    """``(position, event)`` pairs of several streams in merge order: each stream in
-    version order, the streams merged by ``order_key``."""
-    streams: dict[UUID, list[tuple[int, Any]]] = {}
-    for item in events:
-        streams.setdefault(item[1].originator_id, []).append(item)
-    heads: list[tuple[OrderKey, int, UUID]] = []
-    for stream_id, items in streams.items():
-        items.sort(key=lambda item: item[1].originator_version)
-        heads.append((order_key(items[0][1]), 0, stream_id))
-    heapq.heapify(heads)
-    merged: list[tuple[int, Any]] = []
-    while heads:
-        _, index, stream_id = heapq.heappop(heads)
-        items = streams[stream_id]
-        merged.append(items[index])
-        if index + 1 < len(items):
-            heapq.heappush(heads, (order_key(items[index + 1][1]), index + 1, stream_id))
-    return merged
 
 
 @runtime_checkable
@@ -170,7 +132,7 @@ class GeoFold:
     def state(self, c: BatchedWrites, ns: str, e: Any, pos: int, name: str) -> None:
         """Apply ``e``'s effect on the rows of ``name`` (no per-event records)."""
         cls = type(e)
-        if cls not in _STARTING and not self._live(c, ns, e, name):
+        if cls not in STARTING and not self._live(c, ns, e, name):
             if cls not in REVIVING:
                 return
             bring_back(c, ns, e, name, pos)

@@ -4,9 +4,11 @@ A stream's id is ``uuid5(origin site, name)``, so a command at this site compute
 *local* id of a name. A name whose streams were imported from another site
 (``cargohold import``) must therefore never be written here: the command would find no
 local stream and start a second one for the same name, which the views cannot hold.
-Such names are read-only at this site, like a mirror (the geo-replication merge rules
-will relax that later). This facade answers the commands' and the auth layer's
-questions; it implements ``commands.registry.Replicas``.
+Such names are read-only at this site, like a mirror. At a site with geo peers
+(``geo``) they are not: the sites are one registry, a command on a repository folds
+every site's stream of its name (``domain/repository_merge.py``) and writes this site's,
+and a superuser of any site is one here. This facade answers the commands' and the auth
+layer's questions; it implements ``commands.replicas.Replicas``.
 
 Views built before ``stream_origins`` existed lack the rows of older (local) streams
 until ``cargohold replay rebuild``; that is harmless here, because only *foreign* rows
@@ -22,9 +24,10 @@ from cargohold.domain.values import RepositoryName
 
 
 class StreamOrigins:
-    def __init__(self, db: Database, site_id: UUID) -> None:
+    def __init__(self, db: Database, site_id: UUID, geo: bool = False) -> None:
         self.db = db
         self.site_id = site_id
+        self.geo = geo
 
     def _foreign_sites(self) -> list[str]:
         """The other sites that have streams here (most often none).
@@ -73,12 +76,31 @@ class StreamOrigins:
 
     def repository_origin(self, name: RepositoryName) -> UUID | None:
         """The other site that owns repository ``name`` or its namespace (or repositories
-        in it); None when both are this site's or unknown."""
+        in it); None when both are this site's or unknown, and at a geo site."""
+        if self.geo:
+            return None
         namespace = name.namespace
         found = self._foreign(
             [("repository", str(name)), ("namespace", namespace)], namespace=namespace
         )
         return None if found is None else found[1]
+
+    def repository_streams(self, name: RepositoryName) -> list[UUID]:
+        """The streams of repository ``name`` that other sites wrote, which a command at
+        a geo site folds with this site's own; none elsewhere."""
+        if not self.geo or not self._foreign_sites():
+            return []
+        rows = self.db.query(
+            "SELECT id FROM stream_origins WHERE kind = 'repository' AND name = ? "
+            "AND site_id <> ? ORDER BY id",
+            (str(name), str(self.site_id)),
+        )
+        return [UUID(str(row[0])) for row in rows]
+
+    def superuser_here(self, name: str) -> bool:
+        """Whether a superuser account ``name`` is a superuser at this site: one of this
+        site's, or of any site of a geo registry (never one imported by bundle)."""
+        return self.geo or self.foreign_account(name) is None
 
     def namespace_origin(self, name: str) -> UUID | None:
         """The other site that owns the user or organisation ``name``, or repositories in

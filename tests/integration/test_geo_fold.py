@@ -31,11 +31,12 @@ from cargohold.adapters.data_dir import DataDir
 from cargohold.adapters.eventstore import LogReader, RegistryLog, log_environment
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.bootstrap import Container, bootstrap
-from cargohold.domain.clock import HybridLogicalClock
+from cargohold.domain.clock import HybridLogicalClock, epoch_ms
 from cargohold.domain.context import EventContext
 from cargohold.domain.identity import Principal, PrincipalKind, RepositoryRole, Visibility
 from cargohold.domain.manifest import OCI_MANIFEST, ParsedManifest
 from cargohold.domain.repository import Repository
+from cargohold.domain.repository_merge import MergedState, adopt, fold
 from cargohold.domain.values import Actor, ActorKind, Descriptor, Digest, MediaType, RepositoryName
 from cargohold.domain.values import Tag as TagName
 from cargohold.projections.runner import ProjectionRunner
@@ -72,10 +73,13 @@ def image(n: int) -> tuple[Descriptor, Descriptor, ParsedManifest]:
 class Site:
     """One site: its log, its views, its clock (``skew`` ms off the shared time)."""
 
-    def __init__(self, root: Path, site_id: UUID, now: list[int], skew: int) -> None:
+    def __init__(
+        self, root: Path, site_id: UUID, now: list[int], skew: int, all_ids: list[UUID]
+    ) -> None:
         root.mkdir()
         self.root = root
         self.site_id = site_id
+        self.all_ids = all_ids
         self.clock = HybridLogicalClock(wall_ms=lambda: now[0] + skew)
         self.log = RegistryLog(log_environment(sqlite_path=root / "log.sqlite"))
         self.db = SQLiteDatabase(root / "views.sqlite")
@@ -90,14 +94,31 @@ class Site:
     def ctx(self) -> EventContext:
         return EventContext(Actor(ActorKind.USER, "alice"), self.site_id, self.clock.now(), "r")
 
+    def merged(self, name: str) -> MergedState:
+        """The fold of every site's stream of ``name`` this site holds, as the registry's
+        commands decide on it (``domain/repository_merge.py``)."""
+        events: list[Any] = []
+        for site_id in self.all_ids:
+            stream = Repository.create_id(site_id, RepositoryName(name))
+            events.extend(self.log.events.get(originator_id=stream))
+        return fold(RepositoryName(name), events)
+
     def own(self, name: str) -> Repository | None:
-        """This site's stream of ``name``, with the clock past its last stamp (as the unit
-        of work does), or None."""
+        """This site's stream of ``name`` holding the merged state, as the commands load
+        it (a new stream, joining the name, if only other sites' streams have it live),
+        with the clock past every stamp met; None if it is live nowhere and this site
+        has no stream of it."""
         stream = Repository.create_id(self.site_id, RepositoryName(name))
-        if not self.log.recorder.select_events(stream, limit=1):
+        merged = self.merged(name)
+        if merged.last_hlc is not None:
+            self.clock.observe(merged.last_hlc, 60_000)
+        if self.log.recorder.select_events(stream, limit=1):
+            repo: Repository = self.log.repository.get(stream)
+        elif merged.live:
+            repo = Repository.create(RepositoryName(name), self.ctx())
+        else:
             return None
-        repo: Repository = self.log.repository.get(stream)
-        self.clock.observe(repo.last_hlc)  # type: ignore[attr-defined]
+        adopt(repo, merged)
         return repo
 
     def live(self, name: str) -> Repository:
@@ -107,6 +128,55 @@ class Site:
             return Repository.create(RepositoryName(name), self.ctx())
         repo.recreate(self.ctx())
         return repo
+
+    def folded_views(self, name: str) -> dict[str, Any]:
+        """The rows of ``name`` in the views, in the shape of the merged state."""
+        db, q = self.db, (name,)
+        live = db.query("SELECT visibility FROM repositories WHERE name = ?", q)
+        if not live:
+            return {"live": False}
+        return {
+            "live": True,
+            "visibility": live[0][0],
+            "tags": dict(db.query("SELECT tag, digest FROM tags WHERE repository = ?", q)),
+            "manifests": {
+                r[0] for r in db.query("SELECT digest FROM manifests WHERE repository = ?", q)
+            },
+            "blobs": dict(db.query("SELECT digest, size FROM blob_links WHERE repository = ?", q)),
+            "permissions": {
+                (r[0], r[1]): r[2]
+                for r in db.query(
+                    "SELECT principal_kind, principal_name, role FROM repository_permissions "
+                    "WHERE repository = ?",
+                    q,
+                )
+            },
+            "expirations": dict(
+                db.query(
+                    "SELECT tag, expires_ms FROM tag_lifetimes WHERE repository = ? "
+                    "AND end_ms IS NULL AND expires_ms IS NOT NULL",
+                    q,
+                )
+            ),
+        }
+
+    def folded_state(self, name: str) -> dict[str, Any]:
+        """The merged state of ``name``, in the shape of ``folded_views``."""
+        merged = self.merged(name)
+        repo = merged.repository
+        if repo is None or repo.deleted:
+            return {"live": False}
+        return {
+            "live": True,
+            "visibility": repo.visibility.value,
+            "tags": {str(t): str(d) for t, d in repo.tags.items()},
+            "manifests": {str(d) for d in repo.manifests},
+            "blobs": {str(d): size for d, size in repo.blobs.items()},
+            "permissions": {
+                (p.kind.value, p.name): role.value for p, role in repo.permissions.items()
+            },
+            "expirations": {str(t): epoch_ms(at) for t, at in repo.tag_expirations.items()},
+        }
 
     def save(self, repo: Repository) -> None:
         self.log.save(repo)
@@ -159,8 +229,9 @@ class GeoSites(RuleBasedStateMachine):
         ids=st.lists(st.uuids(), min_size=3, max_size=3, unique=True),
     )
     def sites_up(self, skews: list[int], ids: list[UUID]) -> None:
+        ids = ids[: len(skews)]
         self.sites = [
-            Site(self.tmp / f"s{i}", ids[i], self.now, skew) for i, skew in enumerate(skews)
+            Site(self.tmp / f"s{i}", ids[i], self.now, skew, ids) for i, skew in enumerate(skews)
         ]
 
     def teardown(self) -> None:
@@ -332,6 +403,13 @@ class GeoSites(RuleBasedStateMachine):
             first = by_events.setdefault(key, site)
             if first is not site:
                 assert site.views() == first.views()
+
+    @invariant()
+    def commands_decide_on_what_the_views_show(self) -> None:
+        """At every site, the merged state the commands decide on is the views' rows."""
+        for site in self.sites:
+            for name in NAMES:
+                assert site.folded_state(name) == site.folded_views(name), name
 
     def _everything_everywhere(self) -> None:
         while True:

@@ -27,7 +27,7 @@ from cargohold.adapters.geo_peer import PeerFeed, PeerRefused
 from cargohold.adapters.spool import SpoolDir
 from cargohold.bootstrap import Container, bootstrap
 from cargohold.commands.unit_of_work import MAX_CLOCK_AHEAD_MS
-from cargohold.domain.errors import BlobUnknown
+from cargohold.domain.errors import BlobUnknown, RepositoryExists, RepositoryUnknown, TagUnknown
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.http.app import create_app
@@ -361,3 +361,78 @@ def test_a_blob_a_peer_holds_can_be_a_redirect_to_its_signed_url(
         assert client.get(bare, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     b.blobs.put(io.BytesIO(wanted[str(image.layers[0])]), expected=image.layers[0])
     assert redirects.redirect(image.layers[0]) is None  # here now: served here
+
+
+@pytest.fixture
+def peers(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> Iterator[tuple[Container, Container]]:
+    """A and B configured as each other's geo peers; B on this test's backend."""
+    opened: list[Container] = []
+    try:
+        for name, other, kind in (("a", "b", "sqlite"), ("b", "a", backend)):
+            settings = settings_for(
+                request,
+                kind,
+                tmp_path / name,
+                peer_token=TOKEN,
+                site_name=f"site-{name}",
+                peers=f"http://site-{other}.test",
+            )
+            opened.append(bootstrap(settings))
+        yield opened[0], opened[1]
+    finally:
+        for container in opened:
+            container.close()
+
+
+def test_every_name_is_writable_at_every_site_deciding_on_the_merged_state(
+    peers: tuple[Container, Container],
+) -> None:
+    """A changes what only B wrote (untags B's tag, deletes B's manifest, moves B's
+    tag), through its own stream of the name; both sites then agree, and replay clean."""
+    a, b = peers
+    from_b = push_image(b, "acme/app", "latest", seed="b")
+    push_image(b, "acme/app", "b-only", seed="b2")
+    old = push_image(b, "acme/app", "old", seed="b3")
+    drain(replicator(a, b))
+    assert a.queries.tags(APP) == ["b-only", "latest", "old"]
+    with pytest.raises(RepositoryExists):
+        a.registry.create_repository(APP, ALICE)
+    a.registry.untag(APP, Tag("b-only"), ALICE)
+    a.registry.delete_manifest(APP, old.digest, ALICE)
+    from_a = push_image(a, "acme/app", "latest", seed="a")
+    assert a.queries.resolve_tag(APP, Tag("latest")) == from_a.digest
+    with pytest.raises(TagUnknown):  # gone at A, whichever site made it
+        a.registry.untag(APP, Tag("old"), ALICE)
+    drain(replicator(a, b), replicator(b, a))
+    for site in (a, b):
+        assert site.queries.tags(APP) == ["latest"]
+        assert site.queries.resolve_tag(APP, Tag("latest")) == from_a.digest
+        assert site.queries.manifest(APP, old.digest) is None
+        assert site.queries.manifest(APP, from_b.digest) is not None
+        assert verify(site, quiet=True).differences == ()
+    assert site_views(a.views_db) == site_views(b.views_db)
+    # B, having heard of all of it, decides on it too: A's tag is B's to delete.
+    b.registry.untag(APP, Tag("latest"), ALICE)
+    drain(replicator(a, b))
+    assert a.queries.tags(APP) == [] and b.queries.tags(APP) == []
+
+
+def test_a_name_deleted_at_one_site_is_pushed_to_again_at_the_other(
+    peers: tuple[Container, Container],
+) -> None:
+    a, b = peers
+    push_image(a, "acme/app", "latest", seed="a")
+    drain(replicator(b, a))
+    b.registry.delete_repository(APP, ALICE)
+    drain(replicator(a, b))
+    assert a.queries.catalog() == []
+    with pytest.raises(RepositoryUnknown):  # deleted everywhere it is known
+        a.registry.untag(APP, Tag("latest"), ALICE)
+    again = push_image(a, "acme/app", "again", seed="a2")
+    drain(replicator(b, a))
+    for site in (a, b):
+        assert site.queries.tags(APP) == ["again"]
+        assert site.queries.resolve_tag(APP, Tag("again")) == again.digest
+    assert site_views(a.views_db) == site_views(b.views_db)

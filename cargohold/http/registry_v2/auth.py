@@ -240,12 +240,12 @@ class RegistryAuth:
         if "+" in subject:
             return Identity(Principal(PrincipalKind.ROBOT, subject))
         account = self.authorization.account(subject)
-        # NOTE: an account imported from another site is never a superuser here (asked
-        # last, so that only superusers pay for the question).
+        # NOTE: an account imported by bundle is never a superuser here (asked last, so
+        # that only superusers pay for the question).
         superuser = bool(
             account is not None
             and account.superuser
-            and self.authenticator.replicas.foreign_account(subject) is None
+            and self.authenticator.replicas.superuser_here(subject)
         )
         return Identity(Principal(PrincipalKind.USER, subject), superuser=superuser)
 
