@@ -93,6 +93,7 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
             max_clock_ahead_ms=MAX_CLOCK_AHEAD_MS,
             names=StreamOrigins(container.views_db, container.site_id),
             wanted=queue_missing(container.blobs, container.blob_backlog),
+            fold=container.runner.nudge,
         )
         replicators.append(replicator)
         chore_list.append((replicator.run, ()))

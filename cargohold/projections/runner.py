@@ -89,6 +89,7 @@ class ProjectionRunner:
         self._lock = threading.Lock()
         self._known = 0  # a position the live views are known to have reached
         self._stop = threading.Event()
+        self._nudged = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -197,12 +198,17 @@ class ProjectionRunner:
     # -- background polling ------------------------------------------------------------
 
     def start(self, interval: float = 0.5) -> None:
-        """Poll the log in a daemon thread, for events written by other processes."""
+        """Poll the log in a daemon thread, for events written by other processes (every
+        ``interval`` seconds, or at once when ``nudge``d)."""
         if self._thread is not None:
             return
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while True:
+                self._nudged.wait(interval)
+                self._nudged.clear()
+                if self._stop.is_set():
+                    return
                 try:
                     self.catch_up()
                 except BaseException as e:  # NOTE: stop loudly, never skip an event
@@ -213,8 +219,17 @@ class ProjectionRunner:
         self._thread = threading.Thread(target=loop, name="projection-poller", daemon=True)
         self._thread.start()
 
+    def nudge(self) -> None:
+        """Have the poller catch up now, in its thread (a writer that must not wait for
+        the views: the geo replicator). Without a poller, catch up here."""
+        if self._thread is None:
+            self.catch_up()
+        else:
+            self._nudged.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._nudged.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

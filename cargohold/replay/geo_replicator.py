@@ -3,10 +3,15 @@ site's (``docs/geo-replication.md``, "Shipping").
 
 Each step reads the page after the position this site has taken from the peer (the
 log's tracking row), stores what it lacks with the new position in one transaction
-(``geo_store``), moves this site's clock past the stamps it met, and catches the views
-up (they fold the peer's events as any other: ``projections/merge.py``). While the peer
-is ahead, steps follow each other at once; once caught up, the replicator polls every
-``interval`` seconds.
+(``geo_store``), moves this site's clock past the stamps it met, and has the views catch
+up (``fold``; they fold the peer's events as any other: ``projections/merge.py``). While
+the peer is ahead, steps follow each other at once; once caught up, the replicator
+polls every ``interval`` seconds.
+
+PERF: while a page is stored, the next one is already asked for (the peer builds it
+meanwhile, in its own process), and in ``serve`` the views fold in the projection's
+own thread (``ProjectionRunner.nudge``), so shipping runs at the speed of storing, and
+the views follow at the speed of folding.
 
 - **One per peer per site.** Every worker and node of ``serve`` starts one per
   configured peer. Only the holder of the peer's lease (``peer_links``, renewed each
@@ -28,6 +33,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from uuid import UUID
 
@@ -88,6 +94,7 @@ class Replicator:
         interval: float = 0.2,
         owner: str | None = None,
         now_ms: Callable[[], int] = system_wall_ms,
+        fold: Callable[[], object] | None = None,
     ) -> None:
         self.feed = feed
         self.url = feed.base_url
@@ -106,6 +113,11 @@ class Replicator:
         self._checks = EventChecks(runner.projector.event_classes, log.mapper.transcoder)
         self.link = PeerLink(self.url, None, None, "starting", 0, 0, 0, None, None, None)
         self._peer: UUID | None = None
+        # What the views are told after a page is stored: catch up (at once, in this
+        # thread, by default) or ``nudge`` the projection's thread.
+        self._fold = fold or runner.catch_up
+        self._ahead: tuple[int, Future[bytes]] | None = None
+        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="geo-page")
 
     # -- one step ----------------------------------------------------------------------
 
@@ -125,7 +137,12 @@ class Replicator:
                 position=position,
             )
         after = self.link.position
-        page = read_page(self.feed.page(after, self.limit))
+        page = read_page(self._page(after))
+        if page.through < page.head:
+            self._ahead = (
+                page.through,
+                self._fetcher.submit(self.feed.page, page.through, self.limit),
+            )
         now = self._now_ms()
         if page.site_id != self._peer:
             raise FeedError(
@@ -145,7 +162,7 @@ class Replicator:
         if stored.latest is not None:
             self.clock.observe(stored.latest, self.max_clock_ahead_ms)
         if stored.stored:
-            self.runner.catch_up()
+            self._fold()
         caught_up = stored.through >= page.head
         self.link = replace(
             self.link,
@@ -159,6 +176,15 @@ class Replicator:
             error=None,
         )
         return not caught_up
+
+    def _page(self, after: int) -> bytes:
+        """The page after ``after``: the one asked for ahead if it is that one."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            if ahead[0] == after:
+                return ahead[1].result()
+            ahead[1].cancel()
+        return self.feed.page(after, self.limit)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -200,6 +226,8 @@ class Replicator:
                 if wait:
                     stop.wait(wait)
         finally:
+            self._ahead = None
+            self._fetcher.shutdown(wait=True, cancel_futures=True)
             self.links.release(self.url, self.owner)
             self.feed.close()
 

@@ -436,3 +436,26 @@ def test_a_name_deleted_at_one_site_is_pushed_to_again_at_the_other(
         assert site.queries.tags(APP) == ["again"]
         assert site.queries.resolve_tag(APP, Tag("again")) == again.digest
     assert site_views(a.views_db) == site_views(b.views_db)
+
+
+def test_pages_are_read_ahead_and_the_views_fold_in_the_projections_thread(
+    sites: dict[str, Container],
+) -> None:
+    """Small pages, each asked for while the one before is stored, land once each, in
+    order; the views, told by ``nudge``, fold them in the poller's thread long before
+    its own interval (a minute) would have."""
+    a, b = sites["a"], sites["b"]
+    for tag in ("one", "two", "three"):
+        push_image(a, "acme/app", tag, seed=tag)
+    b.runner.start(interval=60)
+    try:
+        link = replicator(b, a, fold=b.runner.nudge, limit=2)
+        steps = 1
+        while link.step():
+            steps += 1
+        assert steps == -(-event_count(a) // 2)  # every page read once, none twice
+        assert event_count(b) == event_count(a)
+        _until(lambda: b.queries.tags(APP) == ["one", "three", "two"], timeout=10)
+    finally:
+        b.runner.stop()
+    assert site_views(a.views_db) == site_views(b.views_db)
