@@ -9,12 +9,13 @@ own data dir; B has A as its peer (``--peer``), and they share ``peer_token``.
   log with their tracking), and until B's views hold them too (*folded*). Events/s is the
   count over those times; MB/s is the events' stored bytes (what the log holds, before
   the frames' compression) over the shipping time.
-- **Blobs.** A fresh pair: ``--blobs`` blobs of ``--blob-mib`` MiB of incompressible
-  bytes pushed at A under one image; timed from the manifest push's answer until B has
-  fetched every blob (its backlog empty): MB/s over all their bytes.
-- **Push to pullable.** On that pair, ``--pushes`` small images pushed at A one after the
-  other; for each, the time from the answer to its manifest PUT at A until a GET of the
-  tag at B answers 200 (polled every millisecond): p50, p99 and the maximum.
+- **Blobs.** A pair of its own, C and then D pulling from it: ``--blobs`` blobs of
+  ``--blob-mib`` MiB of incompressible bytes pushed at C under one image before D
+  starts; timed from the first page D stores (which queues the blobs it names) until D
+  holds every blob (its backlog empty): MB/s over all their bytes.
+- **Push to pullable.** On that pair, ``--pushes`` small images pushed at C one after the
+  other; for each, the time from the answer to its manifest PUT at C until a GET of the
+  tag at D answers 200 (polled every millisecond): p50, p99 and the maximum.
 
 B's progress is read from its own files (the log's tracking row, the views' tracking
 row, the blob backlog), read-only, so polling adds no requests to its HTTP lanes.
@@ -204,11 +205,12 @@ def run(events: int, repeat: int, blobs: int, blob_mib: int, pushes: int, out: P
             for i in range(repeat):
                 ship.append(_ship(a, a_data, root, i))
                 _log(f"  [{i + 1}/{repeat}] {ship[-1]}")
-        a2 = stack.enter_context(_site("a2", root / "a2", root, None))
+        # NOTE: a pair of its own (sites "c" and "d"), with no generated log.
+        a2 = stack.enter_context(_site("c", root / "c", root, None))
         _log(f"blobs: {blobs} x {blob_mib} MiB")
         _push_blobs(a2, blobs, blob_mib)
-        b2 = stack.enter_context(_site("b2", root / "b2", root, a2))
-        blob_s = _blobs_fetched(root / "a2", root / "b2")
+        b2 = stack.enter_context(_site("d", root / "d", root, a2))
+        blob_s = _blobs_fetched(root / "c", root / "d")
         _log(f"  fetched in {blob_s:.2f} s")
         _log(f"push to pullable: {pushes} pushes")
         latencies = _latencies(a2, b2, pushes)
