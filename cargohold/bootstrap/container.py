@@ -241,7 +241,7 @@ def bootstrap(
         audit_chain=audit_chain,
         tag_windows=tag_windows,
         access_log=access_log,
-        audit_queries=AuditQueries(views_db),
+        audit_queries=AuditQueries(views_db, str(site_id)),
         mirrors=mirrors,
         mirror_sync=mirror_sync,
         mirror_queries=MirrorQueries(views_db),

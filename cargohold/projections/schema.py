@@ -315,6 +315,7 @@ AUDIT_LOG = Table(
         ("ip", T),
         ("request_id", T),
         ("metadata", T),  # JSON object
+        ("site_id", T),  # the site whose log the event was written to (its origin)
     ),
     key=("position", "sequence"),
     indexes=(
@@ -443,6 +444,10 @@ PROJECTION_LOOKUPS: frozenset[tuple[str, tuple[str, ...]]] = frozenset(
     {("accounts", ("id",)), ("organizations", ("id",)), ("proxy_caches", ("id",))}
 )
 
+# Columns that later versions added to a table: added at every start to views made before
+# (a no-op once there), NULL in their older rows until ``cargohold replay rebuild``.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("audit_log", "site_id", T),)
+
 # Indexes that earlier versions made and a later one replaced: dropped at every start
 # (a no-op once gone), so views kept across an upgrade do not keep maintaining them.
 OBSOLETE_INDEXES = ("blob_links_digest_idx",)
@@ -471,8 +476,21 @@ def create_tables(
         for columns in table.indexes:
             if indexes or (table.name, columns) in PROJECTION_LOOKUPS:
                 _create_index(c, dialect, ns, table, columns)
+    for table_name, column, kind in ADDED_COLUMNS:
+        _add_column(c, dialect, ns, table_name, column, kind)
     for index in OBSOLETE_INDEXES:
         c.execute(f"DROP INDEX IF EXISTS {ns}{index}")
+
+
+def _add_column(c: Cursor, dialect: str, ns: str, table: str, column: str, kind: str) -> None:
+    """Add ``column`` to ``table`` in namespace ``ns`` unless it has it."""
+    if dialect == "sqlite":
+        schema = ns.rstrip(".") or "main"
+        have = {row[1] for row in c.execute(f"PRAGMA {schema}.table_info({table})").fetchall()}
+        if column not in have:
+            c.execute(f"ALTER TABLE {ns}{table} ADD COLUMN {column} {kind}")
+    else:
+        c.execute(f"ALTER TABLE {ns}{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def create_indexes(c: Cursor, dialect: str, ns: str = "") -> None:

@@ -162,3 +162,24 @@ def test_the_aggregates_come_from_the_counts_and_replay_keeps_them_exact(
     rebuild(container, quiet=True)
     assert verify(container, quiet=True).differences == ()
     assert [q.aggregate(f) for f in filters] == expected
+
+
+def test_views_made_before_the_origin_column_get_it_and_a_rebuild_fills_it(
+    container: Container,
+) -> None:
+    """An ``audit_log`` without ``site_id`` (views of an earlier version) gets the
+    column at the next start; its older entries have no origin until ``replay
+    rebuild``, which gives every entry this site's."""
+    push_image(container, "acme/app", "v1")
+    with container.views_db.transaction() as c:
+        c.execute("ALTER TABLE audit_log DROP COLUMN site_id")
+    container.runner.create_tables()
+    entries = list(container.audit_queries.iterate(_everything()))
+    assert entries and {e.site_id for e in entries if e.source == "log"} == {None}
+    push_image(container, "acme/app", "v2")
+    newest = next(container.audit_queries.iterate(_everything()))
+    assert newest.site_id == str(container.site_id)
+    rebuild(container)
+    assert {e.site_id for e in container.audit_queries.iterate(_everything())} == {
+        str(container.site_id)
+    }

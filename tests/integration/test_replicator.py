@@ -31,6 +31,7 @@ from cargohold.domain.errors import BlobUnknown, RepositoryExists, RepositoryUnk
 from cargohold.domain.identity import AccountName
 from cargohold.domain.values import Digest, RepositoryName, Tag
 from cargohold.http.app import create_app
+from cargohold.projections.audit.queries import LogFilter
 from cargohold.projections.origins import StreamOrigins
 from cargohold.replay import geo_feed
 from cargohold.replay.geo_blobs import BlobFetcher, GeoBlobStore, GeoRedirects, queue_missing
@@ -413,6 +414,11 @@ def test_every_name_is_writable_at_every_site_deciding_on_the_merged_state(
         assert site.queries.manifest(APP, from_b.digest) is not None
         assert verify(site, quiet=True).differences == ()
     assert site_views(a.views_db) == site_views(b.views_db)
+    # Each audit entry names the site its change was made at, the same at both.
+    everything = LogFilter(0, 2**62, repository=str(APP))
+    origins = {(e.kind, e.site_id) for e in a.audit_queries.iterate(everything)}
+    assert origins == {(e.kind, e.site_id) for e in b.audit_queries.iterate(everything)}
+    assert ("delete_tag", str(a.site_id)) in origins and ("create_tag", str(b.site_id)) in origins
     # B, having heard of all of it, decides on it too: A's tag is B's to delete.
     b.registry.untag(APP, Tag("latest"), ALICE)
     drain(replicator(a, b))

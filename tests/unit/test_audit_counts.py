@@ -107,7 +107,7 @@ def _load(db: SQLiteDatabase, batch: list[Any], batch_size: int) -> None:
             ]:
                 at = datetime.fromtimestamp(t / 1000, UTC)
                 row = (position + 1, 0, kind, iso(at), t, namespace, repository, "user")
-                insert_entry(c, "", (*row, performer, None, None, "{}"), counts)
+                insert_entry(c, "", (*row, performer, None, None, "{}", None), counts)
             if counts is not None:
                 audit_counts.add(c, audit_counts.AUDIT_COUNTS, counts)
     for source, kind, t, namespace, repository, performer in batch:

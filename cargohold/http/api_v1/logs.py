@@ -21,16 +21,18 @@ Query (all optional):
 - ``next_page``: the token of the previous page (20 entries a page, newest first; keyset
   pagination, so a deep page costs what the first does). A bad token is 400.
 
-``logs`` answers ``{start_time, end_time, logs: [{kind, metadata, ip, datetime,
-performer?, namespace?}], next_page?}``: ``performer`` is absent for anonymous actions,
-``namespace`` present only on superuser logs, ``next_page`` only when there is more.
+``logs`` answers ``{start_time, end_time, logs: [{kind, metadata, ip, datetime, site,
+performer?, namespace?}], next_page?}``: ``site`` is the id of the site where the entry's
+change was made (its event's origin, with geo peers; beyond Quay, which has no sites),
+``performer`` is absent for anonymous actions, ``namespace`` present only on superuser
+logs, ``next_page`` only when there is more.
 ``aggregatelogs`` answers ``{"aggregated": [{kind, count, datetime}]}`` (per kind per UTC
 day). ``exportlogs`` (GET, or POST as Quay; a POST body is ignored: there is no callback,
 the answer *is* the export) streams every matching entry as JSON lines
 (``application/x-ndjson``, newest first), each with every column: ``source`` (``log`` or
 ``access``), ``position`` (the event's notification id, log entries only), ``kind``,
 ``time``, ``namespace``, ``repository``, ``performer``, ``ip``, ``request_id``,
-``metadata``.
+``metadata``, ``site``.
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def export_line(entry: LogEntry) -> bytes:
         "ip": entry.ip,
         "request_id": entry.request_id,
         "metadata": entry.metadata,
+        "site": entry.site_id,
     }
     return json.dumps(record, sort_keys=True).encode() + b"\n"
 
@@ -226,6 +229,7 @@ class _Logs:
                 "metadata": entry.metadata,
                 "ip": entry.ip,
                 "datetime": _ms(entry.time_ms),
+                "site": entry.site_id,
             }
             performer = _performer_view(entry)
             if performer is not None:

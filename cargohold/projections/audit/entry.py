@@ -11,7 +11,9 @@ entry per event; the key leaves room for more), ``kind``, ``time`` (ISO 8601, UT
 full ``ns/name``, or NULL), ``performer_kind`` (user, robot, anonymous, system, mirror,
 site) and ``performer_name``, ``ip`` (the client address, NULL for CLI and system),
 ``request_id``, and ``metadata`` (a JSON object). Secrets never enter it: hashes and
-tokens are left out.
+tokens are left out. An ``audit_log`` entry also has ``site_id``: the site whose log its
+event was written to (with geo peers, its origin; NULL in entries of views made before
+the column, until ``replay rebuild``); an ``access_log`` entry is always this site's.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def iso(moment: datetime) -> str:
 @functools.lru_cache(maxsize=16)
 def _insert_sql(ns: str) -> str:
     return (
-        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {ns}audit_log (position, sequence, {', '.join(ENTRY_COLUMNS)}, site_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
 
 
@@ -83,9 +85,10 @@ def insert_entry(
     row: tuple[Any, ...],
     counts: Counter[audit_counts.CountKey] | None = None,
 ) -> None:
-    """Insert one ``audit_log`` row (``position, sequence`` then ``ENTRY_COLUMNS``) and add
-    it to ``audit_counts`` in the caller's transaction: at once, or, given ``counts``, to
-    ``counts``, which the caller adds (``audit_counts.add``) before it commits."""
+    """Insert one ``audit_log`` row (``position, sequence``, ``ENTRY_COLUMNS``, then
+    ``site_id``) and add it to ``audit_counts`` in the caller's transaction: at once,
+    or, given ``counts``, to ``counts``, which the caller adds (``audit_counts.add``)
+    before it commits."""
     write(c, "audit_log", _insert_sql(ns), row)  # PERF: batched on a BatchedWrites cursor
     keys = audit_counts.keys_of(row[2], row[4], row[5], row[6])  # kind, time_ms, ns, repo
     if counts is not None:

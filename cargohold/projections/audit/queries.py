@@ -61,6 +61,9 @@ class LogEntry:
     ip: str | None
     request_id: str | None
     metadata: dict[str, Any]
+    #: The site whose log the event went into (an access entry's: this site); None for
+    #: log entries of views made before the column (until ``replay rebuild``).
+    site_id: str | None = None
 
     @property
     def source(self) -> str:
@@ -83,11 +86,16 @@ _SIDES: dict[int, tuple[str, str]] = {
     AUDIT: ("audit_log", "position, sequence"),
     ACCESS: ("access_log", "id, 0"),
 }
+# The origin column of each side (``access_log`` holds this site's entries only).
+_SITE: dict[int, str] = {AUDIT: "site_id", ACCESS: "NULL"}
 
 
 class AuditQueries:
-    def __init__(self, db: Database) -> None:
+    """``site_id``: this site, the origin of every ``access_log`` entry."""
+
+    def __init__(self, db: Database, site_id: str | None = None) -> None:
         self.db = db
+        self.site_id = site_id
 
     # -- pages -------------------------------------------------------------------------
 
@@ -142,11 +150,12 @@ class AuditQueries:
                 params.append(t)
         order = ", ".join(f"{col} DESC" for col in ("time_ms", *tie.split(", ")) if col != "0")
         rows = c.execute(
-            f"SELECT {tie}, {', '.join(ENTRY_COLUMNS)} FROM {table} "
+            f"SELECT {tie}, {', '.join(ENTRY_COLUMNS)}, {_SITE[source]} FROM {table} "
             f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?",
             (*params, n),
         ).fetchall()
-        return [_entry(source, row) for row in rows]
+        here = self.site_id if source == ACCESS else None
+        return [_entry(source, row, here) for row in rows]
 
     # -- aggregates --------------------------------------------------------------------
 
@@ -258,8 +267,8 @@ def _where(f: LogFilter, kind: str | None) -> tuple[list[str], list[Any]]:
     return where, params
 
 
-def _entry(source: int, row: tuple[Any, ...]) -> LogEntry:
-    a, b, kind, time, time_ms, namespace, repository, pkind, pname, ip, rid, meta = row
+def _entry(source: int, row: tuple[Any, ...], here: str | None) -> LogEntry:
+    a, b, kind, time, time_ms, namespace, repository, pkind, pname, ip, rid, meta, site = row
     return LogEntry(
         key=(int(time_ms), source, int(a), int(b)),
         kind=str(kind),
@@ -272,4 +281,5 @@ def _entry(source: int, row: tuple[Any, ...]) -> LogEntry:
         ip=ip,
         request_id=rid,
         metadata=json.loads(meta) if meta else {},
+        site_id=here if site is None else str(site),
     )

@@ -69,6 +69,7 @@ class AuditWriter:
                 event.client_address,
                 event.request_id,
                 dump_metadata(entry.metadata),
+                str(event.site_id),
             ),
             counts,
         )

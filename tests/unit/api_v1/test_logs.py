@@ -38,7 +38,7 @@ def kinds(body: dict[str, object]) -> list[str]:
 
 
 def test_repository_logs_show_the_push_newest_first(
-    acme: str, client: falcon.testing.TestClient
+    acme: str, container: Container, client: falcon.testing.TestClient
 ) -> None:
     r = client.simulate_get(REPO + "/logs", headers=basic("alice"))
     assert r.status_code == 200, r.text
@@ -53,6 +53,7 @@ def test_repository_logs_show_the_push_newest_first(
     assert push["performer"] == {"kind": "user", "name": "alice", "is_robot": False}
     assert "namespace" not in push  # only on superuser logs
     assert push["datetime"].endswith("-0000")
+    assert push["site"] == str(container.site_id)  # the site the push was made at
 
 
 def test_pulls_and_logins_are_logged_once_flushed(
@@ -196,7 +197,7 @@ def test_aggregates_count_per_kind_per_day(acme: str, client: falcon.testing.Tes
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_export_streams_json_lines_with_every_field(
-    acme: str, client: falcon.testing.TestClient, method: str
+    acme: str, container: Container, client: falcon.testing.TestClient, method: str
 ) -> None:
     r = send_json(client, method, "/api/v1/organization/acme/exportlogs", headers=basic("alice"))
     assert r.status_code == 200, r.text
@@ -215,7 +216,9 @@ def test_export_streams_json_lines_with_every_field(
         "ip",
         "request_id",
         "metadata",
+        "site",
     }
+    assert {e["site"] for e in lines} == {str(container.site_id)}  # all made here
     positions = [e["position"] for e in lines if e["source"] == "log"]
     assert positions == sorted(positions, reverse=True)
 
