@@ -25,6 +25,7 @@ The one module that builds paths under the data dir (``data_dir``, default
     │                                   built by ``adapters/blobs/keys.py``
     ├── cache-spool/, geo-spool/        blobs in flight from a cache's upstream, or
     │                                   from a geo peer, to the clients waiting
+    ├── geo-fetch/<hex>.part            a geo peer's blob being fetched, its bytes so far
     └── .write-probe-<pid>              made and removed by the startup check
 
 A ``*.sqlite`` file has its ``-wal`` and ``-shm`` companions beside it while open.
@@ -74,6 +75,11 @@ class DataDir:
     def geo_spool(self) -> Path:
         """Geo peers' blobs in flight to a client that pulled them here first."""
         return self.root / "geo-spool"
+
+    @property
+    def geo_fetch(self) -> Path:
+        """The bytes of geo peers' blobs being fetched, kept to resume from."""
+        return self.root / "geo-fetch"
 
     @property
     def events(self) -> Path:

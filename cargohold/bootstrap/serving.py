@@ -19,6 +19,7 @@ from typing import Any
 
 from cargohold import chores
 from cargohold.adapters.geo_peer import PeerFeed
+from cargohold.bootstrap import stores
 from cargohold.bootstrap.container import Container, bootstrap
 from cargohold.bootstrap.stores import StartupError
 from cargohold.commands.unit_of_work import MAX_CLOCK_AHEAD_MS
@@ -103,6 +104,7 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
             container.blob_backlog,
             container.geo_feeds,
             lease_owner(),
+            parts=stores.data_dir(container.settings).geo_fetch,
         )
         chore_list.append((fetcher.run, ()))
     for chore, args in chore_list:

@@ -11,6 +11,12 @@ that name them. The fetcher claims due ones, several at a time, and streams each
   (``BlobStore.put``);
 - a connection cut mid-blob is resumed with ``Range`` from the byte reached, a few
   times, within one fetch;
+- across a failed fetch, a restart or a crash too: the bytes of a blob of
+  ``PART_MIN_BYTES`` or more are also kept in ``<data_dir>/geo-fetch/<hex>.part`` as
+  they arrive, and the next fetch reads them back and asks the peer only for the rest.
+  The part is deleted once the blob is committed. It needs no fsync: whatever a crash
+  leaves of it is checked with the rest (the digest), and a part whose bytes are wrong
+  is dropped and the blob fetched again from its first byte;
 - a failure is retried later, with backoff; the backlog is in ``site status``.
 """
 
@@ -23,7 +29,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from cargohold.adapters.blob_backlog import SQLBlobBacklog, Wanted
 from cargohold.adapters.geo_peer import BlobMissing, PeerError, PeerFeed
@@ -40,12 +47,16 @@ log = logging.getLogger(__name__)
 CLAIM_MS = 10 * 60_000
 MAX_RESUMES = 5
 MAX_RETRY_MS = 60_000
+#: The smallest blob whose bytes are kept in a part file while they arrive.
+PART_MIN_BYTES = 1024 * 1024
 
 
 class _Resuming:
-    """A ``ByteSource`` over a peer's blob that resumes a cut read with ``Range``."""
+    """A ``ByteSource`` over a peer's blob that resumes a cut read with ``Range``; given
+    ``part``, it first reads back the bytes an earlier fetch kept there, and appends to
+    it what the peer sends."""
 
-    def __init__(self, feed: PeerFeed, digest: str) -> None:
+    def __init__(self, feed: PeerFeed, digest: str, part: Path | None = None) -> None:
         self.feed = feed
         self.digest = digest
         self.offset = 0
@@ -53,11 +64,33 @@ class _Resuming:
         self._stack = ExitStack()
         self._chunks: Iterator[bytes] | None = None
         self._buffer = b""
+        self._kept: IO[bytes] | None = None
+        self._keep: IO[bytes] | None = None
+        if part is not None:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            if part.exists():
+                self._kept = part.open("rb")
+            self._keep = part.open("ab")
 
     def close(self) -> None:
         self._stack.close()
+        for f in (self._kept, self._keep):
+            if f is not None:
+                f.close()
 
     def _next_chunk(self) -> bytes:
+        if self._kept is not None:
+            chunk = self._kept.read(1024 * 1024)
+            if chunk:
+                return chunk
+            self._kept.close()
+            self._kept = None
+        chunk = self._peer_chunk()
+        if self._keep is not None and chunk:
+            self._keep.write(chunk)
+        return chunk
+
+    def _peer_chunk(self) -> bytes:
         while True:
             if self._chunks is None:
                 self._stack.close()
@@ -96,8 +129,10 @@ class BlobFetcher:
         parallel: int = 4,
         interval: float = 0.2,
         now_ms: Callable[[], int] = system_wall_ms,
+        parts: Path | None = None,
     ) -> None:
         self.blobs = blobs
+        self.parts = parts
         self.backlog = backlog
         self.feeds = feeds
         self.owner = owner
@@ -124,8 +159,9 @@ class BlobFetcher:
             self.backlog.done(wanted.digest)
             return True
         error = "no peer is known yet"
+        part = self._part(digest, wanted.size)
         for feed in _ordered(feeds, wanted.site_id):
-            source = _Resuming(feed, wanted.digest)
+            source = _Resuming(feed, wanted.digest, part)
             try:
                 self.blobs.put(source, expected=digest, expected_size=wanted.size)
             except BlobMissing as e:
@@ -137,14 +173,24 @@ class BlobFetcher:
             except DomainError as e:  # NOTE: DigestInvalid, SizeInvalid: not these bytes
                 error = f"{feed.base_url} sent bytes that are not blob {wanted.digest}: {e}"
                 log.warning("geo blob %s: %s", wanted.digest, error)
+                if part is not None:
+                    part.unlink(missing_ok=True)  # what was kept may be the wrong part
                 continue
             finally:
                 source.close()
+            if part is not None:
+                part.unlink(missing_ok=True)
             self.backlog.done(wanted.digest)
             return True
         wait = min(MAX_RETRY_MS, 500 * 2 ** min(wanted.attempts, 10))
         self.backlog.failed(wanted.digest, error, self._now_ms() + wait)
         return False
+
+    def _part(self, digest: Digest, size: int) -> Path | None:
+        """Where a fetch of the blob keeps its bytes as they arrive (None: it does not)."""
+        if self.parts is None or size < PART_MIN_BYTES:
+            return None
+        return self.parts / f"{digest.hex}.part"
 
     def run(self, stop: threading.Event) -> None:
         """``fetch_due`` until ``stop``: at once while blobs come, else every ``interval``."""

@@ -65,10 +65,12 @@ def setup(tmp_path: Path) -> Iterator[tuple[FilesystemBlobStore, SQLBlobBacklog]
         db.close()
 
 
-def fetcher(store: FilesystemBlobStore, backlog: SQLBlobBacklog, peer: Peer) -> BlobFetcher:
+def fetcher(
+    store: FilesystemBlobStore, backlog: SQLBlobBacklog, peer: Peer, parts: Path | None = None
+) -> BlobFetcher:
     feed = PeerFeed("http://peer.test", "token", transport=httpx.MockTransport(peer.handler))
     feeds: Callable[[], dict[str, PeerFeed]] = lambda: {"peer-site": feed}  # noqa: E731
-    return BlobFetcher(store, backlog, feeds, "me", now_ms=lambda: NOW)
+    return BlobFetcher(store, backlog, feeds, "me", now_ms=lambda: NOW, parts=parts)
 
 
 def test_a_cut_connection_is_resumed_from_the_byte_reached(
@@ -103,3 +105,55 @@ def test_a_peer_without_the_blob_leaves_it_queued(
     assert fetcher(store, backlog, Peer(status=404)).fetch_due() == 0
     assert backlog.summary() == {"peer-site": (1, len(DATA))}
     assert not store.exists(Digest.parse(DIGEST))
+
+
+def _due_again(backlog: SQLBlobBacklog) -> None:
+    """The retry's time has come (and the claim of the fetcher before has lapsed)."""
+    with backlog.db.transaction() as c:
+        c.execute("UPDATE blob_backlog SET next_ms = 0, claim = NULL")
+
+
+class DownAfterCut(Peer):
+    """Cuts the first answer ``cut_after`` bytes in, then refuses every request (a
+    peer gone, or this site stopping mid-fetch)."""
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.ranges:
+            self.ranges.append(request.headers.get("Range"))
+            raise httpx.ConnectError("connection refused")
+        return super().handler(request)
+
+
+def test_a_fetch_after_a_failed_one_asks_only_for_the_bytes_not_kept(
+    setup: tuple[FilesystemBlobStore, SQLBlobBacklog], tmp_path: Path
+) -> None:
+    """The first fetch (in a process that then stops, say) keeps what arrived in its
+    part file; a new fetcher, with a healthy peer, reads it back and asks for the rest."""
+    store, backlog = setup
+    parts = tmp_path / "geo-fetch"
+    first = fetcher(store, backlog, DownAfterCut(cut_after=2_500_000), parts)
+    assert first.fetch_due() == 0 and not store.exists(Digest.parse(DIGEST))
+    kept = (parts / f"{DIGEST.split(':')[1]}.part").stat().st_size
+    assert kept == 2 * 1024 * 1024  # the whole chunks that arrived before the cut
+    _due_again(backlog)
+    peer = Peer()
+    assert fetcher(store, backlog, peer, parts).fetch_due() == 1
+    assert peer.ranges == [f"bytes={kept}-"]
+    assert b"".join(store.read(Digest.parse(DIGEST))) == DATA
+    assert list(parts.iterdir()) == []  # done with
+
+
+def test_a_kept_part_of_wrong_bytes_is_dropped_and_the_blob_fetched_whole(
+    setup: tuple[FilesystemBlobStore, SQLBlobBacklog], tmp_path: Path
+) -> None:
+    store, backlog = setup
+    parts = tmp_path / "geo-fetch"
+    parts.mkdir()
+    (parts / f"{DIGEST.split(':')[1]}.part").write_bytes(b"x" * 1_500_000)
+    peer = Peer()
+    assert fetcher(store, backlog, peer, parts).fetch_due() == 0  # the part fails the digest
+    assert list(parts.iterdir()) == []
+    _due_again(backlog)
+    assert fetcher(store, backlog, peer, parts).fetch_due() == 1
+    assert peer.ranges == ["bytes=1500000-", None]
+    assert b"".join(store.read(Digest.parse(DIGEST))) == DATA
