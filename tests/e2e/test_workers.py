@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -50,3 +51,28 @@ def test_workers_share_the_socket_and_see_each_others_writes(tmp_path: Path) -> 
         assert len(client.tags("acme/app")) == 30
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
+
+
+def test_a_sigterm_to_every_process_at_once_stops_them_all(tmp_path: Path) -> None:
+    """As ``pkill -f 'cargohold serve'`` does: the supervisor and each worker get a
+    SIGTERM, and the workers one more each from the supervisor, and more again; every
+    one of them exits, promptly and cleanly (a second signal inside the first one's
+    handler once deadlocked a worker)."""
+    port = free_port()
+    args = ["--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{port}", "--workers", "2"]
+    with serving(*args, cwd=tmp_path) as server:
+        workers = _wait_for_workers(server.proc.pid, 2)
+        for _ in range(5):
+            for pid in (*workers, server.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid)
+
+
+def _state(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("State:"):
+            return line
+    return ""

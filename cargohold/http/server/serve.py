@@ -80,7 +80,17 @@ def run(server: Any, stop: threading.Event, parent: int | None = None) -> None:
     orphans serving). Sets ``stop`` when a signal arrives and again once the server has
     stopped, so that whatever watches it winds down."""
 
+    signalled = False
+
     def on_signal(signum: int, frame: object) -> None:
+        # NOTE: once only. A second signal (the supervisor forwards its SIGTERM, and
+        # ``pkill -f`` sends one to every process of serve) can run this handler again
+        # inside the first one's ``stop.set()``, whose lock it would then wait on for
+        # ever: the worker never stopped.
+        nonlocal signalled
+        if signalled:
+            return
+        signalled = True
         stop.set()
         server.close()
 
