@@ -490,7 +490,17 @@ def _add_column(c: Cursor, dialect: str, ns: str, table: str, column: str, kind:
         if column not in have:
             c.execute(f"ALTER TABLE {ns}{table} ADD COLUMN {column} {kind}")
     else:
-        c.execute(f"ALTER TABLE {ns}{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        # NOTE: asked first: even a no-op ALTER TABLE takes the table's exclusive lock,
+        # which would queue every reader behind the longest open transaction at start.
+        schema = ns.rstrip(".")
+        found = c.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+            + ("?" if schema else "current_schema()")
+            + " AND table_name = ? AND column_name = ?",
+            (schema, table, column) if schema else (table, column),
+        ).fetchone()
+        if found is None:
+            c.execute(f"ALTER TABLE {ns}{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def create_indexes(c: Cursor, dialect: str, ns: str = "") -> None:
