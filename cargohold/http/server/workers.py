@@ -18,6 +18,9 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
 def supervise(workers: int, run_worker: Callable[[int], None]) -> int:
     """Fork ``workers`` processes, each running ``run_worker(index)`` (with the default
     SIGTERM and SIGINT handlers) and then exiting: 0, or 1 if it raised (logged). Waits
@@ -27,12 +30,24 @@ def supervise(workers: int, run_worker: Callable[[int], None]) -> int:
     stopping = False
 
     def spawn(index: int) -> None:
-        pid = os.fork()
+        # NOTE: the signals wait while the worker is made. One arriving in the child
+        # before its handlers are reset would run the supervisor's ``on_signal`` there
+        # (which signals the siblings) and leave the worker serving for ever; one
+        # arriving in the supervisor before the child is in ``children`` would not be
+        # forwarded to it, and the supervisor would wait for it for ever.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+            else:
+                children[pid] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
         if pid == 0:  # the worker
             code = 0
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 run_worker(index)
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -41,7 +56,6 @@ def supervise(workers: int, run_worker: Callable[[int], None]) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        children[pid] = index
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal stopping
