@@ -10,8 +10,9 @@ polls every ``interval`` seconds.
 
 PERF: while a page is stored, the next one is already asked for (the peer builds it
 meanwhile, in its own process), and in ``serve`` the views fold in the projection's
-own thread (``ProjectionRunner.nudge``), so shipping runs at the speed of storing, and
-the views follow at the speed of folding.
+own thread (``ProjectionRunner.nudge``). That thread shares this process, so shipping
+still runs at about the speed of folding (``docs/benchmarks-geo.md``); folding in
+another worker's process is the next step.
 
 - **One per peer per site.** Every worker and node of ``serve`` starts one per
   configured peer. Only the holder of the peer's lease (``peer_links``, renewed each
