@@ -421,20 +421,12 @@ class RegistryService:
     ) -> MergedState:
         """The fold of ``name``'s streams: the other sites' ``others``, and this site's
         (``local``, as loaded) if it has one."""
-        events: list[Any] = []
-        streams = list(others)
-        if local is not None:
-            streams.append(local.id)
-        for stream_id in streams:
-            events.extend(self.unit.log.events.get(originator_id=stream_id))
+        log = self.unit.log.events
+        events: list[Any] = [e for stream_id in others for e in log.get(originator_id=stream_id)]
         if local is not None:
             # NOTE: the local stream as far as ``local`` has it: its version is what the
             # command's events follow.
-            events = [
-                e
-                for e in events
-                if e.originator_id != local.id or e.originator_version <= local.version
-            ]
+            events.extend(log.get(originator_id=local.id, lte=local.version))
         return fold(name, events)
 
     def _expires_after(self, manifest: ParsedManifest) -> timedelta | None:
