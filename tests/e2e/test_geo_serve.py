@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,61 +23,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fixtures.digests import sha256
 from tests.fixtures.server import BASE_ENV, Server, serving
 from tests.fixtures.services import free_port
-from tests.fixtures.v2client import OCI_MANIFEST, Response, V2Client
+from tests.fixtures.v2client import Response, V2Client
+from tests.geo import push, push_image, tag_digest, tags, until
 
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = "shared-by-both-sites-0123456789"
-
-
-def _push(client: V2Client, name: str, tag: str, seed: str) -> str:
-    return _push_image(client, name, tag, seed)[0]
-
-
-def _push_image(client: V2Client, name: str, tag: str, seed: str) -> tuple[str, dict[str, bytes]]:
-    """Push an image; its manifest digest, and every blob's bytes by digest."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
-    layer = os.urandom(2048)
-    digests = []
-    for data in (config, layer):
-        digest = sha256(data)
-        r = client.request("POST", f"/v2/{name}/blobs/uploads/?digest={digest}", body=data)
-        assert r.status == 201, (r.status, r.body[:200])
-        digests.append(digest)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": digests[0],
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": digests[1],
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    r = client.request(
-        "PUT", f"/v2/{name}/manifests/{tag}", body=manifest, headers={"Content-Type": OCI_MANIFEST}
-    )
-    assert r.status == 201, (r.status, r.body[:200])
-    return sha256(manifest), {digests[0]: config, digests[1]: layer, sha256(manifest): manifest}
-
-
-def _until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the sites did not converge in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture(params=["proxy", "redirect"])
@@ -112,8 +63,8 @@ def test_two_serving_sites_replicate_each_other(
 ) -> None:
     a, b, dirs = two_sites
     at_a, at_b = V2Client(a.url), V2Client(b.url)
-    manifest, blobs = _push_image(at_a, "acme/app", "from-a", "a")
-    _until(lambda: "from-a" in _tags(at_b, "acme/app"))
+    manifest, blobs = push_image(at_a, "acme/app", "from-a", "a")
+    until(lambda: "from-a" in tags(at_b, "acme/app"))
     # Every blob pulls at B, at once: from B (proxied, or fetched meanwhile), or by a 307
     # to A's signed URL; the manifest is always served by B.
     r = at_b.request("GET", "/v2/acme/app/manifests/from-a")
@@ -122,15 +73,15 @@ def test_two_serving_sites_replicate_each_other(
         if digest != manifest:
             assert _pull_blob(at_b, "acme/app", digest) == data
     # And the fetcher brings them all here: then B serves them itself.
-    _until(lambda: _site_status(dirs["b"], a.url)["peers"][0]["blob_backlog"]["blobs"] == 0)
+    until(lambda: _site_status(dirs["b"], a.url)["peers"][0]["blob_backlog"]["blobs"] == 0)
     for digest, data in blobs.items():
         what = "manifests" if digest == manifest else "blobs"
         r = at_b.request("GET", f"/v2/acme/app/{what}/{digest}")
         assert r.status == 200 and r.body == data
-    older = _push(at_b, "other/tool", "v1", "b1")
-    newer = _push(at_a, "other/tool", "v1", "a1")  # later: wins at both
+    older = push(at_b, "other/tool", "v1", "b1")
+    newer = push(at_a, "other/tool", "v1", "a1")  # later: wins at both
     for site in (at_a, at_b):
-        _until(lambda site=site: _tag_digest(site, "other/tool", "v1") == newer)
+        until(lambda site=site: tag_digest(site, "other/tool", "v1") == newer)
     assert older != newer
     status = _site_status(dirs["b"], a.url)
     assert status["site"]["site_name"] == "site-b"
@@ -167,16 +118,6 @@ def _pull_blob(client: V2Client, name: str, digest: str) -> bytes:
         r = other.request("GET", f"{location.path}?{location.query}")
     assert r.status == 200, (r.status, r.body[:200])
     return r.body
-
-
-def _tags(client: V2Client, name: str) -> list[str]:
-    r = client.request("GET", f"/v2/{name}/tags/list")
-    return [] if r.status != 200 else list(json.loads(r.body)["tags"])
-
-
-def _tag_digest(client: V2Client, name: str, tag: str) -> str | None:
-    r = client.request("HEAD", f"/v2/{name}/manifests/{tag}")
-    return r.headers.get("docker-content-digest") if r.status == 200 else None
 
 
 def _basic(user: str, password: str) -> dict[str, str]:
@@ -224,11 +165,11 @@ def test_a_token_issued_at_one_site_pulls_at_the_other(tmp_path: Path) -> None:
             headers={**_basic("admin", "admin-pw-0123"), "Content-Type": "application/json"},
         )
         assert made.status == 200, made.body[:200]
-        manifest, blobs = _push_image(_Authed(a.url, alice), "alice/app", "v1", "tok")
+        manifest, blobs = push_image(_Authed(a.url, alice), "alice/app", "v1", "tok")
         with serving(*args("b", "a"), cwd=tmp_path, env=env) as b:
             assert "created the superuser" not in b.output()
             at_b = _Authed(b.url, alice)
-            _until(lambda: "v1" in _tags(at_b, "alice/app"))
+            until(lambda: "v1" in tags(at_b, "alice/app"))
             r = at_a.request(
                 "GET",
                 "/v2/auth?service=cargohold&scope=repository:alice/app:pull",
