@@ -5,7 +5,9 @@ A row is written *before* the events that reference its blob are stored
 (``replay/geo_store.py``), so a crash in between leaves at worst a row whose events
 are not here yet (fetched anyway: the peer holds the blob), never an event whose blob
 nobody will fetch. Rows are claimed with a lease, so several workers and nodes fetch
-different blobs; a failed fetch is retried later, with backoff.
+different blobs; the fetcher renews it while a fetch runs, so a fetcher that dies
+(a SIGKILL mid-blob) holds its blobs for no longer than one short lease; a failed
+fetch is retried later, with backoff.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ class SQLBlobBacklog:
                 if c.rowcount == 1:
                     taken.append(Wanted(str(digest), int(size), str(site_id), int(attempts)))
         return taken
+
+    def renew(self, owner: str, digests: list[str], now_ms: int, lease_ms: int) -> None:
+        """Extend ``owner``'s claims on ``digests`` (fetches still running) by ``lease_ms``."""
+        if not digests:
+            return
+        with self.db.transaction() as c:
+            c.executemany(
+                "UPDATE blob_backlog SET claim_expires_ms = ? WHERE digest = ? AND claim = ?",
+                [(now_ms + lease_ms, digest, owner) for digest in digests],
+            )
 
     def get(self, digest: str) -> Wanted | None:
         rows = self.db.query(

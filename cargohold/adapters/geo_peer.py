@@ -20,6 +20,13 @@ FEED_MEDIA_TYPE = "application/vnd.cargohold.log.v1+msgpack"
 #: The largest page accepted, inflated: the feed cuts pages at 4 MiB of frames, and one
 #: event may be bigger than that (a page holds at least one).
 MAX_PAGE_BYTES = 80 * 1024 * 1024
+#: How long a connection to a peer may take to open, and a read on it to wait. A peer
+#: answers a page as soon as it has read it from its log, so a wait longer than that is
+#: a link cut or a peer stalled: failing early lets the replicator retry on a new
+#: connection, which is what finds a healed link (one left hanging would sit in TCP's
+#: retransmission backoff for seconds after the link is back).
+CONNECT_TIMEOUT_S = 2.0
+READ_TIMEOUT_S = 5.0
 #: Blob bytes as they are read off the wire.
 CHUNK_BYTES = 1024 * 1024
 
@@ -48,7 +55,7 @@ class PeerFeed:
         base_url: str,
         token: str,
         *,
-        timeout: float = 10.0,
+        timeout: float = READ_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -60,7 +67,7 @@ class PeerFeed:
                 "Accept-Encoding": "gzip",
                 "User-Agent": "cargohold-replicator",
             },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
             transport=transport,
             follow_redirects=False,
         )

@@ -17,7 +17,9 @@ that name them. The fetcher claims due ones, several at a time, and streams each
   The part is deleted once the blob is committed. It needs no fsync: whatever a crash
   leaves of it is checked with the rest (the digest), and a part whose bytes are wrong
   is dropped and the blob fetched again from its first byte;
-- a failure is retried later, with backoff; the backlog is in ``site status``.
+- a failure is retried later, with backoff; a blob that no peer could be reached for
+  is retried within ``UNREACHABLE_RETRY_MS``, so it comes once a link heals; the
+  backlog is in ``site status``.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
 from cargohold.adapters.blob_backlog import SQLBlobBacklog, Wanted
-from cargohold.adapters.geo_peer import BlobMissing, PeerError, PeerFeed
+from cargohold.adapters.geo_peer import BlobMissing, PeerError, PeerFeed, PeerUnreachable
 from cargohold.adapters.peer_links import SQLPeerLinks
 from cargohold.domain.clock import system_wall_ms
 from cargohold.domain.errors import BlobUnknown, DomainError, UpstreamUnreachable
@@ -44,9 +46,14 @@ from cargohold.domain.values import Digest
 
 log = logging.getLogger(__name__)
 
-CLAIM_MS = 10 * 60_000
+#: A claim's lease. Renewed every third of it while the fetch runs, so that a fetcher
+#: that dies holds its blobs this long at most.
+CLAIM_MS = 30_000
 MAX_RESUMES = 5
 MAX_RETRY_MS = 60_000
+#: When no peer could be reached at all, the blob is not at fault: the link is. It is
+#: tried again this soon, whatever its attempts, so that a healed link brings it at once.
+UNREACHABLE_RETRY_MS = 1_000
 #: The smallest blob whose bytes are kept in a part file while they arrive.
 PART_MIN_BYTES = 1024 * 1024
 
@@ -148,7 +155,15 @@ class BlobFetcher:
             return 0
         feeds = self.feeds()
         with ThreadPoolExecutor(self.parallel, thread_name_prefix="geo-blob") as pool:
-            done = sum(pool.map(lambda w: self.fetch(w, feeds), wanted))
+            running = {pool.submit(self.fetch, w, feeds): w.digest for w in wanted}
+            done = 0
+            while running:
+                finished, _ = wait(running, timeout=CLAIM_MS / 3000)
+                done += sum(1 for f in finished if f.result())
+                for f in finished:
+                    del running[f]
+                if running:  # still at it: keep the claims
+                    self.backlog.renew(self.owner, list(running.values()), self._now_ms(), CLAIM_MS)
         self.fetched += done
         return done
 
@@ -159,18 +174,21 @@ class BlobFetcher:
             self.backlog.done(wanted.digest)
             return True
         error = "no peer is known yet"
+        unreachable = bool(feeds)  # until a peer answers
         part = self._part(digest, wanted.size)
         for feed in _ordered(feeds, wanted.site_id):
             source = _Resuming(feed, wanted.digest, part)
             try:
                 self.blobs.put(source, expected=digest, expected_size=wanted.size)
             except BlobMissing as e:
-                error = str(e)
+                error, unreachable = str(e), False
                 continue
             except PeerError as e:
                 error = str(e)
+                unreachable = unreachable and isinstance(e, PeerUnreachable)
                 continue
             except DomainError as e:  # NOTE: DigestInvalid, SizeInvalid: not these bytes
+                unreachable = False
                 error = f"{feed.base_url} sent bytes that are not blob {wanted.digest}: {e}"
                 log.warning("geo blob %s: %s", wanted.digest, error)
                 if part is not None:
@@ -183,6 +201,8 @@ class BlobFetcher:
             self.backlog.done(wanted.digest)
             return True
         wait = min(MAX_RETRY_MS, 500 * 2 ** min(wanted.attempts, 10))
+        if unreachable:
+            wait = min(wait, UNREACHABLE_RETRY_MS)
         self.backlog.failed(wanted.digest, error, self._now_ms() + wait)
         return False
 

@@ -50,7 +50,9 @@ from cargohold.replay.geo_store import NameOwners, PageRaced, shipped_position, 
 log = logging.getLogger(__name__)
 
 LEASE_MS = 10_000
-MAX_BACKOFF_S = 10.0
+#: NOTE: short, so that a healed link is found within about a second: a retry of an
+#: unreachable peer is one connection attempt (``geo_peer.CONNECT_TIMEOUT_S``).
+MAX_BACKOFF_S = 1.0
 #: How long a refused peer (or a page this site cannot store) waits before a retry.
 REFUSED_RETRY_S = 30.0
 

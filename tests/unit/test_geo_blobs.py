@@ -6,6 +6,8 @@ committed), one that does not hold the blob (retried later). The peer is an
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.geo_peer import PeerFeed
 from cargohold.adapters.sqlite import SQLiteDatabase
 from cargohold.domain.values import Digest
+from cargohold.replay import geo_blobs
 from cargohold.replay.geo_blobs import BlobFetcher
 
 DATA = bytes(range(256)) * 12_000  # ~3 MiB: the fetcher reads 1 MiB chunks
@@ -157,3 +160,71 @@ def test_a_kept_part_of_wrong_bytes_is_dropped_and_the_blob_fetched_whole(
     assert fetcher(store, backlog, peer, parts).fetch_due() == 1
     assert peer.ranges == ["bytes=1500000-", None]
     assert b"".join(store.read(Digest.parse(DIGEST))) == DATA
+
+
+class Stalling(Peer):
+    """Sends the first MiB, then holds the connection until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.sending = threading.Event()
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        def stream() -> Iterator[bytes]:
+            yield DATA[: 1024 * 1024]
+            self.sending.set()
+            assert self.go.wait(10)
+            yield DATA[1024 * 1024 :]
+
+        return httpx.Response(200, content=stream())
+
+
+def test_a_long_fetch_keeps_its_claim_and_a_dead_fetchers_claim_lapses(
+    setup: tuple[FilesystemBlobStore, SQLBlobBacklog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch that outlasts the lease renews it (no second fetcher takes the blob); a
+    claim nobody renews, a killed fetcher's, lapses after one lease."""
+    monkeypatch.setattr(geo_blobs, "CLAIM_MS", 300)
+    store, backlog = setup
+    clock = [NOW]
+    peer = Stalling()
+    feed = PeerFeed("http://peer.test", "token", transport=httpx.MockTransport(peer.handler))
+    slow = BlobFetcher(store, backlog, lambda: {"peer-site": feed}, "me", now_ms=lambda: clock[0])
+    running = threading.Thread(target=slow.fetch_due)
+    running.start()
+    try:
+        assert peer.sending.wait(10)
+        clock[0] += 1_000  # three leases later, as the fetcher's clock reads it
+        time.sleep(0.5)  # the fetcher renews every 100 ms
+        assert backlog.claim("other", clock[0], 300, 10) == []
+    finally:
+        peer.go.set()
+        running.join(10)
+    assert slow.fetched == 1 and store.exists(Digest.parse(DIGEST))
+
+    backlog.add([("sha256:" + "0" * 64, 10)], "peer-site", NOW)
+    assert [w.digest for w in backlog.claim("killed", NOW, 300, 10)] == ["sha256:" + "0" * 64]
+    assert backlog.claim("next", NOW + 300, 300, 10) == []  # still the killed one's
+    assert len(backlog.claim("next", NOW + 301, 300, 10)) == 1  # lapsed: the next takes it
+
+
+def test_a_blob_no_peer_could_be_reached_for_is_retried_within_a_second(
+    setup: tuple[FilesystemBlobStore, SQLBlobBacklog],
+) -> None:
+    """However many times it failed: the link is at fault, not the blob; while a peer
+    that answers without it backs off as before."""
+    store, backlog = setup
+    with backlog.db.transaction() as c:
+        c.execute("UPDATE blob_backlog SET attempts = 9")
+    down = DownAfterCut()
+    down.ranges.append(None)  # refuses from the first request on
+    assert fetcher(store, backlog, down).fetch_due() == 0
+    [(next_ms,)] = backlog.db.query("SELECT next_ms FROM blob_backlog")
+    assert NOW < next_ms <= NOW + geo_blobs.UNREACHABLE_RETRY_MS
+    _due_again(backlog)
+    with backlog.db.transaction() as c:
+        c.execute("UPDATE blob_backlog SET attempts = 9")
+    assert fetcher(store, backlog, Peer(status=404)).fetch_due() == 0
+    [(next_ms,)] = backlog.db.query("SELECT next_ms FROM blob_backlog")
+    assert next_ms == NOW + geo_blobs.MAX_RETRY_MS
