@@ -70,12 +70,18 @@ def push_image(
     return sha256(manifest), {digests[0]: config, digests[1]: layer, sha256(manifest): manifest}
 
 
-def until(condition: Any, timeout: float = 30.0) -> None:
+def until(
+    condition: Any,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    failure: str = "the sites did not converge in time",
+) -> None:
+    """Poll ``condition`` every ``interval`` s; ``AssertionError(failure)`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("the sites did not converge in time")
-        time.sleep(0.05)
+            raise AssertionError(failure)
+        time.sleep(interval)
 
 
 def tags(client: V2Client, name: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from cargohold.replay.geo_replicator import Replicator
 from cargohold.replay.geo_status import SiteStatus
 from cargohold.replay.geo_store import PageRaced, shipped_position, store_page
 from tests.factories import ALICE, push_image, settings_for
-from tests.geo import site_views
+from tests.geo import site_views, until
 from tests.operations import verify
 
 TOKEN = "geo-peers-share-this-secret"
@@ -200,11 +199,7 @@ def test_the_later_untag_wins_at_both_sites(sites: dict[str, Container]) -> None
 
 
 def _until(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        time.sleep(0.02)
+    until(condition, timeout, 0.02, "the condition did not hold in time")
 
 
 def test_one_replicator_per_peer_holds_the_lease_and_another_takes_over(
