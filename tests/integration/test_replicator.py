@@ -202,6 +202,11 @@ def _until(condition: Any, timeout: float = 20.0) -> None:
     until(condition, timeout, 0.02, "the condition did not hold in time")
 
 
+def _recorded(site: Container, url: str) -> tuple[str, str | None, int]:
+    [link] = site.peer_links.links((url,))
+    return (link.state, link.site_id, link.position)
+
+
 def test_one_replicator_per_peer_holds_the_lease_and_another_takes_over(
     sites: dict[str, Container],
 ) -> None:
@@ -215,25 +220,26 @@ def test_one_replicator_per_peer_holds_the_lease_and_another_takes_over(
         threading.Thread(target=first.run, args=(stop_first,)),
         threading.Thread(target=second.run, args=(stop_second,)),
     ]
-    threads[0].start()
-    _until(lambda: first.link.state == "caught-up")
-    threads[1].start()
-    push_image(a, "acme/app", "two", seed="2")
-    _until(lambda: b.queries.tags(APP) == ["one", "two"])
-    assert second.link.events_stored == 0  # it never held the lease
-    [link] = b.peer_links.links((first.url,))
-    assert (link.state, link.site_id, link.position) == (
-        "caught-up",
-        str(a.site_id),
-        event_count(a),
-    )
-    stop_first.set()
-    threads[0].join(10)
-    push_image(a, "acme/app", "three", seed="3")
-    _until(lambda: b.queries.tags(APP) == ["one", "three", "two"])
-    assert second.link.events_stored > 0
-    stop_second.set()
-    threads[1].join(10)
+    try:
+        threads[0].start()
+        _until(lambda: first.link.state == "caught-up")
+        threads[1].start()
+        push_image(a, "acme/app", "two", seed="2")
+        _until(lambda: b.queries.tags(APP) == ["one", "two"])
+        # the link row is written after the step that stored the events: wait for it
+        _until(lambda: _recorded(b, first.url) == ("caught-up", str(a.site_id), event_count(a)))
+        assert second.link.events_stored == 0  # it never held the lease
+        stop_first.set()
+        threads[0].join(10)
+        push_image(a, "acme/app", "three", seed="3")
+        _until(lambda: b.queries.tags(APP) == ["one", "three", "two"])
+        assert second.link.events_stored > 0
+    finally:
+        stop_first.set()
+        stop_second.set()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join(10)
     assert event_count(b) == event_count(a)
 
 
