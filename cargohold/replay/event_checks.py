@@ -52,9 +52,23 @@ class EventChecks:
         self._transcoder = transcoder
         self._topics: dict[str, type] = {}
 
-    def check(self, originator_id: str, topic: str, state: bytes, where: str) -> tuple[type, Any]:
-        """The event's class and decoded state; raises ``EventRefused`` (its message
-        starts with ``where``, which names the event)."""
+    def check(
+        self,
+        originator_id: UUID | str,
+        topic: str,
+        state: bytes,
+        where: str | Callable[[], str],
+    ) -> tuple[type, Any]:
+        """The event's class and decoded state; raises ``EventRefused``, whose message
+        starts with ``where`` (or what it returns: PERF, a replicator names an event only
+        when it refuses one), which names the event."""
+        try:
+            return self._check(originator_id, topic, state)
+        except EventRefused as e:
+            named = where if isinstance(where, str) else where()
+            raise EventRefused(f"{named} {e}") from None
+
+    def _check(self, originator_id: UUID | str, topic: str, state: bytes) -> tuple[type, Any]:
         cls = self._topics.get(topic)
         if cls is None:
             try:
@@ -62,23 +76,21 @@ class EventChecks:
             except Exception:  # NOTE: resolve_topic raises several kinds for a stranger
                 cls = None
             if cls not in self._handled:
-                raise EventRefused(
-                    f"{where} is of a kind this cargohold does not know (a newer version?)"
-                )
+                raise EventRefused("is of a kind this cargohold does not know (a newer version?)")
             self._topics[topic] = cls
         try:
-            stream = UUID(originator_id)
+            stream = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
             decoded = self._transcoder.decode(state)
             if not isinstance(decoded, dict):
                 raise TypeError("the state is not a map")
         except Exception as e:  # NOTE: any failure to decode means the same thing here
-            raise EventRefused(f"{where} cannot be decoded: {e}") from None
+            raise EventRefused(f"cannot be decoded: {e}") from None
         if decoded.get("class_version", 1) > getattr(cls, "class_version", 1):
-            raise EventRefused(f"{where} is of a newer schema than this cargohold knows")
+            raise EventRefused("is of a newer schema than this cargohold knows")
         make_id = _STREAM_IDS.get(cls)
         if make_id is not None:
             named, site = decoded.get("name"), decoded.get("site_id")
             if not isinstance(site, UUID) or make_id(site, named) != stream:
                 kind = CREATED_KINDS[cls]
-                raise EventRefused(f"{where} is not the stream of {kind} {named} at {site}")
+                raise EventRefused(f"is not the stream of {kind} {named} at {site}")
         return cls, decoded

@@ -20,6 +20,7 @@ that this site lacks, with the peer's position, in one transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from cargohold.domain.repository import Repository
 from cargohold.domain.values import HLCTimestamp
 from cargohold.replay.bundle import stored_state
 from cargohold.replay.event_checks import CREATED_KINDS, EventChecks, EventRefused
-from cargohold.replay.geo_feed import FeedError, Page
+from cargohold.replay.geo_feed import FeedError, FeedEvent, Page
 
 
 def tracking_name(peer: UUID) -> str:
@@ -80,9 +81,10 @@ def store_page(
     present = own = 0
     latest: HLCTimestamp | None = None
     for event in page.events:
-        where = f"event {event.originator_id} v{event.version} of site {page.site_id}"
+        # PERF: an event is named only when it is refused (a UUID's str costs)
+        where = functools.partial(_where, event, page.site_id)
         try:
-            cls, state = checks.check(str(event.originator_id), event.topic, event.state, where)
+            cls, state = checks.check(event.originator_id, event.topic, event.state, where)
         except EventRefused as e:
             raise FeedError(str(e)) from None
         origin = state.get("site_id")
@@ -94,7 +96,7 @@ def store_page(
             present += 1
             continue
         if event.version != have + 1:
-            raise FeedError(f"{where} does not follow version {have} held here")
+            raise FeedError(f"{where()} does not follow version {have} held here")
         held[event.originator_id] = event.version
         refs.extend(blob_refs(cls, state))
         kind = CREATED_KINDS.get(cls)
@@ -126,6 +128,10 @@ def store_page(
     return PageStored(page.through, len(batch), present, own, latest)
 
 
+def _where(event: FeedEvent, site: UUID) -> str:
+    return f"event {event.originator_id} v{event.version} of site {site}"
+
+
 class NameOwners(Protocol):
     def identity_stream(self, kind: str, name: str) -> UUID | None:
         """The stream that holds the account, organisation or namespace ``name`` here
@@ -138,7 +144,7 @@ def _claim_identity(
     kind: str,
     name: str,
     event: Any,
-    where: str,
+    where: Callable[[], str],
 ) -> None:
     """Refuse a second stream of an identity name (``FeedError``).
 
@@ -152,7 +158,7 @@ def _claim_identity(
         owner = names.identity_stream(kind, name)
     if owner is not None and owner != event.originator_id:
         raise FeedError(
-            f"{where} creates the {kind} {name}, which this site holds in another stream: "
+            f"{where()} creates the {kind} {name}, which this site holds in another stream: "
             "an account, organisation or namespace created at two sites is not merged "
             "yet; rename or remove it at one of them"
         )
