@@ -82,10 +82,11 @@ SEAL_INTERVAL_SECONDS = 1.0
 def sealer(chain: AuditChain, stop: threading.Event) -> None:
     """Seal new events into the audit chain about once a second (see projections/audit/chain.py).
 
-    Every worker runs one; they take turns by compare-and-set on the chain's head."""
+    Every worker runs one; they take turns by compare-and-set on the chain's head, and
+    one that finds another sealing leaves the backlog to it until its next pass."""
     while not stop.wait(SEAL_INTERVAL_SECONDS):
         try:
-            chain.seal()
+            chain.seal(yield_on_race=True)
         except Exception:  # NOTE: a failed pass is retried; nothing is skipped
             log.exception("sealing the audit chain failed")
 

@@ -16,6 +16,7 @@ import pytest
 from cargohold.bootstrap import Container
 from cargohold.domain.values import RepositoryName, Tag
 from cargohold.projections.audit.chain import AuditChain
+from cargohold.projections.audit.chain_format import GENESIS
 from cargohold.projections.audit.chain_verify import Problem
 from tests.factories import ALICE, push_image
 
@@ -184,6 +185,33 @@ def test_sealers_racing_seal_each_event_once(container: Container) -> None:
         count = c.execute("SELECT COUNT(*) FROM audit_chain").fetchone()
     assert count is not None and count[0] == head
     assert first.verify().intact
+
+
+class _StaleOnce(AuditChain):
+    """A sealer whose first read of the head is from before another sealer's batch."""
+
+    stale: tuple[int, bytes] | None = (0, GENESIS)
+
+    def head(self) -> tuple[int, bytes]:
+        read, self.stale = self.stale, None
+        return read or super().head()
+
+
+def test_a_sealer_that_loses_a_race_yields_the_backlog_only_when_asked(
+    container: Container,
+) -> None:
+    """Two workers' sealers in step would each hash every event; the chore's sealer
+    leaves the backlog to the one that won, a plain ``seal`` goes on to the end."""
+    head = _fill(container, tags=30)
+    winner = _chain(container)
+    assert winner.seal(limit=3) == 3
+    for yielding, expected in ((True, 0), (False, head - 3)):
+        stale = _StaleOnce(container.views_db, container.log.recorder, container.signer)
+        assert stale.seal(yield_on_race=yielding) == expected
+    with container.views_db.transaction(write=False) as c:
+        count = c.execute("SELECT COUNT(*) FROM audit_chain").fetchone()
+    assert count is not None and count[0] == head
+    assert winner.verify().intact
 
 
 def _cli(container: Container, *args: str) -> subprocess.CompletedProcess[str]:

@@ -78,23 +78,32 @@ class AuditChain:
         """The sealed head: the last sealed position and the link there."""
         return read_head(self.db)
 
-    def seal(self, *, limit: int | None = None) -> int:
+    def seal(self, *, limit: int | None = None, yield_on_race: bool = False) -> int:
         """Add every stored event after the sealed head to the chain (at most ``limit``);
-        sign a checkpoint when one is due. Returns the number of events sealed.
+        sign a checkpoint when one is due. Returns the number of events sealed here.
 
         Safe to call from several processes at once: a batch another sealer got to first
-        is re-read, never sealed twice."""
+        is re-read, never sealed twice. With ``yield_on_race`` (every worker's sealer
+        chore) the first such batch ends the pass instead, leaving the rest to the
+        sealer that won it: PERF, sealers in step would otherwise each hash every event
+        of a backlog (a site that has just received a peer's log), one of them in vain."""
         sealed = 0
         while limit is None or sealed < limit:
             batch = SEAL_BATCH if limit is None else min(SEAL_BATCH, limit - sealed)
             added = self._seal_batch(batch)
+            if added is None:
+                if yield_on_race:
+                    break
+                continue
             if added == 0:
                 break
             sealed += added
         self._checkpoint_if_due(force=False)
         return sealed
 
-    def _seal_batch(self, batch: int) -> int:
+    def _seal_batch(self, batch: int) -> int | None:
+        """Seal up to ``batch`` events after the head: how many, or None when another
+        sealer moved the head meanwhile (nothing was written)."""
         position, link = self.head()
         rows = self.log.select_notifications(start=position, limit=batch, inclusive_of_start=False)
         if not rows:
@@ -112,7 +121,7 @@ class AuditChain:
                 (chain[-1][0], link.hex(), SEAL_NAME, position),
             ).rowcount
             if moved != 1:
-                return len(chain)  # another sealer took this batch; the loop re-reads
+                return None  # another sealer took this batch
             c.executemany("INSERT INTO audit_chain (position, digest) VALUES (?, ?)", chain)
             # Checkpoints fall every ``checkpoint_every`` events, also inside a batch.
             for (at, _), link_at in zip(chain, links, strict=True):
