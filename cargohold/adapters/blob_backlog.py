@@ -1,5 +1,6 @@
 """The blobs this site knows of from its geo peers and does not hold yet: the backlog
-that the blob fetcher (``replay/geo_blobs.py``) works through, in the views database.
+that the blob fetcher (``replay/geo_blobs.py``) works through, in the geo database
+(``bootstrap/stores.open_geo_database``: ``geo.sqlite``, or PostgreSQL's).
 
 A row is written *before* the events that reference its blob are stored
 (``replay/geo_store.py``), so a crash in between leaves at worst a row whose events

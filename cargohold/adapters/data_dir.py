@@ -14,6 +14,10 @@ The one module that builds paths under the data dir (``data_dir``, default
     ├── events.sqlite                   the event log (SQLite; on PostgreSQL its tables)
     ├── views.sqlite                    the views: read models, tracking, upload
     │                                   sessions, login throttle, access log, audit chain
+    ├── geo.sqlite                      geo-replication's bookkeeping: the peers' links
+    │                                   and leases, the blob backlog (its own file, so
+    │                                   that the replicator never waits on the views'
+    │                                   writer; on PostgreSQL tables beside the views)
     ├── views-scratch-<id>.sqlite       replay rebuild/verify's scratch views; removed
     │                                   when it ends (PostgreSQL: schema
     │                                   ``cargohold_scratch_<id>``)
@@ -88,6 +92,10 @@ class DataDir:
     @property
     def views(self) -> Path:
         return self.root / "views.sqlite"
+
+    @property
+    def geo(self) -> Path:
+        return self.root / "geo.sqlite"
 
     @property
     def blob_root(self) -> Path:

@@ -1,8 +1,9 @@
 """The geo peers' table: each peer's link as its replicator last saw it, and the lease
 that lets one replicator per peer run, however many workers and nodes serve the site.
 
-It lives in the views database (the SQLite file, or the PostgreSQL database that every
-node of a site shares), so every worker answers ``/api/v1/superuser/sites`` alike. It
+It lives in the geo database (``geo.sqlite`` beside the views, kept apart so that a
+replicator never waits on the views' writer; or the PostgreSQL database that every node
+of a site shares), so every worker answers ``/api/v1/superuser/sites`` alike. It
 is not a read model: the log does not describe links. What the site has taken from each
 peer is the log's tracking row (``replay/geo_store.py``), written with the events; this
 table only reports it.

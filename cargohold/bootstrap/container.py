@@ -85,6 +85,8 @@ class Container:
     #: Who may do what: the live rules, also when serving the registry as of a moment
     #: (``identity_queries`` then shows that moment's teams and grants).
     authorization: IdentityQueries
+    #: Where the next two live (``stores.open_geo_database``): on SQLite a file of its own.
+    geo_db: Database
     #: The geo peers' links, as their replicators last saw them (``replay/geo_replicator``).
     peer_links: SQLPeerLinks
     #: The blobs geo peers' events name that this site does not hold yet.
@@ -108,6 +110,8 @@ class Container:
         self.access_log.close()  # NOTE: writes the buffered pulls and logins first
         if self.as_of_db is not None:
             self.as_of_db.close()
+        if self.geo_db is not self.views_db:
+            self.geo_db.close()
         self.views_db.close()
         self.log.close()
 
@@ -130,6 +134,7 @@ def bootstrap(
     """
     stores.prepare_data_dir(settings)
     views_db = stores.open_views_database(settings)
+    geo_db: Database | None = None
     try:
         site_id = stores.site_id(settings, views_db)
         log = stores.open_log(settings, create_tables=create_tables)
@@ -138,8 +143,9 @@ def bootstrap(
         sessions = SQLUploadSessions(views_db)
         throttle = SQLLoginThrottle(views_db)
         access_log = BufferedAccessLog(views_db, interval=settings.access_log_flush_seconds)
-        peer_links = SQLPeerLinks(views_db)
-        blob_backlog = SQLBlobBacklog(views_db)
+        geo_db = stores.open_geo_database(settings, views_db)
+        peer_links = SQLPeerLinks(geo_db)
+        blob_backlog = SQLBlobBacklog(geo_db)
         if create_tables:
             runner.create_tables()
             sessions.create_table()
@@ -147,6 +153,7 @@ def bootstrap(
             access_log.create_table()
             peer_links.create_table()
             blob_backlog.create_table()
+            stores.move_geo_tables(views_db, geo_db)
         geo_feeds = PeerFeeds(peer_links, settings.peer_urls, settings.peer_token)
         if settings.peer_urls:
             # NOTE: every reader then serves a blob a peer's events named and that is
@@ -160,6 +167,8 @@ def bootstrap(
         if create_tables:
             audit_chain.create_tables()
     except BaseException:
+        if geo_db is not None and geo_db is not views_db:
+            geo_db.close()
         views_db.close()
         raise
     clock = HybridLogicalClock(wall_ms)
@@ -249,6 +258,7 @@ def bootstrap(
         proxy_cache_queries=cache_queries,
         pull_through=pull_through,
         authorization=identity_queries,
+        geo_db=geo_db,
         peer_links=peer_links,
         blob_backlog=blob_backlog,
         geo_feeds=geo_feeds,

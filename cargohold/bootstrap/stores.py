@@ -65,6 +65,41 @@ def open_views_database(settings: Settings, **kwargs: Any) -> Database:
     return db
 
 
+def open_geo_database(settings: Settings, views_db: Database) -> Database:
+    """Where geo-replication keeps its links, leases and blob backlog: on SQLite a file
+    of its own (PERF: the replicator writes it for every page it stores, and would
+    otherwise wait behind the views' writer, folding those very pages); on PostgreSQL
+    the views' database, shared by every node of the site."""
+    if settings.uses_postgres:
+        return views_db
+    try:
+        db = SQLiteDatabase(data_dir(settings).geo)
+        db.check()
+    except StorageError as e:
+        raise StartupError(f"cannot open the geo-replication database: {e.message}") from e
+    return db
+
+
+def move_geo_tables(views_db: Database, geo_db: Database) -> None:
+    """Move what a data dir of an earlier version kept in the views' file (the blob
+    backlog; the links are rebuilt by the replicators) into ``geo_db``."""
+    if geo_db is views_db or views_db.dialect != "sqlite":
+        return
+    tables = {name for (name,) in views_db.query("SELECT name FROM sqlite_master")}
+    if "blob_backlog" in tables:
+        rows = views_db.query("SELECT * FROM blob_backlog")
+        with geo_db.transaction() as c:
+            c.executemany(
+                "INSERT INTO blob_backlog (digest, size, site_id, queued_ms, attempts, "
+                "next_ms, claim, claim_expires_ms, last_error) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+                rows,
+            )
+    with views_db.transaction() as c:
+        for table in {"blob_backlog", "peer_links"} & tables:
+            c.execute(f"DROP TABLE {table}")
+
+
 def log_environment(settings: Settings, *, create_tables: bool = True) -> dict[str, str]:
     """The event log's environment for these settings. Raises ``StartupError`` for a
     ``cipher_key`` that is not base64 of 16, 24 or 32 bytes."""

@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from cargohold.adapters.data_dir import DataDir
 from cargohold.adapters.sqlite import SQLiteDatabase
 from tests.fixtures.netns import Hosts, Link
 from tests.fixtures.server import BASE_ENV, Server, serving
@@ -311,7 +312,7 @@ def _links_caught_up(site: Site) -> bool:
     """Whether both of ``site``'s replicators last read their peer to its head, without
     an error (their ``peer_links`` rows, read as ``site status`` reads them, without
     the second a CLI takes to start)."""
-    with sqlite3.connect(site.data_dir / "views.sqlite", timeout=10) as db:
+    with sqlite3.connect(DataDir(site.data_dir).geo, timeout=10) as db:
         rows = db.execute("SELECT state, error, position, head FROM peer_links").fetchall()
     return len(rows) == 2 and all(
         state == "caught-up" and error is None and position == head

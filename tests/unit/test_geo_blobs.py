@@ -17,7 +17,9 @@ import pytest
 from cargohold.adapters.blob_backlog import SQLBlobBacklog
 from cargohold.adapters.blobs.filesystem import FilesystemBlobStore
 from cargohold.adapters.geo_peer import PeerFeed
+from cargohold.adapters.peer_links import SQLPeerLinks
 from cargohold.adapters.sqlite import SQLiteDatabase
+from cargohold.bootstrap.stores import move_geo_tables
 from cargohold.domain.values import Digest
 from cargohold.replay import geo_blobs
 from cargohold.replay.geo_blobs import BlobFetcher
@@ -228,3 +230,26 @@ def test_a_blob_no_peer_could_be_reached_for_is_retried_within_a_second(
     assert fetcher(store, backlog, Peer(status=404)).fetch_due() == 0
     [(next_ms,)] = backlog.db.query("SELECT next_ms FROM blob_backlog")
     assert next_ms == NOW + geo_blobs.MAX_RETRY_MS
+
+
+def test_a_backlog_kept_in_the_views_file_by_an_earlier_version_moves_to_its_own(
+    tmp_path: Path,
+) -> None:
+    """Data dirs made before ``geo.sqlite`` held the backlog in ``views.sqlite``: its
+    blobs are still fetched after an upgrade, and the old tables are gone."""
+    views, geo = SQLiteDatabase(tmp_path / "views.sqlite"), SQLiteDatabase(tmp_path / "geo.sqlite")
+    try:
+        old = SQLBlobBacklog(views)
+        old.create_table()
+        old.add([(DIGEST, 7)], "site-a", now_ms=5)
+        SQLPeerLinks(views).create_table()
+        moved = SQLBlobBacklog(geo)
+        moved.create_table()
+        move_geo_tables(views, geo)
+        [wanted] = moved.claim("me", now_ms=10, lease_ms=1000, limit=5)
+        assert (wanted.digest, wanted.size, wanted.site_id) == (DIGEST, 7, "site-a")
+        assert views.query("SELECT name FROM sqlite_master WHERE type = 'table'") == []
+        move_geo_tables(views, geo)  # once moved, a second start has nothing to move
+    finally:
+        views.close()
+        geo.close()
