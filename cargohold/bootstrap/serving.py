@@ -95,6 +95,7 @@ def _start_chores(container: Container, stop: threading.Event) -> None:
             names=StreamOrigins(container.views_db, container.site_id),
             wanted=queue_missing(container.blobs, container.blob_backlog),
             fold=container.runner.nudge,
+            fold_elsewhere=settings.workers > 1,
         )
         replicators.append(replicator)
         chore_list.append((replicator.run, ()))

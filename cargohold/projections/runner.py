@@ -90,6 +90,7 @@ class ProjectionRunner:
         self._known = 0  # a position the live views are known to have reached
         self._stop = threading.Event()
         self._nudged = threading.Event()
+        self._held_until = 0.0  # time.monotonic(): the poller leaves the log to others
         self._thread: threading.Thread | None = None
         self.failure: BaseException | None = None
 
@@ -209,6 +210,8 @@ class ProjectionRunner:
                 self._nudged.clear()
                 if self._stop.is_set():
                     return
+                if time.monotonic() < self._held_until:
+                    continue
                 try:
                     self.catch_up()
                 except BaseException as e:  # NOTE: stop loudly, never skip an event
@@ -219,9 +222,18 @@ class ProjectionRunner:
         self._thread = threading.Thread(target=loop, name="projection-poller", daemon=True)
         self._thread.start()
 
+    def hold(self, seconds: float) -> None:
+        """Have the poller leave the log to the other processes' pollers for ``seconds``
+        (or until ``nudge``): the geo replicator, while it stores a backlog, keeps this
+        process's CPU for storing (``geo_replicator``). Callers that wait for their own
+        events (``catch_up``) still fold here."""
+        self._held_until = time.monotonic() + seconds
+
     def nudge(self) -> None:
         """Have the poller catch up now, in its thread (a writer that must not wait for
-        the views: the geo replicator). Without a poller, catch up here."""
+        the views: the geo replicator), ending a ``hold``. Without a poller, catch up
+        here."""
+        self._held_until = 0.0
         if self._thread is None:
             self.catch_up()
         else:

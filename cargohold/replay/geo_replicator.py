@@ -9,10 +9,13 @@ the peer is ahead, steps follow each other at once; once caught up, the replicat
 polls every ``interval`` seconds.
 
 PERF: while a page is stored, the next one is already asked for (the peer builds it
-meanwhile, in its own process), and in ``serve`` the views fold in the projection's
-own thread (``ProjectionRunner.nudge``). That thread shares this process, so shipping
-still runs at about the speed of folding (``docs/benchmarks-geo.md``); folding in
-another worker's process is the next step.
+meanwhile, in its own process). In ``serve`` the views fold in the projection's own
+thread (``ProjectionRunner.nudge``), never in the replicator's. With several workers,
+while the peer is ahead (a backlog: a new site, a healed link) this process's poller is
+held (``ProjectionRunner.hold``) and the other workers' pollers fold what is stored, so
+storing keeps this process's CPU to itself and is not slowed to the speed of folding
+(``docs/benchmarks-geo.md``). Once caught up, this process folds at once again: that is
+what keeps a push at the peer quickly pullable here.
 
 - **One per peer per site.** Every worker and node of ``serve`` starts one per
   configured peer. Only the holder of the peer's lease (``peer_links``, renewed each
@@ -53,6 +56,8 @@ LEASE_MS = 10_000
 #: NOTE: short, so that a healed link is found within about a second: a retry of an
 #: unreachable peer is one connection attempt (``geo_peer.CONNECT_TIMEOUT_S``).
 MAX_BACKOFF_S = 1.0
+#: How long a poller is held while a backlog is stored (renewed by every page stored).
+HOLD_S = 2.0
 #: How long a refused peer (or a page this site cannot store) waits before a retry.
 REFUSED_RETRY_S = 30.0
 
@@ -98,6 +103,7 @@ class Replicator:
         owner: str | None = None,
         now_ms: Callable[[], int] = system_wall_ms,
         fold: Callable[[], object] | None = None,
+        fold_elsewhere: bool = False,
     ) -> None:
         self.feed = feed
         self.url = feed.base_url
@@ -119,6 +125,10 @@ class Replicator:
         # What the views are told after a page is stored: catch up (at once, in this
         # thread, by default) or ``nudge`` the projection's thread.
         self._fold = fold or runner.catch_up
+        # Whether other processes fold this site's log (other workers): then a backlog
+        # is left to them (the module docstring).
+        self.fold_elsewhere = fold_elsewhere
+        self._holding = False
         self._ahead: tuple[int, Future[bytes]] | None = None
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="geo-page")
 
@@ -164,9 +174,13 @@ class Replicator:
             return True
         if stored.latest is not None:
             self.clock.observe(stored.latest, self.max_clock_ahead_ms)
-        if stored.stored:
-            self._fold()
         caught_up = stored.through >= page.head
+        if stored.stored and self.fold_elsewhere and not caught_up:
+            self.runner.hold(HOLD_S)
+            self._holding = True
+        elif stored.stored or self._holding:
+            self._holding = False
+            self._fold()
         self.link = replace(
             self.link,
             site_name=page.site_name,
