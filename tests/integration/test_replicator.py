@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -466,3 +467,25 @@ def test_pages_are_read_ahead_and_the_views_fold_in_the_projections_thread(
     finally:
         b.runner.stop()
     assert site_views(a.views_db) == site_views(b.views_db)
+
+
+def test_a_backlog_is_left_to_other_workers_folds_until_it_is_stored(
+    sites: dict[str, Container],
+) -> None:
+    """With ``fold_elsewhere`` (several workers), this process's poller is held while the
+    peer is ahead, whatever its interval; the page that catches up folds here at once."""
+    a, b = sites["a"], sites["b"]
+    for tag in ("one", "two", "three"):
+        push_image(a, "acme/app", tag, seed=tag)
+    b.runner.start(interval=0.02)
+    try:
+        link = replicator(b, a, fold=b.runner.nudge, limit=2, fold_elsewhere=True)
+        before = b.runner.position()
+        assert link.step()  # the peer is ahead: stored, and left to the others to fold
+        time.sleep(0.3)  # fifteen of the poller's intervals
+        assert b.runner.position() == before and event_count(b) > before
+        while link.step():
+            pass
+        _until(lambda: b.queries.tags(APP) == ["one", "three", "two"], timeout=10)
+    finally:
+        b.runner.stop()
