@@ -21,7 +21,8 @@ The mix, as a registry's log looks after a while (shares of the events, roughly)
 - permission grants and revocations (~3%).
 
 Commands of a few dozen repositories at a time interleave, as concurrent pushers do.
-Manifest bodies are not put in the blob store (only the log matters for replay), and
+Manifest bodies and blobs are not put in the blob store (only the log matters for replay;
+``blobs`` puts small ones), and
 the live views are caught up at the end (``catch_up``), so the data dir is a consistent
 registry, ready for ``cargohold replay rebuild``. Snapshots are taken as a server would
 (every ``snapshot_interval`` events of an aggregate).
@@ -29,6 +30,7 @@ registry, ready for ``cargohold replay rebuild``. Snapshots are taken as a serve
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -102,8 +104,12 @@ class _Writer:
 
 
 class _Generator:
-    def __init__(self, container: Container, writer: _Writer, rng: random.Random) -> None:
+    def __init__(
+        self, container: Container, writer: _Writer, rng: random.Random, blobs: bool = False
+    ) -> None:
         self.c = container
+        self.blobs = blobs
+        self.sizes: dict[Digest, int] = {}  # with ``blobs``: the bytes put of each
         self.w = writer
         self.rng = rng
         self.clock = HybridLogicalClock()
@@ -121,7 +127,15 @@ class _Generator:
         )
 
     def random_digest(self) -> Digest:
-        return Digest.of(self.rng.getrandbits(64).to_bytes(8, "big"))
+        if not self.blobs:
+            return Digest.of(self.rng.getrandbits(64).to_bytes(8, "big"))
+        return self.put(self.rng.randbytes(self.rng.randint(1_000, 8_000)))
+
+    def put(self, data: bytes) -> Digest:
+        """Put ``data`` in the blob store (with ``blobs``); its digest."""
+        digest, size = self.c.blobs.put(io.BytesIO(data))
+        self.sizes[digest] = size
+        return digest
 
     # -- identity ----------------------------------------------------------------------
 
@@ -211,7 +225,9 @@ class _Generator:
             self.layers.append(self.random_digest())
         layers = self.rng.sample(self.layers, self.rng.randint(1, min(4, len(self.layers))))
         config = self.random_digest()
-        sizes = {d: self.rng.randint(1_000, 50_000_000) for d in (config, *layers)}
+        sizes = {
+            d: self.sizes.get(d) or self.rng.randint(1_000, 50_000_000) for d in (config, *layers)
+        }
         for blob, size in sizes.items():
             repo.link_blob(blob, size, ctx)
         document = {
@@ -223,7 +239,7 @@ class _Generator:
             ],
         }
         body = json.dumps(document, sort_keys=True).encode()
-        digest = Digest.of(body)
+        digest = self.put(body) if self.blobs else Digest.of(body)
         repo.push_manifest(parse_manifest(body, OCI_MANIFEST, digest), ctx)
         return digest
 
@@ -239,11 +255,15 @@ class _Generator:
         self.w.collect(repo)
 
 
-def generate(data_dir: Path, n_events: int, *, seed: int = 5, catch_up: bool = True) -> int:
+def generate(
+    data_dir: Path, n_events: int, *, seed: int = 5, catch_up: bool = True, blobs: bool = False
+) -> int:
     """Write a log of about ``n_events`` events into a new data dir; return the count.
 
     ``data_dir`` must be empty or absent. With ``catch_up`` the live views are brought up
     to the end of the log (as a server's start would), which costs about one replay.
+    With ``blobs`` every blob and manifest the log names is in the blob store, made of
+    1-8 KB of random bytes (a geo peer fetches them: ``bench.geo``).
     """
     data_dir = Path(data_dir)
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -252,7 +272,8 @@ def generate(data_dir: Path, n_events: int, *, seed: int = 5, catch_up: bool = T
     container = bootstrap(settings)
     try:
         writer = _Writer(container)
-        generator = _Generator(container, writer, random.Random(seed))  # noqa: S311 - content, not secrets
+        rng = random.Random(seed)  # noqa: S311 - content, not secrets
+        generator = _Generator(container, writer, rng, blobs)
         lives: list[Iterator[None]] = []
         index = 0
         while writer.count < n_events:

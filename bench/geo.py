@@ -4,7 +4,9 @@ Every site is a real ``cargohold serve`` (two workers, the embedded default), wi
 own data dir; B has A as its peer (``--peer``), and they share ``peer_token``.
 
 - **Shipping.** A's log is made first (``bench.eventlog.generate``, ``--events`` events of
-  the realistic mix the replay figures use), and A serves it. Each repeat starts a fresh
+  the realistic mix the replay figures use, with every blob it names in A's blob store:
+  1-8 KB each, so that B's fetcher fetches them as it would, not asking A in vain), and
+  A serves it. Each repeat starts a fresh
   B, and times, from B's start, until B's log tracks A's head (*shipped*: stored in B's
   log with their tracking), and until B's views hold them too (*folded*). Events/s is the
   count over those times; MB/s is the events' stored bytes (what the log holds, before
@@ -17,7 +19,8 @@ own data dir; B has A as its peer (``--peer``), and they share ``peer_token``.
   other; for each, the time from the answer to its manifest PUT at C until a GET of the
   tag at D answers 200 (polled every millisecond): p50, p99 and the maximum.
 
-B's progress is read from its own files (the log's tracking row, the views' tracking
+A serves B only once its start-up chores are done (the generated log sealed into its
+audit chain). B's progress is read from its own files (the log's tracking row, the views' tracking
 row, the blob backlog), read-only, so polling adds no requests to its HTTP lanes.
 No registry the project compares with replicates (distribution has no replication;
 Quay shares one database; Harbor replicates by policy jobs), so the figures stand
@@ -89,8 +92,12 @@ def _folded(data: Path) -> int:
     return _number(data / "views.sqlite", "SELECT position FROM tracking WHERE name = 'registry'")
 
 
+def _sealed(data: Path) -> int:
+    return _number(data / "views.sqlite", "SELECT position FROM audit_seal WHERE name = 'log'")
+
+
 def _backlog(data: Path) -> int:
-    return _number(data / "views.sqlite", "SELECT count(*) FROM blob_backlog")
+    return _number(data / "geo.sqlite", "SELECT count(*) FROM blob_backlog")
 
 
 def _until(what: str, condition: Callable[[], bool], timeout: float = TIMEOUT_S) -> float:
@@ -197,11 +204,14 @@ def run(events: int, repeat: int, blobs: int, blob_mib: int, pushes: int, out: P
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-geo-")))
         a_data = root / "a"
         _log(f"generating {events:,} events at A")
-        count = _generate(a_data, events, root)
+        count = _generate(a_data, events, root, blobs=True)
         state_bytes = _number(
             a_data / "events.sqlite", "SELECT sum(length(state)) FROM stored_events"
         )
         with _site("a", a_data, root, None) as a:
+            # A's first start seals the generated log into its audit chain: a chore of
+            # its own, left to finish before B reads, so that B's figures are shipping's
+            _until("sealing at A", lambda: _sealed(a_data) >= count)
             for i in range(repeat):
                 ship.append(_ship(a, a_data, root, i))
                 _log(f"  [{i + 1}/{repeat}] {ship[-1]}")

@@ -49,14 +49,15 @@ def _env(workdir: Path) -> dict[str, str]:
     }
 
 
-def _generate(data_dir: Path, n_events: int, workdir: Path) -> int:
-    """``bench.eventlog.generate(data_dir, n_events)`` in a child process; its count."""
+def _generate(data_dir: Path, n_events: int, workdir: Path, *, blobs: bool = False) -> int:
+    """``bench.eventlog.generate(data_dir, n_events, blobs=blobs)`` in a child process;
+    its count."""
     code = (
         "import sys; from pathlib import Path; from bench.eventlog import generate; "
-        "print(generate(Path(sys.argv[1]), int(sys.argv[2])))"
+        "print(generate(Path(sys.argv[1]), int(sys.argv[2]), blobs=sys.argv[3] == 'blobs'))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(data_dir), str(n_events)],
+        [sys.executable, "-c", code, str(data_dir), str(n_events), "blobs" if blobs else "-"],
         cwd=REPO_ROOT,
         env=_env(workdir),
         capture_output=True,
