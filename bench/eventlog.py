@@ -21,10 +21,10 @@ The mix, as a registry's log looks after a while (shares of the events, roughly)
 - permission grants and revocations (~3%).
 
 Commands of a few dozen repositories at a time interleave, as concurrent pushers do.
-Manifest bodies and blobs are not put in the blob store (only the log matters for replay;
-``blobs`` puts small ones), and
-the live views are caught up at the end (``catch_up``), so the data dir is a consistent
-registry, ready for ``cargohold replay rebuild``. Snapshots are taken as a server would
+Manifest bodies and blobs are not put in the blob store (only the log matters for
+replay; with ``blobs``, small ones are), and the live views are caught up at the end
+(``catch_up``), so the data dir is a consistent registry, ready for ``cargohold replay
+rebuild``. Snapshots are taken as a server would
 (every ``snapshot_interval`` events of an aggregate).
 """
 

@@ -95,8 +95,11 @@ def move_geo_tables(views_db: Database, geo_db: Database) -> None:
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
                 rows,
             )
+    moved = {"blob_backlog", "peer_links"} & tables
+    if not moved:
+        return  # every start after the first: no write transaction on the views
     with views_db.transaction() as c:
-        for table in {"blob_backlog", "peer_links"} & tables:
+        for table in moved:
             c.execute(f"DROP TABLE {table}")
 
 
